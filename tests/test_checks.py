@@ -1,0 +1,85 @@
+"""The check vocabulary: each kind passes and fails where it should, repairs are re-checked."""
+
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from data_tools.checks import Check
+from data_tools.scoring import repair, score
+from data_tools.spec import Rule
+
+adapter = TypeAdapter(Check)
+
+
+def check(**kw):
+    return adapter.validate_python(kw)
+
+
+@pytest.mark.parametrize("spec, response, expected", [
+    ({"kind": "max_words", "n": 3}, "one two three", True),
+    ({"kind": "max_words", "n": 3}, "one two three four", False),
+    ({"kind": "min_words", "n": 2}, "one", False),
+    ({"kind": "max_sentences", "n": 1}, "One. Two.", False),
+    ({"kind": "max_sentences", "n": 2}, "One. Two.", True),
+    ({"kind": "lowercase"}, "all lower", True),
+    ({"kind": "lowercase"}, "Not lower", False),
+    ({"kind": "no_commas"}, "a, b", False),
+    ({"kind": "no_commas"}, "a b", True),
+    ({"kind": "starts_with", "prefix": "ok:"}, "  ok: fine", True),
+    ({"kind": "starts_with", "prefix": "ok:"}, "fine ok:", False),
+    ({"kind": "ends_with", "suffix": "bye."}, "see you. bye.", True),
+    ({"kind": "ends_with", "suffix": "bye."}, "bye. see you.", False),
+    ({"kind": "contains", "phrases": ["Tea"]}, "I like tea", True),
+    ({"kind": "not_contains", "phrases": ["tea"]}, "I like TEA", False),
+    ({"kind": "regex", "pattern": r"^\d+$"}, "123", True),
+    ({"kind": "regex", "pattern": r"\d", "must_match": False}, "a1", False),
+    ({"kind": "json_format"}, '{"a": 1}', True),
+    ({"kind": "json_format"}, '```json\n{"a": 1}\n```', True),
+    ({"kind": "json_format"}, "{'a': 1}", False),
+])
+def test_check_verdicts(spec, response, expected):
+    result = check(**spec).evaluate("input", response)
+    assert result.passed is expected
+    assert result.reason
+
+
+def test_grounding_refuses_invented_values():
+    g = check(kind="grounding", pattern=r"\b[A-Z][a-z]+ [A-Z][a-z]+\b")
+    source = "Order 17 from Maria Lopez, phone 555-0101"
+    assert g.evaluate(source, "your order ships today, Maria Lopez").passed
+    verdict = g.evaluate(source, "your order ships today, Kevin Smith")
+    assert not verdict.passed and "Kevin Smith" in verdict.reason
+
+
+def test_unknown_kind_and_bad_params_are_rejected():
+    with pytest.raises(ValidationError, match="does not match any of the expected tags"):
+        check(kind="max_wordz", n=3)
+    with pytest.raises(ValidationError):
+        check(kind="max_words", n=0)
+    with pytest.raises(ValidationError, match="not a valid regular expression"):
+        check(kind="regex", pattern="(")
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        check(kind="lowercase", n=3)
+
+
+RULES = [
+    Rule(id="lower", text="lowercase", check={"kind": "lowercase"}),
+    Rule(id="commas", text="no commas", check={"kind": "no_commas"}),
+    Rule(id="words", text="<= 8 words", check={"kind": "max_words", "n": 8}),
+    Rule(id="prefix", text="start with ok:", check={"kind": "starts_with", "prefix": "ok:"}),
+    Rule(id="style", text="be nice"),  # prompted but not checked
+]
+
+
+def test_repair_fixes_mechanical_rules_and_result_passes():
+    raw = "Sure, here it is. The Answer is long, very long, far too long for the limit."
+    fixed = repair(RULES, "q", raw)
+    assert fixed is not None
+    assert all(r.passed for r in score(RULES, "q", fixed).values())
+    assert fixed.startswith("ok: sure here it is.")
+    assert set(score(RULES, "q", fixed)) == {"lower", "commas", "words", "prefix"}
+
+
+def test_repair_gives_up_when_no_repair_exists():
+    rules = [Rule(id="json", text="answer in JSON", check={"kind": "json_format"})]
+    assert repair(rules, "q", "no braces here") is None
+    assert repair(rules, "q", 'here: {"a": 1} done') == '{"a": 1}'

@@ -1,0 +1,132 @@
+"""Configs and specs: bad input fails at once with the file, line and field; every shipped config loads."""
+
+from pathlib import Path
+
+import pytest
+
+from data_tools.inputs import load_inputs, split_inputs
+from data_tools.spec import load_spec
+from evals.run import EvalConfig
+from promptbake.config import InputError, apply_overrides, load_config
+from sft.train import SFTRecipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+GOOD = """\
+name: t
+rules:
+  - id: lower
+    text: Write in lowercase.
+    check: {kind: lowercase}
+inputs:
+  path: inputs.jsonl
+"""
+
+
+def write(tmp_path, text, name="spec.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def inputs_file(tmp_path):
+    (tmp_path / "inputs.jsonl").write_text('{"input": "a"}\n{"input": "b"}\n{"input": "c"}\n')
+
+
+@pytest.mark.parametrize("text, message", [
+    (GOOD.replace("name: t", "name: t\nnmae: x"), r"spec.yaml:2: field 'nmae': unknown field"),
+    (GOOD.replace("{kind: lowercase}", "{kind: lowercse}"),
+     r"spec.yaml:5: field 'rules.0.check': Input tag 'lowercse'"),
+    (GOOD.replace("{kind: lowercase}", "{kind: max_words, n: -1}"),
+     r"spec.yaml:5: field 'rules.0.check.max_words.n': Input should be greater than 0"),
+    (GOOD.replace("  - id: lower\n", "  - id: lower\n    text: [1\n"), r"spec.yaml:\d+: invalid YAML"),
+    (GOOD.replace("  path: inputs.jsonl", "  template: 'say {x}'\n  slots: {x: []}"),
+     r"field 'inputs': Value error, template slot \{x\} has no values"),
+    (GOOD.replace("  path: inputs.jsonl", "  path: nowhere.jsonl"), r"field 'inputs.path': file not found"),
+    (GOOD.replace("name: t\n", ""), r"field 'name': required field is missing"),
+    ("", r"spec.yaml: file is empty"),
+    ("- a\n- b\n", r"expected a mapping"),
+])
+def test_bad_spec_names_file_line_and_field(tmp_path, inputs_file, text, message):
+    with pytest.raises(InputError, match=message):
+        load_spec(write(tmp_path, text))
+
+
+def test_missing_spec_file(tmp_path):
+    with pytest.raises(InputError, match=r"nope.yaml: file not found"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_non_utf8_spec(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(b"name: \xff\xfe\n")
+    with pytest.raises(InputError, match="not valid UTF-8"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", r"inputs.jsonl: no inputs"),
+    ('{"input": "a"}\nnot json\n', r"inputs.jsonl:2: not valid JSON"),
+    ('{"input": "a"}\n{"text": "b"}\n', r"inputs.jsonl:2: field 'input' is missing"),
+])
+def test_bad_input_files_name_the_line(tmp_path, content, message):
+    (tmp_path / "inputs.jsonl").write_text(content)
+    spec = load_spec(write(tmp_path, GOOD))
+    with pytest.raises(InputError, match=message):
+        load_inputs(spec)
+
+
+def test_csv_and_text_inputs(tmp_path):
+    (tmp_path / "inputs.csv").write_text("id,input\n1,first\n2,\n")
+    spec = load_spec(write(tmp_path, GOOD.replace("inputs.jsonl", "inputs.csv")))
+    with pytest.raises(InputError, match=r"inputs.csv:3: column 'input' is empty"):
+        load_inputs(spec)
+    (tmp_path / "inputs.txt").write_text("one\n\ntwo\none\n")
+    spec = load_spec(write(tmp_path, GOOD.replace("inputs.jsonl", "inputs.txt")))
+    assert load_inputs(spec) == ["one", "two"]  # blank lines skipped, duplicates dropped
+
+
+def test_template_expands_every_combination(tmp_path):
+    text = GOOD.replace("  path: inputs.jsonl", "  template: '{a} and {b}'\n  slots: {a: [x, y], b: [1, 2, 3]}")
+    assert len(load_inputs(load_spec(write(tmp_path, text)))) == 6
+
+
+def test_split_is_seeded_and_disjoint():
+    texts = [f"input {i}" for i in range(50)]
+    train, held = split_inputs(texts, 0.2, seed=1)
+    assert len(held) == 10 and not set(train) & set(held) and set(train) | set(held) == set(texts)
+    assert split_inputs(list(reversed(texts)), 0.2, seed=1) == (train, held)  # order of the source is irrelevant
+    assert split_inputs(texts, 0.2, seed=2) != (train, held)
+
+
+def test_overrides():
+    data = {"training": {"num_train_epochs": 3}, "arms": ["a", "b"]}
+    apply_overrides(data, ["training.num_train_epochs=1", "lora.r=8", "arms.1=c", "report_to=none"])
+    assert data == {"training": {"num_train_epochs": 1}, "arms": ["a", "c"], "lora": {"r": 8},
+                    "report_to": "none"}
+    with pytest.raises(InputError, match="expected key=value"):
+        apply_overrides(data, ["training.num_train_epochs"])
+
+
+def test_override_with_wrong_type_names_the_field(tmp_path):
+    path = write(tmp_path, "dataset: x.jsonl\ntraining:\n  learning_rate: 1.0e-4\n", "recipe.yaml")
+    with pytest.raises(InputError, match=r"field 'training.learning_rate': Input should be a valid number"):
+        load_config(SFTRecipe, path, ["training.learning_rate=fast"])
+
+
+def test_every_shipped_config_validates():
+    specs = sorted((REPO / "configs" / "specs").glob("*.yaml"))
+    recipes = sorted((REPO / "configs" / "sft").glob("*.yaml"))
+    evals = sorted((REPO / "configs" / "evals").glob("*.yaml"))
+    assert specs and recipes and evals
+    for path in specs:
+        spec = load_spec(path)
+        assert load_inputs(spec)
+        assert path.read_text().startswith("#"), f"{path} must start with a comment saying what it is for"
+    for path in recipes:
+        load_config(SFTRecipe, path)
+        assert path.read_text().startswith("#")
+    for path in evals:
+        load_config(EvalConfig, path)
+        assert path.read_text().startswith("#")
