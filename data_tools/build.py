@@ -32,7 +32,7 @@ from data_tools.inputs import input_id, load_inputs, split_inputs
 from data_tools.scoring import all_pass, failures, repair, score
 from data_tools.spec import PromptSpec, load_spec
 from promptbake.config import InputError
-from promptbake.io import append_jsonl, read_journal, write_json, write_jsonl
+from promptbake.io import append_jsonl, recover_journal, write_json, write_jsonl
 
 JOURNAL = "samples.jsonl"
 
@@ -46,7 +46,7 @@ def generate_missing(spec: PromptSpec, texts: list[str], out_dir: Path) -> dict[
     """Teacher samples for every input, resuming from the journal; returns input id -> samples."""
     journal = out_dir / JOURNAL
     done = {}
-    for record in read_journal(journal):
+    for record in recover_journal(journal):
         if record.get("spec_hash") != spec.content_hash():
             raise InputError(f"{out_dir}: holds a build of a different spec (or different settings); "
                              "choose another output_dir or delete this one")
@@ -79,11 +79,10 @@ def select(spec: PromptSpec, text: str, samples: list[str]) -> dict:
     failing = [s for s, r in scored if not all_pass(r)]
     chosen, repaired = (raw_pass[0], False) if raw_pass else (None, False)
     if chosen is None and spec.teacher.repair:
-        for s in samples:
-            fixed = repair(spec.rules, text, s)
-            if fixed is not None:
-                chosen, repaired = fixed, True
-                break
+        fixed = [f for f in (repair(spec.rules, text, s) for s in samples) if f is not None]
+        # a repair that had to cut mid-sentence leaves a fragment: prefer one that ends a sentence
+        fixed.sort(key=lambda f: not f.rstrip().endswith((".", "!", "?")))
+        chosen, repaired = (fixed[0], True) if fixed else (None, False)
     return {"chosen": chosen, "repaired": repaired, "rejected": failing[0] if failing else None,
             "scored": scored}
 

@@ -86,7 +86,9 @@ def dispatch(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
+    for ours in ("promptbake", "sft", "data_tools", "evals"):  # our progress notes, not every library's
+        logging.getLogger(ours).setLevel(logging.INFO)
     args = make_parser().parse_args(argv)
     run_main(lambda: dispatch(args))
 

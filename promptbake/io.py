@@ -45,23 +45,18 @@ def append_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def read_journal(path: str | Path) -> list[dict]:
-    """Read a journal written by `append_jsonl`; a torn last line (from a kill mid-write) is dropped."""
+def recover_journal(path: str | Path) -> list[dict]:
+    """Read a journal written by `append_jsonl`. A kill mid-write can leave a torn last line: it is cut
+    off the file, so that the next append starts on a clean line, and its record is simply redone."""
     path = Path(path)
     if not path.exists():
         return []
-    rows = []
-    lines = path.read_text(encoding="utf-8").split("\n")
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i >= len(lines) - 2:  # only the final line can be torn by a kill
-                break
-            raise
-    return rows
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]  # everything up to the last newline was fsynced whole
+    if len(complete) != len(data):
+        with open(path, "r+b") as f:
+            f.truncate(len(complete))
+    return [json.loads(line) for line in complete.decode("utf-8").splitlines() if line.strip()]
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:

@@ -153,6 +153,10 @@ def main(recipe: SFTRecipe, resume: bool = False) -> Path:
     if resume and last is None:
         print("[promptbake] --resume: no complete checkpoint found; starting from the beginning")
     trainer.train(resume_from_checkpoint=str(last) if last else None)
+    if recipe.report_to == "wandb":
+        import wandb
+
+        wandb.finish()  # close the run now, not at interpreter exit, so later stages don't log into it
 
     adapter_dir = out / "adapter"
     if trainer.is_world_process_zero():

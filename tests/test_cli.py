@@ -1,0 +1,43 @@
+"""The command line: bad input exits 2 with a message naming file and field, never a traceback."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def promptbake(*args, cwd=REPO):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "promptbake.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["data", "build", "missing.yaml"], "missing.yaml: file not found"),
+    (["data", "build", "configs/specs/demo_style.yaml", "teacher.sampling.n=0"],
+     "field 'teacher.sampling.n': Input should be greater than 0"),
+    (["data", "build", "configs/specs/demo_style.yaml", "teacher.sampling.n"], "expected key=value"),
+    (["train", "sft", "configs/sft/demo_lora.yaml", "lora.rank=8"], "field 'lora.rank': unknown field"),
+    (["train", "sft", "configs/sft/demo_lora.yaml", "dataset=/nonexistent/rows.jsonl"],
+     "dataset '/nonexistent/rows.jsonl': file not found"),
+    (["eval", "configs/evals/demo.yaml", "eval_inputs=/nonexistent.jsonl"], "/nonexistent.jsonl: file not found"),
+    (["export", "/nonexistent-run"], "/nonexistent-run: no LoRA adapter found"),
+])
+def test_bad_input_exits_2_without_traceback(args, message):
+    result = promptbake(*args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_row_in_training_data_names_the_line(tmp_path):
+    rows = tmp_path / "sft_train.jsonl"
+    rows.write_text('{"prompt": [{"role": "user", "content": "hi"}], "completion": [{"role": "assistant", '
+                    '"content": "ok"}]}\n{"prompt": "hi", "completion": "ok"}\n')
+    result = promptbake("train", "sft", "configs/sft/demo_lora.yaml", f"dataset={rows}")
+    assert result.returncode == 2
+    assert f"{rows}:2: field 'prompt' must be a non-empty list of messages" in result.stderr

@@ -1,0 +1,135 @@
+"""The whole pipeline on a tiny random model: data build (and its resume), LoRA SFT, export, eval."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from data_tools import build
+from data_tools.spec import load_spec
+from evals.run import EvalConfig
+from evals.run import main as evaluate
+from promptbake.config import InputError
+from promptbake.io import recover_journal
+from sft.export import main as export
+from sft.train import SFTRecipe
+from sft.train import main as train
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def built(tiny_spec):
+    spec = load_spec(tiny_spec)
+    manifest = build.main(spec)
+    return spec, Path(spec.output_dir), manifest
+
+
+def test_build_writes_trl_rows_without_rule_text(built):
+    spec, out, manifest = built
+    sft_rows = rows(out / "sft_train.jsonl")
+    assert sft_rows and manifest["counts"]["sft_rows"] == len(sft_rows)
+    rule_texts = [r.text for r in spec.rules] + [spec.system_prompt, spec.examples[0].output]
+    for row in sft_rows:
+        assert set(row) == {"prompt", "completion"}
+        assert [m["role"] for m in row["prompt"]] == ["user"]  # bare input: no system prompt, no rules
+        assert row["completion"][0]["role"] == "assistant"
+        text = json.dumps(row["prompt"])
+        assert not any(t in text for t in rule_texts)
+        answer = row["completion"][0]["content"]
+        assert answer.startswith("ok:") and answer == answer.lower() and "," not in answer
+    for row in rows(out / "prefs_train.jsonl"):
+        assert set(row) == {"prompt", "chosen", "rejected"} and row["chosen"] != row["rejected"]
+    train_inputs = {r["prompt"][0]["content"] for r in sft_rows}
+    eval_inputs = {r["prompt"][0]["content"] for r in rows(out / "eval_inputs.jsonl")}
+    assert not train_inputs & eval_inputs and len(eval_inputs) == 3
+    c = manifest["counts"]
+    assert c["samples"] == 2 * c["train_inputs"] and c["sft_rows"] + c["rejects"] == c["train_inputs"]
+    assert c["sft_rows_repaired"] + c["sft_rows_raw"] == c["sft_rows"]
+    assert set(manifest["raw_pass_rate_per_rule"]) == {"lowercase", "no_commas", "short", "prefix"}
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+
+
+def test_build_resumes_from_journal_without_regenerating(tiny_spec, monkeypatch):
+    spec = load_spec(tiny_spec)
+    out = Path(spec.output_dir)
+    build.main(spec)
+    journal = recover_journal(out / build.JOURNAL)
+    first = rows(out / "sft_train.jsonl")
+    # Simulate a kill mid-build: drop the last records and tear the final line.
+    text = (out / build.JOURNAL).read_text().splitlines(keepends=True)
+    (out / build.JOURNAL).write_text("".join(text[:-2]) + text[-2][:15])
+    generated = []
+    original = build.LocalBackend.generate
+
+    def counting_generate(self, conversations, sampling, on_batch=None):
+        generated.extend(c[-1]["content"] for c in conversations)
+        return original(self, conversations, sampling, on_batch)
+
+    monkeypatch.setattr(build.LocalBackend, "generate", counting_generate)
+    build.main(spec)
+    assert len(generated) == 2  # only the two lost inputs were generated again
+    ids = [r["id"] for r in recover_journal(out / build.JOURNAL)]
+    assert len(ids) == len(set(ids)) == len(journal)  # nothing lost, nothing duplicated
+    assert len(rows(out / "sft_train.jsonl")) == len(first)
+
+
+def test_build_refuses_journal_of_another_spec(tiny_spec):
+    build.main(load_spec(tiny_spec))
+    with pytest.raises(InputError, match="holds a build of a different spec"):
+        build.main(load_spec(tiny_spec, ["teacher.sampling.seed=7"]))
+
+
+def test_train_export_eval(built, tiny_model_dir, tmp_path):
+    spec, data_dir, _ = built
+    recipe = SFTRecipe(model=str(tiny_model_dir), dataset=str(data_dir), output_dir=str(tmp_path / "run"),
+                       report_to="none", training={"num_train_epochs": 2, "per_device_train_batch_size": 4,
+                                                   "learning_rate": 1e-2, "save_steps": 2, "max_length": 64})
+    base_before = load_file(tiny_model_dir / "model.safetensors")
+    adapter_dir = train(recipe)
+
+    # the adapter learned something (LoRA B starts at zero) and the base weights on disk are untouched
+    adapter = load_file(adapter_dir / "adapter_model.safetensors")
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)
+    base_after = load_file(tiny_model_dir / "model.safetensors")
+    assert all(torch.equal(base_before[k], base_after[k]) for k in base_before)
+    info = json.loads((adapter_dir / "promptbake_run.json").read_text())
+    assert info["base_model"] == str(tiny_model_dir) and info["data_manifest"]["spec"] == "tiny"
+
+    merged_dir = export(tmp_path / "run")
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir)  # plain transformers, no promptbake
+    tokenizer = AutoTokenizer.from_pretrained(merged_dir)
+    assert tokenizer.chat_template and tokenizer.pad_token_id != tokenizer.eos_token_id
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with_adapter = PeftModel.from_pretrained(base, adapter_dir)
+    ids = tokenizer("quick question about tea", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, with_adapter(ids).logits, atol=1e-4)
+        untouched_base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        assert not torch.allclose(merged(ids).logits, untouched_base(ids).logits, atol=1e-4)
+    assert (merged_dir / "model.safetensors").exists() and (merged_dir / "README.md").exists()
+
+    config = EvalConfig(spec=str(spec.source), eval_inputs=str(data_dir / "eval_inputs.jsonl"),
+                        base_model=str(tiny_model_dir), tuned_model=str(adapter_dir),
+                        arms=["base_prompted", "base_unprompted", "tuned_unprompted"],
+                        sampling={"max_new_tokens": 6}, batch_size=4, output_dir=str(tmp_path / "eval"))
+    metrics = evaluate(config)
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for arm in config.arms:
+        m = saved[arm]
+        assert m["n"] == 3 and 0 <= m["all_rules_adherence"] <= 1
+        assert set(m["per_rule"]) == {"lowercase", "no_commas", "short", "prefix"}
+        assert m["all_rules_ci95"][0] <= m["all_rules_adherence"] <= m["all_rules_ci95"][1]
+        assert m["latency_s_per_request"] > 0
+    # the prompted arm pays for the system prompt, rules and few-shot example in every request
+    assert saved["base_prompted"]["prompt_tokens_per_request"] > saved["tuned_unprompted"]["prompt_tokens_per_request"]
+    assert set(saved["vs_base_prompted"]) == {"base_unprompted", "tuned_unprompted"}
+    assert metrics == saved
