@@ -8,7 +8,8 @@ input, with no rules.
 Writes to `output_dir`:
     sft_train.jsonl    TRL conversational prompt-completion rows  {"prompt": [user], "completion": [assistant]}
     prefs_train.jsonl  TRL preference rows {"prompt", "chosen", "rejected"} (a passing and a failing sample)
-    eval_inputs.jsonl  TRL prompt-only rows for the held-out inputs (the evals answer these)
+    eval_inputs.jsonl  TRL prompt-only rows for the held-out inputs (the evals answer these), with `label`
+                       when the spec names a label column
     rejects.jsonl      inputs with no passing sample, with every sample's failed checks
     samples.jsonl      the journal of raw teacher samples; a killed build resumes from it
     manifest.json      spec hash, teacher, sampling, counts, pass rate per rule, time
@@ -92,7 +93,8 @@ def main(spec: PromptSpec) -> dict:
     start = time.time()
     out_dir = Path(spec.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    texts = load_inputs(spec)
+    inputs = load_inputs(spec)
+    texts = list(inputs)
     train, held_out = split_inputs(texts, spec.split.eval_fraction, spec.split.seed)
     samples = generate_missing(spec, train, out_dir)
 
@@ -121,7 +123,10 @@ def main(spec: PromptSpec) -> dict:
                          f"see {out_dir / 'rejects.jsonl'}")
     write_jsonl(out_dir / "sft_train.jsonl", sft_rows)
     write_jsonl(out_dir / "prefs_train.jsonl", pref_rows)
-    write_jsonl(out_dir / "eval_inputs.jsonl", [{"prompt": user_prompt(t)} for t in held_out])
+    # prompt-only rows; a reference answer, when the inputs have one, rides along as `label`
+    write_jsonl(out_dir / "eval_inputs.jsonl",
+                [{"prompt": user_prompt(t), **({"label": inputs[t]} if inputs[t] is not None else {})}
+                 for t in held_out])
     elapsed = time.time() - start
     checked = [r.id for r in spec.rules if r.check is not None]
     manifest = {

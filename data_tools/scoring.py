@@ -40,3 +40,19 @@ def repair(rules: list[Rule], input: str, response: str, rounds: int = 3) -> str
         if not changed:
             return None
     return text if all_pass(score(rules, input, text)) else None
+
+
+def loose_variants(response: str) -> list[str]:
+    """IFEval's loose transformations: the response with its first line, last line or both removed, each
+    with and without markdown asterisks. A rule is loosely followed if any variant passes; this forgives a
+    preamble ("Sure! Here it is:") or a sign-off that a strict check would count against the answer."""
+    lines = response.split("\n")
+    cuts = [response, "\n".join(lines[1:]).strip(), "\n".join(lines[:-1]).strip(), "\n".join(lines[1:-1]).strip()]
+    return [v for cut in cuts for v in (cut, cut.replace("*", ""))]
+
+
+def score_loose(rules: list[Rule], input: str, response: str) -> dict[str, bool]:
+    """rule id -> loosely followed (each rule judged on its own best variant, as IFEval does)."""
+    variants = [v for v in loose_variants(response) if v.strip()]
+    return {r.id: any(r.check.evaluate(input, v).passed for v in variants)
+            for r in rules if r.check is not None}

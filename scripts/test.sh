@@ -5,4 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
+# the eval report's browser test renders report.html in headless Chromium; install it when we can (root + apt)
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    echo "test.sh: installing chromium for the report's browser test (apt-get, quiet)"
+    { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+        && apt-get update -qq >/dev/null 2>&1 \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; } \
+        || echo "test.sh: could not install chromium; the browser test will skip (or fail under CI=true)"
+fi
 exec .venv/bin/python -m pytest "$@"

@@ -84,7 +84,16 @@ def test_csv_and_text_inputs(tmp_path):
         load_inputs(spec)
     (tmp_path / "inputs.txt").write_text("one\n\ntwo\none\n")
     spec = load_spec(write(tmp_path, GOOD.replace("inputs.jsonl", "inputs.txt")))
-    assert load_inputs(spec) == ["one", "two"]  # blank lines skipped, duplicates dropped
+    assert list(load_inputs(spec)) == ["one", "two"]  # blank lines skipped, duplicates dropped
+
+
+def test_labels_come_from_the_named_column(tmp_path):
+    (tmp_path / "inputs.csv").write_text("input,answer\nwhat is 2+2?,4\nwhat is 3+3?,6\n")
+    text = GOOD.replace("inputs.jsonl", "inputs.csv") + "  label_field: answer\n"
+    assert load_inputs(load_spec(write(tmp_path, text))) == {"what is 2+2?": "4", "what is 3+3?": "6"}
+    (tmp_path / "inputs.jsonl").write_text('{"input": "a", "answer": "x"}\n{"input": "b"}\n')
+    with pytest.raises(InputError, match=r"inputs.jsonl:2: label field 'answer' is missing"):
+        load_inputs(load_spec(write(tmp_path, GOOD + "  label_field: answer\n")))
 
 
 def test_template_expands_every_combination(tmp_path):

@@ -27,7 +27,7 @@ def test_demo_end_to_end_on_the_default_model(tmp_path):
     assert f"run directory: {out}" in result.stdout
 
     manifest = json.loads((out / "data" / "manifest.json").read_text())
-    assert manifest["counts"]["train_inputs"] == 9 and manifest["counts"]["eval_inputs"] == 3
+    assert manifest["counts"]["train_inputs"] == 8 and manifest["counts"]["eval_inputs"] == 4  # 30% of 12
     rows = [json.loads(x) for x in (out / "data" / "sft_train.jsonl").read_text().splitlines()]
     assert rows and all(r["prompt"] == [{"role": "user", "content": r["prompt"][0]["content"]}] for r in rows)
 
@@ -35,9 +35,10 @@ def test_demo_end_to_end_on_the_default_model(tmp_path):
     for arm in ("base_prompted", "tuned_unprompted"):
         for key in ("all_rules_adherence", "per_rule", "prompt_tokens_per_request", "latency_s_per_request", "n"):
             assert key in metrics[arm]
-        assert metrics[arm]["n"] == 3
+        assert metrics[arm]["n"] == 4
     # the point of the whole exercise: no prompt means far fewer prompt tokens per request
-    assert metrics["tuned_unprompted"]["prompt_tokens_per_request"] * 4 < metrics["base_prompted"]["prompt_tokens_per_request"]
+    tokens = {arm: metrics[arm]["prompt_tokens_per_request"] for arm in ("base_prompted", "tuned_unprompted")}
+    assert tokens["tuned_unprompted"] * 4 < tokens["base_prompted"]
 
     merged = out / "sft" / "merged"
     assert (merged / "model.safetensors").exists() and (merged / "tokenizer.json").exists()

@@ -120,7 +120,8 @@ def test_train_export_eval(built, tiny_model_dir, tmp_path):
     config = EvalConfig(spec=str(spec.source), eval_inputs=str(data_dir / "eval_inputs.jsonl"),
                         base_model=str(tiny_model_dir), tuned_model=str(adapter_dir),
                         arms=["base_prompted", "base_unprompted", "tuned_unprompted"],
-                        sampling={"max_new_tokens": 6}, batch_size=4, output_dir=str(tmp_path / "eval"))
+                        sampling={"max_new_tokens": 6}, batch_size=4, output_dir=str(tmp_path / "eval"),
+                        report_to="none")
     metrics = evaluate(config)
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     for arm in config.arms:
