@@ -150,9 +150,11 @@ def load_model_and_tokenizer(
     dtype: torch.dtype = torch.float32,
     trust_remote_code: bool = False,
     merge_adapter: bool = True,
+    quantization_config=None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a model by reference. A training run's adapter directory loads its base plus the adapter,
-    merged in memory by default (faster generation; identical outputs)."""
+    merged in memory by default (faster generation; identical outputs). `quantization_config` (e.g. a
+    4-bit BitsAndBytesConfig for QLoRA) applies to a plain model, not to an adapter directory."""
     if trust_remote_code:
         log.warning("trust_remote_code=True: model %s may run code from its repository", name)
     path = resolve_model_path(name)
@@ -166,7 +168,8 @@ def load_model_and_tokenizer(
             model = model.merge_and_unload()
     else:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+            path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code,
+            quantization_config=quantization_config,
         )
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code), name)
     model.generation_config.pad_token_id = tokenizer.pad_token_id

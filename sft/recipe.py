@@ -1,0 +1,251 @@
+"""What every training recipe shares: the model and how it is adapted (LoRA, QLoRA, DoRA, full), precision,
+the optimisation knobs, tracking, checkpoints and the saved output. SFT, DPO, reward and RL recipes extend
+`BaseRecipe`; each trainer module stays a thin script over TRL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field, PositiveInt, model_validator
+
+from promptbake.config import InputError, StrictModel
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Method = Literal["lora", "qlora", "dora", "full"]
+
+
+class LoraSpec(StrictModel):
+    r: PositiveInt = 16
+    """Adapter rank. Higher ranks can learn more and cost more memory and time."""
+    alpha: PositiveInt = 32
+    """Scaling numerator: the update is scaled by alpha / r."""
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: str | list[str] = "all-linear"
+    """Which layers get adapters; `all-linear` covers attention and MLP projections."""
+
+
+class TrainingSpec(StrictModel):
+    num_train_epochs: float = Field(3.0, gt=0)
+    max_steps: int = -1
+    """Stop after this many optimizer steps (overrides epochs when > 0)."""
+    per_device_train_batch_size: PositiveInt = 8
+    gradient_accumulation_steps: PositiveInt = 1
+    """Raises the effective batch without more memory, at the same cost per example."""
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    max_length: PositiveInt = 256
+    """Prompt + completion tokens; longer rows are truncated (their end, and so their EOS, is lost)."""
+    gradient_checkpointing: bool = False
+    """Saves activation memory at ~1/3 more compute; off because small models fit without it."""
+    logging_steps: PositiveInt = 5
+    save_steps: PositiveInt = 50
+    """Checkpoint every N optimizer steps; `--resume` restarts from the last complete one."""
+    save_total_limit: PositiveInt = 2
+    seed: int = 0
+
+
+class BaseRecipe(StrictModel):
+    model: str = "smollm2-135m-instruct"
+    """Base model: a short name, hub id, local directory or .gguf file."""
+    dataset: str
+    """A JSONL file written by `promptbake data build` (or the directory that holds it)."""
+    output_dir: str = "runs/train"
+    method: Method = "lora"
+    """lora; qlora (LoRA on a 4-bit nf4 base via bitsandbytes: ~4x less weight memory); dora (weight-decomposed
+    LoRA: often better at low rank, slower); full (every weight trains: most memory, no adapter)."""
+    lora: LoraSpec = LoraSpec()
+    training: TrainingSpec = TrainingSpec()
+    precision: Precision = "auto"
+    """auto: fp32 on CPU (bf16 is emulated there and ~15x slower), bf16 on GPUs that support it, else fp16."""
+    report_to: Literal["wandb", "none"] = "wandb"
+    """W&B runs offline (files under ./wandb, `wandb sync` later) when WANDB_API_KEY is not set."""
+    run_name: str | None = None
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _full_has_no_adapter(self):
+        if self.method == "full" and "lora" in self.model_fields_set:
+            raise ValueError("method 'full' trains every weight; remove the `lora` section or pick lora/qlora/dora")
+        return self
+
+
+def choose_precision(requested: Precision) -> str:
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def dataset_file(path: str, default_name: str) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        p = p / default_name
+    if not p.is_file():
+        raise InputError(f"dataset {path!r}: file not found (expected {default_name} from `promptbake data build`)")
+    return p
+
+
+def load_rows(path: Path, message_fields: tuple[str, ...]):
+    """Load TRL conversational rows, refusing a row whose `message_fields` are not lists of messages."""
+    from datasets import load_dataset
+
+    from promptbake.io import iter_jsonl
+
+    count = 0
+    for lineno, row in iter_jsonl(path):
+        count += 1
+        for key in message_fields:
+            value = row.get(key)
+            if not isinstance(value, list) or not value or not all(isinstance(m, dict) and "role" in m
+                                                                   and "content" in m for m in value):
+                raise InputError(f"{path}:{lineno}: field {key!r} must be a non-empty list of messages "
+                                 f"({{'role', 'content'}}, TRL conversational format)")
+    if count == 0:
+        raise InputError(f"{path}: no rows (the file is empty)")
+    return load_dataset("json", data_files=str(path), split="train")
+
+
+def setup_tracking(recipe: BaseRecipe) -> str:
+    """Decide W&B's mode once, before the trainer starts; returns a label for the start-of-run banner."""
+    if recipe.report_to == "none":
+        return "none"
+    if not os.environ.get("WANDB_API_KEY"):
+        os.environ.setdefault("WANDB_MODE", "offline")
+    return f"wandb ({os.environ.get('WANDB_MODE', 'online')})"
+
+
+def load_for_training(recipe: BaseRecipe, precision: str):
+    """The model to train and its tokenizer: full precision for lora/dora/full, 4-bit nf4 for qlora."""
+    from sft.models import load_model_and_tokenizer
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    quantization = None
+    if recipe.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        # nf4 storage, double-quantised constants; matmuls run in the training dtype
+        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                          bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
+    return load_model_and_tokenizer(recipe.model, dtype=dtype, trust_remote_code=recipe.trust_remote_code,
+                                    quantization_config=quantization)
+
+
+def peft_config(recipe: BaseRecipe, task_type: str = "CAUSAL_LM"):
+    """The adapter config (None for full fine-tuning)."""
+    if recipe.method == "full":
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
+                      target_modules=recipe.lora.target_modules, use_dora=recipe.method == "dora",
+                      task_type=task_type)
+
+
+def trainer_args(recipe: BaseRecipe, precision: str) -> dict:
+    """Keyword arguments shared by TRL's SFT/DPO/Reward/GRPO configs."""
+    t = recipe.training
+    out = Path(recipe.output_dir)
+    return dict(
+        output_dir=str(out / "checkpoints"),
+        run_name=recipe.run_name or out.name,
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_steps,
+        gradient_checkpointing=t.gradient_checkpointing,
+        logging_steps=t.logging_steps,
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        seed=t.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        report_to=[] if recipe.report_to == "none" else [recipe.report_to],
+        dataloader_num_workers=0,
+    )
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest checkpoint whose trainer state was written (the trainer writes it after the weights);
+    incomplete ones, e.g. from a kill mid-save, are skipped with a message."""
+    if not ckpt_dir.is_dir():
+        return None
+    candidates = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                        key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for path in candidates:
+        weights = list(path.glob("*.safetensors"))
+        if (path / "trainer_state.json").exists() and weights:
+            return path
+        print(f"[promptbake] skipping incomplete checkpoint {path}")
+    return None
+
+
+def train_and_save(trainer, recipe: BaseRecipe, tokenizer, rows_path: Path, precision: str,
+                   resume: bool) -> Path:
+    """Run the trainer (from the last complete checkpoint with `resume`) and save the result with a
+    `promptbake_run.json` naming the base model; returns the adapter (or full model) directory."""
+    from sft.models import RUN_INFO_FILE
+
+    out = Path(recipe.output_dir)
+    last = last_complete_checkpoint(out / "checkpoints") if resume else None
+    if resume and last is None:
+        print("[promptbake] --resume: no complete checkpoint found; starting from the beginning")
+    elif last is not None:
+        print(f"[promptbake] resuming from {last}")
+    trainer.train(resume_from_checkpoint=str(last) if last else None)
+    if recipe.report_to == "wandb" and trainer.is_world_process_zero():
+        import wandb
+
+        if wandb.run is not None:
+            log_sample_completions(trainer.model, tokenizer, rows_path)
+        wandb.finish()  # close the run now, not at interpreter exit, so later stages don't log into it
+    save_dir = out / ("model" if recipe.method == "full" else "adapter")
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(save_dir))
+        tokenizer.save_pretrained(str(save_dir))
+        info = {"base_model": recipe.model, "method": recipe.method, "dataset": str(rows_path),
+                "precision": precision, "recipe": recipe.model_dump(mode="json")}
+        manifest = rows_path.parent / "manifest.json"
+        if manifest.exists():
+            info["data_manifest"] = json.loads(manifest.read_text())
+        (save_dir / RUN_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        print(f"[promptbake] {'model' if recipe.method == 'full' else 'adapter'} saved to {save_dir}")
+    return save_dir
+
+
+def sample_prompts(rows_path: Path, n: int) -> list[list[dict]]:
+    """A few prompts to show what the trained model does: held-out ones when the data build wrote them."""
+    from promptbake.io import iter_jsonl
+
+    held_out = rows_path.parent / "eval_inputs.jsonl"
+    source = held_out if held_out.exists() else rows_path
+    prompts = []
+    for _, row in iter_jsonl(source):
+        prompts.append(row["prompt"])
+        if len(prompts) == n:
+            break
+    return prompts
+
+
+def log_sample_completions(model, tokenizer, rows_path: Path, n: int = 4, max_new_tokens: int = 48) -> None:
+    """Log a W&B table of the trained model's greedy answers to a few prompts (no system prompt, as served)."""
+    import wandb
+    from data_tools.backends import LocalBackend
+    from data_tools.spec import Sampling
+
+    prompts = sample_prompts(rows_path, n)
+    backend = LocalBackend(model, tokenizer, batch_size=n)
+    completions = backend.generate(prompts, Sampling(max_new_tokens=max_new_tokens))
+    table = wandb.Table(columns=["prompt", "completion"],
+                        data=[[p[-1]["content"], c.texts[0]] for p, c in zip(prompts, completions)])
+    wandb.log({"samples/completions": table})

@@ -1,0 +1,118 @@
+"""Training runs started the way users start them: a real 2-process DDP run under `accelerate launch`, and a
+run killed with SIGKILL after a checkpoint that `--resume` finishes with the same weights."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from wandb_offline import config, history
+
+REPO = Path(__file__).resolve().parents[1]
+PROBE = REPO / "tests" / "train_probe.py"
+
+
+@pytest.fixture
+def recipe(tmp_path, tiny_model_dir):
+    rows = tmp_path / "sft_train.jsonl"
+    rows.write_text("".join(json.dumps({
+        "prompt": [{"role": "user", "content": f"question number {i}"}],
+        "completion": [{"role": "assistant", "content": f"ok: answer {i}"}]}) + "\n" for i in range(16)))
+
+    def write(name: str, **training) -> Path:
+        settings = {"per_device_train_batch_size": 2, "learning_rate": 1e-3, "max_length": 64,
+                    "logging_steps": 1, "seed": 3, **training}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(f"model: {tiny_model_dir}\ndataset: {rows}\noutput_dir: {tmp_path / name}\n"
+                        f"report_to: none\ntraining: {json.dumps(settings)}\n")
+        return path
+    return write
+
+
+def env_for(probe_dir: Path, sleep: float = 0.0) -> dict:
+    probe_dir.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "PYTHONPATH": str(REPO), "PROBE_DIR": str(probe_dir), "PROBE_STEP_SLEEP": str(sleep)}
+
+
+def test_two_process_ddp_on_cpu_splits_batches_and_saves_once(recipe, tmp_path):
+    config = recipe("ddp", max_steps=4, save_steps=2)
+    accelerate = Path(sys.executable).parent / "accelerate"
+    result = subprocess.run(
+        [str(accelerate), "launch", "--config_file", str(REPO / "configs/accelerate/cpu_ddp.yaml"),
+         "--main_process_port", "29533", str(PROBE), str(config)],
+        cwd=REPO, env=env_for(tmp_path / "probe"), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = {p.stem: [json.loads(x) for x in p.read_text().splitlines()] for p in (tmp_path / "probe").iterdir()}
+    assert set(ranks) == {"rank0", "rank1"}
+    assert all(r["world_size"] == 2 for records in ranks.values() for r in records)
+    seen = {rank: {row for r in records for row in r["rows"]} for rank, records in ranks.items()}
+    assert seen["rank0"] and seen["rank1"] and not seen["rank0"] & seen["rank1"]  # each rank its own rows
+    # exactly one set of weights: rank 0 saved the adapter, nobody saved a second copy anywhere
+    weights = sorted(p.relative_to(tmp_path / "ddp") for p in (tmp_path / "ddp").rglob("adapter_model.safetensors"))
+    expected = ["adapter", "checkpoints/checkpoint-2", "checkpoints/checkpoint-4"]
+    assert weights == [Path(d) / "adapter_model.safetensors" for d in expected]
+
+
+def train_cmd(config: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(PROBE), str(config), *extra]
+
+
+def test_killed_run_resumes_to_the_same_weights(recipe, tmp_path):
+    straight = recipe("straight", max_steps=8, save_steps=2)
+    subprocess.run(train_cmd(straight), cwd=REPO, env=env_for(tmp_path / "p1"), check=True,
+                   capture_output=True, timeout=300)
+
+    killed = recipe("killed", max_steps=8, save_steps=2)
+    proc = subprocess.Popen(train_cmd(killed), cwd=REPO, env=env_for(tmp_path / "p2", sleep=0.4),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    state = tmp_path / "killed" / "checkpoints" / "checkpoint-4" / "trainer_state.json"
+    deadline = time.time() + 240
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert state.exists() and proc.poll() is None, "the run should be mid-way, past checkpoint-4"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "adapter").exists()
+    # a half-written newer checkpoint (a kill during a save) must be skipped, not resumed from
+    (tmp_path / "killed" / "checkpoints" / "checkpoint-6").mkdir(exist_ok=True)
+
+    result = subprocess.run(train_cmd(killed, "--resume"), cwd=REPO, env=env_for(tmp_path / "p3"),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "skipping incomplete checkpoint" in result.stdout and "resuming from" in result.stdout
+    resumed_steps = [json.loads(x)["step"] for x in (tmp_path / "p3" / "rank0.jsonl").read_text().splitlines()]
+    assert resumed_steps[0] >= 4 and resumed_steps[-1] == 7  # continued, did not start over
+
+    a = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+
+
+def test_wandb_offline_run_holds_metrics_and_sample_completions(recipe, tmp_path, monkeypatch):
+
+    from promptbake.config import load_config
+    from sft.train import SFTRecipe, main
+
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    path = recipe("tracked", max_steps=3, save_steps=10)
+    main(load_config(SFTRecipe, path, ["report_to=wandb"]))
+    runs = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(runs) == 1, "expected one offline run (WANDB_MODE defaults to offline without an API key)"
+    steps = history(runs[0])
+    losses = [s["train/loss"] for s in steps if "train/loss" in s]
+    assert len(losses) == 3 and all(loss > 0 for loss in losses)
+    assert any("samples/completions/nrows" in s for s in steps)
+    tables = list(tmp_path.glob("wandb/offline-run-*/files/media/table/samples/completions_*.table.json"))
+    table = json.loads(tables[0].read_text())
+    assert table["columns"] == ["prompt", "completion"] and len(table["data"]) == 4
+    assert config(runs[0])["learning_rate"] == 1e-3
