@@ -72,15 +72,15 @@ def generate_missing(spec: PromptSpec, texts: list[str], out_dir: Path) -> dict[
     return done
 
 
-def select(spec: PromptSpec, text: str, samples: list[str]) -> dict:
+def select(spec: PromptSpec, text: str, samples: list[str], label: str | None = None) -> dict:
     """Score one input's samples: pick the best passing answer (raw before repaired), a rejected one for a
-    preference pair, or report why every sample failed."""
-    scored = [(s, score(spec.rules, text, s)) for s in samples]
+    preference pair, or report why every sample failed. `label` feeds label_match checks."""
+    scored = [(s, score(spec.rules, text, s, label)) for s in samples]
     raw_pass = [s for s, r in scored if all_pass(r)]
     failing = [s for s, r in scored if not all_pass(r)]
     chosen, repaired = (raw_pass[0], False) if raw_pass else (None, False)
     if chosen is None and spec.teacher.repair:
-        fixed = [f for f in (repair(spec.rules, text, s) for s in samples) if f is not None]
+        fixed = [f for f in (repair(spec.rules, text, s, label=label) for s in samples) if f is not None]
         # a repair that had to cut mid-sentence leaves a fragment: prefer one that ends a sentence
         fixed.sort(key=lambda f: not f.rstrip().endswith((".", "!", "?")))
         chosen, repaired = (fixed[0], True) if fixed else (None, False)
@@ -102,7 +102,7 @@ def main(spec: PromptSpec) -> dict:
     rule_passes: Counter[str] = Counter()
     n_samples = n_raw_all_pass = n_repaired = 0
     for text in train:
-        picked = select(spec, text, samples[input_id(text)])
+        picked = select(spec, text, samples[input_id(text)], inputs[text])
         for _, results in picked["scored"]:
             n_samples += 1
             n_raw_all_pass += all_pass(results)

@@ -1,37 +1,34 @@
 """The one check vocabulary: the same functions score teacher samples, serve as RL rewards and grade evals.
 
-A check is deterministic: `check.evaluate(input, response) -> CheckResult(passed, reason)`. A check of a
-mechanical rule may also offer `repair(input, response) -> str | None`, a deterministic fix (lowercase,
-drop commas, cut at a sentence end, add a prefix, ...). Repairs are only ever applied to teacher samples
-while building data, and the repaired text is checked again; evals score answers raw.
+A check is deterministic: `check.evaluate(input, response, label=None) -> CheckResult(passed, reason)`; only
+the checks that compare with a reference answer (`label_match`, a `python` function that takes it) use
+`label`. A check of a mechanical rule may also offer `repair(input, response) -> str | None`, a
+deterministic fix (lowercase, drop commas, cut at a sentence end, add a prefix, ...). Repairs are only ever
+applied to teacher samples while building data, and the repaired text is checked again; evals score
+answers raw.
 
 Checks are written in YAML as `{kind: max_words, n: 30}`; each kind is a pydantic model, so an unknown kind
-or a wrong parameter is reported with the file, line and field.
+or a wrong parameter is reported with the file, line and field. Besides the kinds below, every IFEval
+instruction is a kind under its IFEval id with IFEval's parameters (`data_tools/ifeval.py`), e.g.
+`{kind: "length_constraints:number_words", relation: less than, num_words: 50}`.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import re
-from typing import Annotated, Literal, NamedTuple
+import string
+import unicodedata
+from collections.abc import Callable
+from functools import cache
+from typing import Annotated, Literal
 
 from pydantic import Field, PositiveInt, field_validator
 
-from promptbake.config import StrictModel
-
-
-class CheckResult(NamedTuple):
-    passed: bool
-    reason: str
-
-
-def _ok(reason: str = "ok") -> CheckResult:
-    return CheckResult(True, reason)
-
-
-def _fail(reason: str) -> CheckResult:
-    return CheckResult(False, reason)
-
+from data_tools.check_base import BaseCheck, CheckResult, extract_json_object, fail, ok
+from data_tools.ifeval import IFEVAL_CHECKS
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -52,24 +49,15 @@ def _valid_regex(value: str) -> str:
     return value
 
 
-class BaseCheck(StrictModel):
-    def evaluate(self, input: str, response: str) -> CheckResult:
-        raise NotImplementedError
-
-    def repair(self, input: str, response: str) -> str | None:
-        """A deterministic fix for a failing response, or None when this rule has no mechanical fix."""
-        return None
-
-
 class MaxWords(BaseCheck):
     """At most `n` whitespace-separated words. Repair: keep whole sentences while they fit, else cut at n."""
 
     kind: Literal["max_words"]
     n: PositiveInt
 
-    def evaluate(self, input, response):
+    def evaluate(self, input, response, label=None):
         words = count_words(response)
-        return _ok(f"{words} words") if words <= self.n else _fail(f"{words} words > {self.n}")
+        return ok(f"{words} words") if words <= self.n else fail(f"{words} words > {self.n}")
 
     def repair(self, input, response):
         kept: list[str] = []
@@ -86,9 +74,9 @@ class MinWords(BaseCheck):
     kind: Literal["min_words"]
     n: PositiveInt
 
-    def evaluate(self, input, response):
+    def evaluate(self, input, response, label=None):
         words = count_words(response)
-        return _ok(f"{words} words") if words >= self.n else _fail(f"{words} words < {self.n}")
+        return ok(f"{words} words") if words >= self.n else fail(f"{words} words < {self.n}")
 
 
 class MaxSentences(BaseCheck):
@@ -97,35 +85,36 @@ class MaxSentences(BaseCheck):
     kind: Literal["max_sentences"]
     n: PositiveInt
 
-    def evaluate(self, input, response):
+    def evaluate(self, input, response, label=None):
         count = len(split_sentences(response))
-        return _ok(f"{count} sentences") if count <= self.n else _fail(f"{count} sentences > {self.n}")
+        return ok(f"{count} sentences") if count <= self.n else fail(f"{count} sentences > {self.n}")
 
     def repair(self, input, response):
         return " ".join(split_sentences(response)[: self.n])
 
 
 class Lowercase(BaseCheck):
-    """No uppercase letters at all (IFEval change_case:english_lowercase). Repair: lowercase everything."""
+    """No uppercase letters at all (unlike IFEval's change_case:english_lowercase, a text with no letters
+    passes). Repair: lowercase everything."""
 
     kind: Literal["lowercase"]
 
-    def evaluate(self, input, response):
+    def evaluate(self, input, response, label=None):
         upper = [c for c in response if c.isupper()]
-        return _ok() if not upper else _fail(f"{len(upper)} uppercase letters, first {upper[0]!r}")
+        return ok() if not upper else fail(f"{len(upper)} uppercase letters, first {upper[0]!r}")
 
     def repair(self, input, response):
         return response.lower()
 
 
 class NoCommas(BaseCheck):
-    """No commas (IFEval punctuation:no_comma). Repair: delete them."""
+    """No commas (as IFEval's punctuation:no_comma). Repair: delete them."""
 
     kind: Literal["no_commas"]
 
-    def evaluate(self, input, response):
+    def evaluate(self, input, response, label=None):
         count = response.count(",")
-        return _ok() if count == 0 else _fail(f"{count} commas")
+        return ok() if count == 0 else fail(f"{count} commas")
 
     def repair(self, input, response):
         return response.replace(",", "")
@@ -137,23 +126,24 @@ class StartsWith(BaseCheck):
     kind: Literal["starts_with"]
     prefix: str = Field(min_length=1)
 
-    def evaluate(self, input, response):
+    def evaluate(self, input, response, label=None):
         head = response.lstrip()[: len(self.prefix)]
-        return _ok() if head == self.prefix else _fail(f"starts with {head!r}, not {self.prefix!r}")
+        return ok() if head == self.prefix else fail(f"starts with {head!r}, not {self.prefix!r}")
 
     def repair(self, input, response):
         return f"{self.prefix} {response.lstrip()}"
 
 
 class EndsWith(BaseCheck):
-    """The response ends with `suffix` (IFEval startend:end_checker). Repair: append it."""
+    """The response ends with `suffix`, case-sensitively (IFEval's startend:end_checker ignores case and a
+    closing quote). Repair: append it."""
 
     kind: Literal["ends_with"]
     suffix: str = Field(min_length=1)
 
-    def evaluate(self, input, response):
+    def evaluate(self, input, response, label=None):
         tail = response.rstrip()[-len(self.suffix):]
-        return _ok() if tail == self.suffix else _fail(f"ends with {tail!r}, not {self.suffix!r}")
+        return ok() if tail == self.suffix else fail(f"ends with {tail!r}, not {self.suffix!r}")
 
     def repair(self, input, response):
         return f"{response.rstrip()} {self.suffix}"
@@ -165,20 +155,21 @@ class Contains(BaseCheck):
     kind: Literal["contains"]
     phrases: list[str] = Field(min_length=1)
 
-    def evaluate(self, input, response):
+    def evaluate(self, input, response, label=None):
         missing = [p for p in self.phrases if p.lower() not in response.lower()]
-        return _ok() if not missing else _fail(f"missing {missing}")
+        return ok() if not missing else fail(f"missing {missing}")
 
 
 class NotContains(BaseCheck):
-    """No phrase in `phrases` appears (case-insensitive; IFEval keywords:forbidden_words)."""
+    """No phrase in `phrases` appears, even inside a word (case-insensitive; IFEval's
+    keywords:forbidden_words matches whole words only)."""
 
     kind: Literal["not_contains"]
     phrases: list[str] = Field(min_length=1)
 
-    def evaluate(self, input, response):
+    def evaluate(self, input, response, label=None):
         found = [p for p in self.phrases if p.lower() in response.lower()]
-        return _ok() if not found else _fail(f"contains {found}")
+        return ok() if not found else fail(f"contains {found}")
 
 
 class Regex(BaseCheck):
@@ -190,15 +181,15 @@ class Regex(BaseCheck):
 
     _compiles = field_validator("pattern")(_valid_regex)
 
-    def evaluate(self, input, response):
+    def evaluate(self, input, response, label=None):
         found = re.search(self.pattern, response) is not None
         if found == self.must_match:
-            return _ok()
-        return _fail(f"pattern {self.pattern!r} {'not found' if self.must_match else 'found'}")
+            return ok()
+        return fail(f"pattern {self.pattern!r} {'not found' if self.must_match else 'found'}")
 
 
 class JsonFormat(BaseCheck):
-    """The whole response is one JSON value (IFEval detectable_format:json_format; ``` fences allowed).
+    """The whole response is one JSON value (``` fences allowed; as IFEval's detectable_format:json_format).
     Repair: extract the outermost {...} object when it parses."""
 
     kind: Literal["json_format"]
@@ -210,23 +201,15 @@ class JsonFormat(BaseCheck):
             text = re.sub(r"^```[a-zA-Z]*\s*|\s*```$", "", text)
         return text
 
-    def evaluate(self, input, response):
+    def evaluate(self, input, response, label=None):
         try:
             json.loads(self._strip_fences(response))
         except json.JSONDecodeError as e:
-            return _fail(f"not JSON: {e.msg} at column {e.colno}")
-        return _ok()
+            return fail(f"not JSON: {e.msg} at column {e.colno}")
+        return ok()
 
     def repair(self, input, response):
-        start, end = response.find("{"), response.rfind("}")
-        if start < 0 or end <= start:
-            return None
-        candidate = response[start : end + 1]
-        try:
-            json.loads(candidate)
-        except json.JSONDecodeError:
-            return None
-        return candidate
+        return extract_json_object(response)
 
 
 class Grounding(BaseCheck):
@@ -238,14 +221,91 @@ class Grounding(BaseCheck):
 
     _compiles = field_validator("pattern")(_valid_regex)
 
-    def evaluate(self, input, response):
+    def evaluate(self, input, response, label=None):
         invented = sorted({m.group(0) for m in re.finditer(self.pattern, response)
                            if m.group(0).lower() not in input.lower()})
-        return _ok() if not invented else _fail(f"not in the input: {invented}")
+        return ok() if not invented else fail(f"not in the input: {invented}")
+
+
+def normalise_label(text: str) -> str:
+    """Unicode NFKC, case-folded, whitespace collapsed, punctuation stripped from both ends:
+    '  "Positive." ' and 'positive' normalise to the same string."""
+    collapsed = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    return collapsed.strip(string.punctuation + string.whitespace)
+
+
+class LabelMatch(BaseCheck):
+    """The response equals the reference label passed to `evaluate` (classification, extraction, short QA).
+    `exact`: equal after stripping surrounding whitespace; `normalised`: equal after `normalise_label`."""
+
+    kind: Literal["label_match"]
+    mode: Literal["exact", "normalised"] = "exact"
+
+    def evaluate(self, input, response, label=None):
+        if label is None:
+            return fail("no label")
+        norm = str.strip if self.mode == "exact" else normalise_label
+        if norm(response) == norm(label):
+            return ok(f"matches label {label!r}")
+        return fail(f"{response.strip()[:60]!r} != label {label!r} ({self.mode})")
+
+
+@cache
+def load_function(spec: str) -> tuple[Callable, bool]:
+    """Import `package.module:function_name` (importlib only, nothing is eval'd) -> (function, whether it takes
+    the label as a third argument); ValueError naming the function when it cannot be used."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"function {spec!r}: expected 'package.module:function_name'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"function {spec!r}: cannot import module {module_name!r} ({e})") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ValueError(f"function {spec!r}: module {module_name!r} has no function {attr!r}")
+    takes_label = _accepts(fn, 3)
+    if not (takes_label or _accepts(fn, 2)):
+        raise ValueError(f"function {spec!r}: must accept (input, response) or (input, response, label)")
+    return fn, takes_label
+
+
+def _accepts(fn: Callable, n_args: int) -> bool:
+    try:
+        inspect.signature(fn).bind(*range(n_args))
+    except TypeError:
+        return False
+    except ValueError:  # a builtin without a signature: assume (input, response)
+        return n_args == 2
+    return True
+
+
+class Python(BaseCheck):
+    """A user function `package.module:function_name`, called as `fn(input, response)` or, when it takes a
+    third argument, `fn(input, response, label)`; it returns a bool or a (bool, reason) pair. The function is
+    imported when the spec is loaded, so a typo fails then, naming it, not in the middle of a build."""
+
+    kind: Literal["python"]
+    function: str
+
+    @field_validator("function")
+    @classmethod
+    def _importable(cls, value: str) -> str:
+        load_function(value)
+        return value
+
+    def evaluate(self, input, response, label=None):
+        fn, takes_label = load_function(self.function)
+        out = fn(input, response, label) if takes_label else fn(input, response)
+        if isinstance(out, bool):
+            return CheckResult(out, f"{self.function} -> {out}")
+        if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], bool):
+            return CheckResult(out[0], str(out[1]))
+        raise TypeError(f"check function {self.function} returned {out!r}; expected a bool or (bool, reason)")
 
 
 Check = Annotated[
     MaxWords | MinWords | MaxSentences | Lowercase | NoCommas | StartsWith | EndsWith | Contains | NotContains
-    | Regex | JsonFormat | Grounding,
+    | Regex | JsonFormat | Grounding | LabelMatch | Python | IFEVAL_CHECKS,
     Field(discriminator="kind"),
 ]

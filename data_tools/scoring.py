@@ -6,9 +6,10 @@ from data_tools.checks import CheckResult
 from data_tools.spec import Rule
 
 
-def score(rules: list[Rule], input: str, response: str) -> dict[str, CheckResult]:
-    """rule id -> result, for every rule that has a check."""
-    return {r.id: r.check.evaluate(input, response) for r in rules if r.check is not None}
+def score(rules: list[Rule], input: str, response: str, label: str | None = None) -> dict[str, CheckResult]:
+    """rule id -> result, for every rule that has a check. `label` is the reference answer for the checks
+    that compare with one (label_match, python functions taking it); the others ignore it."""
+    return {r.id: r.check.evaluate(input, response, label) for r in rules if r.check is not None}
 
 
 def all_pass(results: dict[str, CheckResult]) -> bool:
@@ -19,7 +20,7 @@ def failures(results: dict[str, CheckResult]) -> dict[str, str]:
     return {rule_id: r.reason for rule_id, r in results.items() if not r.passed}
 
 
-def repair(rules: list[Rule], input: str, response: str, rounds: int = 3) -> str | None:
+def repair(rules: list[Rule], input: str, response: str, rounds: int = 3, label: str | None = None) -> str | None:
     """Apply the repairs of failing rules (in rule order) until every check passes; None if they can't.
 
     Several rounds, because one repair can break another rule (adding a prefix adds words); the result is
@@ -27,7 +28,7 @@ def repair(rules: list[Rule], input: str, response: str, rounds: int = 3) -> str
     """
     text = response
     for _ in range(rounds):
-        results = score(rules, input, text)
+        results = score(rules, input, text, label)
         if all_pass(results):
             return text
         changed = False
@@ -39,7 +40,7 @@ def repair(rules: list[Rule], input: str, response: str, rounds: int = 3) -> str
                 text, changed = fixed, True
         if not changed:
             return None
-    return text if all_pass(score(rules, input, text)) else None
+    return text if all_pass(score(rules, input, text, label)) else None
 
 
 def loose_variants(response: str) -> list[str]:
@@ -51,8 +52,8 @@ def loose_variants(response: str) -> list[str]:
     return [v for cut in cuts for v in (cut, cut.replace("*", ""))]
 
 
-def score_loose(rules: list[Rule], input: str, response: str) -> dict[str, bool]:
+def score_loose(rules: list[Rule], input: str, response: str, label: str | None = None) -> dict[str, bool]:
     """rule id -> loosely followed (each rule judged on its own best variant, as IFEval does)."""
     variants = [v for v in loose_variants(response) if v.strip()]
-    return {r.id: any(r.check.evaluate(input, v).passed for v in variants)
+    return {r.id: any(r.check.evaluate(input, v, label).passed for v in variants)
             for r in rules if r.check is not None}

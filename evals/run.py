@@ -24,6 +24,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
+from data_tools.checks import normalise_label
 from data_tools.scoring import all_pass, failures, score, score_loose
 from data_tools.spec import PromptSpec, Sampling, load_spec
 from evals.judge import JudgeSpec
@@ -90,11 +91,6 @@ def read_eval_inputs(path: str, limit: int | None) -> list[tuple[str, str | None
     return items[:limit] if limit else items
 
 
-def normalise(text: str) -> str:
-    """For label matching: case, surrounding punctuation and runs of whitespace don't count."""
-    return " ".join(text.lower().split()).strip(" .!?\"'")
-
-
 def conversation(spec: PromptSpec, prompt: str, text: str) -> list[dict]:
     if prompt == "full":
         return spec.prompted_messages(text, with_examples=True)
@@ -120,8 +116,8 @@ def run_arm(backend, spec: PromptSpec, items: list[tuple[str, str | None]], prom
     per_rule_loose = {rid: [] for rid in rule_ids}
     for (text, label), comp in zip(items, completions):
         for answer in comp.texts:
-            results = score(spec.rules, text, answer)
-            results_loose = score_loose(spec.rules, text, answer)
+            results = score(spec.rules, text, answer, label)
+            results_loose = score_loose(spec.rules, text, answer, label)
             for rid in rule_ids:
                 per_rule[rid].append(results[rid].passed)
                 per_rule_loose[rid].append(results_loose[rid])
@@ -129,7 +125,7 @@ def run_arm(backend, spec: PromptSpec, items: list[tuple[str, str | None]], prom
             loose.append(all(results_loose.values()))
             record = {"input": text, "answer": answer, "all_rules": strict[-1], "failed": failures(results)}
             if label is not None:
-                matches.append(normalise(answer) == normalise(label))
+                matches.append(normalise_label(answer) == normalise_label(label))
                 record.update(label=label, label_match=matches[-1])
             records.append(record)
     n = len(strict)

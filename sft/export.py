@@ -58,9 +58,9 @@ def model_card(info: dict, diff: float) -> str:
     manifest = info.get("data_manifest")
     lines = [
         "---", "library_name: transformers", "tags: [promptbake, lora-merged]", "---", "",
-        f"# Merged LoRA model (base: `{info['base_model']}`)", "",
-        "Produced by `promptbake export`: a LoRA adapter trained with `promptbake train sft` and merged into "
-        "its base weights. Use it **without** the original system prompt: the behaviour is in the weights.", "",
+        f"# Fine-tuned model (base: `{info['base_model']}`, method: {info.get('method', 'lora')})", "",
+        "Produced by `promptbake export` from a `promptbake train` run (adapters merged into full-precision base "
+        "weights). Use it **without** the original system prompt: the behaviour is in the weights.", "",
         f"- max |logit difference| merged vs base+adapter: {diff:.2e}",
         f"- dataset: `{info.get('dataset')}`", "",
     ]
@@ -71,27 +71,41 @@ def model_card(info: dict, diff: float) -> str:
 
 
 def main(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Merge, verify, save; returns the output directory."""
+    """Merge, verify, save; returns the output directory. A full fine-tuning run (`RUN_DIR/model`) has no
+    adapter to merge: its weights are re-saved and verified the same way."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+
+    run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir / "merged"
+    full = run_dir / "model"
+    if (full / RUN_INFO_FILE).exists() and not (full / "adapter_config.json").exists():
+        info = json.loads((full / RUN_INFO_FILE).read_text())
+        model, tokenizer = load_model_and_tokenizer(str(full), dtype=torch.float32)
+        reference = probe_logits(model.eval(), tokenizer)
+        return save_verified(model, tokenizer, reference, info, 0.0, out)
 
     adapter_dir = find_adapter(run_dir)
     info = json.loads((adapter_dir / RUN_INFO_FILE).read_text())
-    out = Path(out) if out else Path(run_dir) / "merged"
-
+    # Always a full-precision base: a QLoRA adapter is merged into the dequantized weights, never the 4-bit ones.
     base, tokenizer = load_model_and_tokenizer(info["base_model"], dtype=torch.float32)
     model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
     reference = probe_logits(model, tokenizer)
     merged = model.merge_and_unload()
     diff = check_close(reference, probe_logits(merged, tokenizer), "merged model")
+    return save_verified(merged, tokenizer, reference, info, diff, out)
 
-    # Write under a temporary name and rename: an export killed midway never looks finished.
+
+def save_verified(model, tokenizer, reference: torch.Tensor, info: dict, diff: float, out: Path) -> Path:
+    """Save model + tokenizer + card under a temporary name, reload it with plain transformers, compare its
+    logits with `reference`, and only then rename it into place: an export killed midway never looks finished."""
+    from transformers import AutoModelForCausalLM
+
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        merged.generation_config.eos_token_id = tokenizer.eos_token_id
-        merged.generation_config.pad_token_id = tokenizer.pad_token_id
-        merged.save_pretrained(tmp, safe_serialization=True)
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "README.md").write_text(model_card(info, diff))
         reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, use_safetensors=True)
@@ -102,7 +116,7 @@ def main(run_dir: str | Path, out: str | Path | None = None) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    print(f"[promptbake] merged model written to {out} (max |logit diff| {diff:.2e})")
+    print(f"[promptbake] model written to {out} (max |logit diff| vs base+adapter {diff:.2e})")
     return out
 
 

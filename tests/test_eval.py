@@ -6,7 +6,7 @@ import pytest
 
 from data_tools.scoring import loose_variants, score, score_loose
 from data_tools.spec import Rule
-from evals.run import EvalConfig, main, normalise
+from evals.run import EvalConfig, main
 from evals.stats import mcnemar_exact, wilson_ci95
 
 
@@ -26,11 +26,6 @@ def test_wilson_and_mcnemar_known_values():
     # 10 discordant pairs all favouring one arm: p = 2 * 0.5**10
     assert mcnemar_exact([False] * 10 + [True] * 5, [True] * 15) == pytest.approx(2 * 0.5**10)
     assert mcnemar_exact([True, False], [True, False]) == 1.0
-
-
-def test_normalise_for_label_match():
-    assert normalise("  Paris. ") == normalise("paris") == "paris"
-    assert normalise("New   York!") == "new york"
 
 
 def test_eval_with_labels_judge_and_wandb(tiny_spec, tiny_model_dir, tmp_path, monkeypatch):

@@ -1,0 +1,77 @@
+"""Adaptation methods on the tiny model: QLoRA (4-bit nf4 base, bitsandbytes on the CPU), DoRA and full
+fine-tuning train, and export merges adapters into a full-precision base."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from promptbake.config import InputError
+from sft.export import main as export
+from sft.train import SFTRecipe
+from sft.train import main as train
+
+
+@pytest.fixture
+def rows(tmp_path):
+    path = tmp_path / "sft_train.jsonl"
+    path.write_text("".join(json.dumps({
+        "prompt": [{"role": "user", "content": f"tell me about item {i}"}],
+        "completion": [{"role": "assistant", "content": f"ok: item {i} is fine"}]}) + "\n" for i in range(8)))
+    return path
+
+
+def recipe(model, rows, out, method, **extra):
+    return SFTRecipe(model=str(model), dataset=str(rows), output_dir=str(out), method=method, report_to="none",
+                     training={"max_steps": 3, "per_device_train_batch_size": 4, "learning_rate": 5e-3,
+                               "max_length": 64, "save_steps": 10}, **extra)
+
+
+@pytest.mark.parametrize("method", ["qlora", "dora"])
+def test_adapter_methods_train_and_export(method, tiny_model_dir, rows, tmp_path):
+    adapter_dir = train(recipe(tiny_model_dir, rows, tmp_path / method, method))
+    adapter = load_file(adapter_dir / "adapter_model.safetensors")
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in adapter.items())
+    if method == "dora":
+        assert any("lora_magnitude_vector" in k for k in adapter)
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    assert config["use_dora"] is (method == "dora")
+    # export merges into the full-precision base (for QLoRA: a dequantized one, never the 4-bit weights)
+    merged_dir = export(tmp_path / method)
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir)
+    assert all(p.dtype == torch.float32 for p in merged.parameters())
+    assert "quantization_config" not in json.loads((merged_dir / "config.json").read_text())
+
+
+def test_qlora_base_is_4bit(tiny_model_dir):
+    from sft.recipe import load_for_training
+
+    r = SFTRecipe(model=str(tiny_model_dir), dataset="x.jsonl", method="qlora")
+    model, _ = load_for_training(r, "fp32")
+    import bitsandbytes as bnb
+
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+
+
+def test_full_fine_tuning_saves_a_standalone_model(tiny_model_dir, rows, tmp_path):
+    model_dir = train(recipe(tiny_model_dir, rows, tmp_path / "full", "full"))
+    assert model_dir.name == "model" and (model_dir / "model.safetensors").exists()
+    assert not (model_dir / "adapter_config.json").exists()
+    before = load_file(tiny_model_dir / "model.safetensors")
+    after = load_file(model_dir / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before if k in after)
+    out = export(tmp_path / "full")
+    assert (out / "model.safetensors").exists() and (out / "README.md").exists()
+
+
+def test_full_rejects_a_lora_section(tiny_model_dir):
+    with pytest.raises(ValueError, match="method 'full' trains every weight"):
+        SFTRecipe(model=str(tiny_model_dir), dataset="x.jsonl", method="full", lora={"r": 8})
+
+
+def test_packing_is_refused_where_samples_would_mix(tiny_model_dir, rows, tmp_path):
+    with pytest.raises(InputError, match="packed samples attend to each other"):
+        train(recipe(tiny_model_dir, rows, tmp_path / "packed", "lora", packing=True))
