@@ -139,3 +139,17 @@ def test_every_shipped_config_validates():
     for path in evals:
         load_config(EvalConfig, path)
         assert path.read_text().startswith("#")
+
+
+def test_every_accelerate_config_is_valid_for_accelerate():
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    paths = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
+    names = {p.stem for p in paths}
+    assert {"cpu_single", "cpu_ddp", "gpu_ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3",
+            "multi_node_ddp"} <= names
+    for path in paths:
+        text = path.read_text()
+        assert text.startswith("#") and "accelerate launch --config_file" in text, path
+        config = ClusterConfig.from_yaml_file(str(path))  # accelerate's own loader refuses unknown keys
+        assert config.num_processes >= 1

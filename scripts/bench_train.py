@@ -1,0 +1,141 @@
+"""Training throughput: promptbake's SFT recipe vs the `trl sft` command, side by side in one run.
+
+    .venv/bin/python scripts/bench_train.py [--steps 12] [--dataset runs/demo/data/sft_train.jsonl]
+
+Both arms train LoRA (r=16, all linear layers) on the default model with the same rows, batch size, max_length
+and number of steps. The `trl sft` arm keeps TRL's defaults except `--bf16 false` (TRL autocasts to bf16 even
+on a CPU, which this CPU emulates at a few tokens/s: a meaningless baseline). Only non-padding tokens count
+(TRL's `num_tokens`). Each arm runs in its own process, so its peak RSS is its own. A third process trains
+QLoRA with promptbake's recipe for the peak-memory comparison.
+
+MFU = (4·N_params + attention) FLOPs per token × tokens/s ÷ the fp32 matmul peak measured here, now. 4·N: a
+LoRA step runs the forward (2N) and the input-gradient half of the backward (2N); frozen weights get no
+weight gradients. Attention adds 3 × 4·layers·hidden·(mean length / 2) (causal). The last line is
+`train_speedup_vs_trl=<ratio> tokens_per_s=<x> mfu=<y> peak_rss_mb=<z>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def synthetic_rows(path: Path, count: int = 96) -> None:
+    """Demo-shaped rows (question -> short rule-following answer) when no built dataset is at hand."""
+    asks = ["How do I", "What are three tips to", "What is the best way to", "Why should I learn to"]
+    tasks = ["bake bread", "train a puppy", "plan a road trip", "grow tomatoes", "paint a room", "cook rice",
+             "start running", "study for an exam"]
+    rows = []
+    for i in range(count):
+        ask, task = asks[i % len(asks)], tasks[(i // len(asks)) % len(tasks)]
+        answer = "quick answer: " + " ".join(["keep it simple and steady"] * (1 + i % 4)) + ". practice daily."
+        rows.append({"prompt": [{"role": "user", "content": f"{ask} {task}?"}],
+                     "completion": [{"role": "assistant", "content": answer}]})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def run_arm(cmd: list[str], env: dict) -> tuple[dict, float]:
+    """Run one arm in its own process; return its train metrics and its own peak RSS in MB."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, unlike RUSAGE_CHILDREN
+    if status != 0:
+        sys.exit(f"arm failed: {' '.join(cmd)}\n{out[-3000:]}")
+    logs = [ast.literal_eval(m) for m in re.findall(r"^\{'.*\}$", out, flags=re.M)]
+    tokens = max(float(log["num_tokens"]) for log in logs if "num_tokens" in log)
+    runtime = next(float(log["train_runtime"]) for log in logs if "train_runtime" in log)
+    return {"tokens": tokens, "runtime_s": runtime, "tokens_per_s": tokens / runtime}, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--dataset", default="runs/demo/data/sft_train.jsonl")
+    parser.add_argument("--skip-qlora", action="store_true")
+    args = parser.parse_args()
+
+    from transformers import AutoConfig
+
+    from sft.models import DEFAULT_MODEL, resolve_model_path
+
+    model_dir = resolve_model_path(DEFAULT_MODEL)
+    work = Path(tempfile.mkdtemp(prefix="bench_train."))
+    data_dir = work / "data"
+    data_dir.mkdir()
+    rows = data_dir / "train.jsonl"
+    if Path(args.dataset).is_file():
+        rows.write_text(Path(args.dataset).read_text())
+    else:
+        print(f"[bench] {args.dataset} not found; using synthetic demo-shaped rows")
+        synthetic_rows(rows)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
+    common = dict(steps=args.steps, batch=args.batch, max_length=args.max_length)
+    print(f"[bench] model={model_dir} rows={sum(1 for _ in rows.open())} {common}", flush=True)
+
+    peak = matmul_peak_gflops()
+    print(f"[bench] fp32 matmul peak: {peak:.1f} GFLOP/s", flush=True)
+
+    trl_cmd = [str(Path(PY).parent / "trl"), "sft", "--model_name_or_path", model_dir, "--dataset_name", str(data_dir),
+               "--output_dir", str(work / "trl"), "--use_peft", "--lora_r", "16", "--lora_alpha", "32",
+               "--lora_target_modules", "all-linear", "--max_steps", str(args.steps),
+               "--per_device_train_batch_size", str(args.batch), "--max_length", str(args.max_length),
+               "--bf16", "false", "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1"]
+    ours_cmd = [PY, "-m", "sft.train", str(REPO / "configs/sft/demo_lora.yaml"), f"dataset={rows}",
+                f"output_dir={work / 'ours'}", "report_to=none", f"training.max_steps={args.steps}",
+                f"training.per_device_train_batch_size={args.batch}", f"training.max_length={args.max_length}",
+                "training.save_steps=100000", "training.logging_steps=1"]
+    print("[bench] arm 1/3: trl sft (defaults, --bf16 false)", flush=True)
+    trl, trl_rss = run_arm(trl_cmd, env)
+    print(f"[bench]   {trl['tokens_per_s']:.1f} tokens/s, peak RSS {trl_rss:.0f} MB", flush=True)
+    print("[bench] arm 2/3: promptbake recipe (LoRA)", flush=True)
+    ours, ours_rss = run_arm(ours_cmd, env)
+    print(f"[bench]   {ours['tokens_per_s']:.1f} tokens/s, peak RSS {ours_rss:.0f} MB", flush=True)
+    if not args.skip_qlora:
+        print("[bench] arm 3/3: promptbake recipe (QLoRA, nf4)", flush=True)
+        qlora, qlora_rss = run_arm(ours_cmd + ["method=qlora", f"output_dir={work / 'qlora'}"], env)
+        print(f"[bench]   {qlora['tokens_per_s']:.1f} tokens/s, peak RSS {qlora_rss:.0f} MB "
+              f"(LoRA {ours_rss:.0f} MB)", flush=True)
+
+    config = AutoConfig.from_pretrained(model_dir)
+    from safetensors import safe_open
+
+    with safe_open(str(Path(model_dir) / "model.safetensors"), "pt") as f:
+        n_params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    mean_len = ours["tokens"] / (args.steps * args.batch)
+    attention = 3 * 4 * config.num_hidden_layers * config.hidden_size * mean_len / 2
+    flops_per_token = 4 * n_params + attention
+    mfu = flops_per_token * ours["tokens_per_s"] / (peak * 1e9)
+    speedup = ours["tokens_per_s"] / trl["tokens_per_s"]
+    print(f"[bench] N={n_params / 1e6:.1f}M mean_len={mean_len:.0f} flops/token={flops_per_token / 1e6:.0f}M "
+          f"trl_mfu={flops_per_token * trl['tokens_per_s'] / (peak * 1e9):.2f}")
+    print(f"train_speedup_vs_trl={speedup:.2f} tokens_per_s={ours['tokens_per_s']:.1f} mfu={mfu:.2f} "
+          f"peak_rss_mb={ours_rss:.0f}")
+
+
+if __name__ == "__main__":
+    main()
