@@ -1,0 +1,163 @@
+"""Prompt baking by distillation: the student (base + LoRA, NO prompt) learns to match the token distributions
+of the teacher (the same base WITH the spec's full prompt) on the responses.
+
+    python -m sft.distill configs/distill/demo_distill.yaml dataset=runs/demo/data/sft_train.jsonl
+
+This is context distillation (Askell et al., 2021; Snell et al., 2022) / "Prompt Baking" (Bhargava et al.,
+2024). Where SFT fits only the chosen tokens, the KL target carries the prompted model's whole next-token
+distribution at every position. The teacher is the student's own base with the adapter switched off, so no
+second copy of the model sits in memory; that is why full fine-tuning is not offered here.
+
+TRL's DistillationTrainer feeds teacher and student the same input ids; here they must differ (the teacher's
+context has the prompt), so this is a small `transformers.Trainer` with its own loss, on the same recipe,
+checkpoints, tracking and saved adapter as every other promptbake trainer.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from transformers import Trainer
+
+from data_tools.spec import load_spec
+from promptbake.config import load_config
+from sft.recipe import (
+    BaseRecipe,
+    choose_precision,
+    dataset_file,
+    load_for_training,
+    load_rows,
+    peft_config,
+    setup_tracking,
+    train_and_save,
+    trainer_args,
+)
+
+
+class DistillRecipe(BaseRecipe):
+    output_dir: str = "runs/distill"
+    spec: str
+    """The prompt spec whose full prompt (system prompt, rules, few-shot examples) is the teacher's context."""
+    with_examples: bool = True
+    """Give the teacher the spec's few-shot examples too (as the data-building teacher saw them)."""
+    temperature: float = Field(1.0, gt=0)
+    """Softens both distributions; higher values transfer more of the teacher's ranking of unlikely tokens."""
+    ce_weight: float = Field(0.0, ge=0)
+    """Adds this much plain cross-entropy on the response tokens (0: pure KL)."""
+
+    @model_validator(mode="after")
+    def _needs_adapter(self):
+        if self.method == "full":
+            raise ValueError("distillation uses the adapter-disabled base as the teacher: pick lora, qlora or dora")
+        return self
+
+
+def encode(tokenizer, prompt: list[dict], completion: list[dict]) -> tuple[list[int], int]:
+    """Token ids of prompt + completion and where the completion starts. Prompt and completion are tokenized
+    separately, so teacher and student see exactly the same completion tokens after different prompts."""
+    prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    full_text = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+    if not full_text.startswith(prompt_text):
+        raise ValueError("the chat template renders the prompt differently inside the full conversation")
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(full_text[len(prompt_text):], add_special_tokens=False)["input_ids"]
+    return prompt_ids + completion_ids, len(prompt_ids)
+
+
+class PairCollator:
+    """Pads the student and teacher sequences separately and records, for both, which logits predict
+    each completion token (position p predicts token p + 1)."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def _side(self, ids: list[list[int]], starts: list[int]) -> dict:
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), self.pad_id)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        rows, cols = [], []
+        for b, (seq, start) in enumerate(zip(ids, starts)):
+            input_ids[b, : len(seq)] = torch.tensor(seq)
+            mask[b, : len(seq)] = 1
+            rows += [b] * (len(seq) - start)
+            cols += list(range(start - 1, len(seq) - 1))
+        return {"ids": input_ids, "mask": mask, "rows": torch.tensor(rows), "cols": torch.tensor(cols)}
+
+    def __call__(self, features: list[dict]) -> dict:
+        student = self._side([f["student_ids"] for f in features], [f["student_start"] for f in features])
+        teacher = self._side([f["teacher_ids"] for f in features], [f["teacher_start"] for f in features])
+        batch = {f"student_{k}": v for k, v in student.items()} | {f"teacher_{k}": v for k, v in teacher.items()}
+        batch["targets"] = student["ids"][student["rows"], student["cols"] + 1]
+        return batch
+
+
+class DistillTrainer(Trainer):
+    def __init__(self, *args, temperature: float, ce_weight: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.temperature, self.ce_weight = temperature, ce_weight
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        peft_model = self.accelerator.unwrap_model(model)
+        with torch.no_grad(), peft_model.disable_adapter():  # the teacher: same weights, no adapter, full prompt
+            teacher = model(input_ids=inputs["teacher_ids"], attention_mask=inputs["teacher_mask"]).logits
+        student = model(input_ids=inputs["student_ids"], attention_mask=inputs["student_mask"]).logits
+        t = teacher[inputs["teacher_rows"], inputs["teacher_cols"]] / self.temperature
+        s = student[inputs["student_rows"], inputs["student_cols"]] / self.temperature
+        # KL(teacher || student) per response token, scaled by T^2 so gradients keep their size across T
+        loss = F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True,
+                        reduction="batchmean") * self.temperature**2
+        if self.ce_weight:
+            loss = loss + self.ce_weight * F.cross_entropy(s * self.temperature, inputs["targets"])
+        return (loss, student) if return_outputs else loss
+
+
+def main(recipe: DistillRecipe, resume: bool = False) -> Path:
+    from peft import get_peft_model
+
+    spec = load_spec(recipe.spec)
+    rows_path = dataset_file(recipe.dataset, "sft_train.jsonl")
+    rows = load_rows(rows_path, ("prompt", "completion"))
+    precision = choose_precision(recipe.precision)
+    print(f"[promptbake] distill method={recipe.method} precision={precision} model={recipe.model} "
+          f"rows={len(rows)} tracking={setup_tracking(recipe)} teacher=base+full prompt of {spec.name}")
+    model, tokenizer = load_for_training(recipe, precision)
+    model = get_peft_model(model, peft_config(recipe))
+    max_length = recipe.training.max_length
+
+    def pair(row):
+        user = row["prompt"][-1]["content"]
+        student_ids, student_start = encode(tokenizer, row["prompt"], row["completion"])
+        teacher_ids, teacher_start = encode(tokenizer, spec.prompted_messages(user, recipe.with_examples),
+                                            row["completion"])
+        # truncate the student to max_length and the teacher to the same number of response tokens
+        keep = min(len(student_ids), max_length) - student_start
+        return {"student_ids": student_ids[: student_start + keep], "student_start": student_start,
+                "teacher_ids": teacher_ids[: teacher_start + keep], "teacher_start": teacher_start}
+
+    pairs = rows.map(pair, remove_columns=rows.column_names)
+    from transformers import TrainingArguments
+
+    args = TrainingArguments(**trainer_args(recipe, precision), remove_unused_columns=False)
+    trainer = DistillTrainer(model=model, args=args, train_dataset=pairs, processing_class=tokenizer,
+                             data_collator=PairCollator(tokenizer.pad_token_id),
+                             temperature=recipe.temperature, ce_weight=recipe.ce_weight)
+    return train_and_save(trainer, recipe, tokenizer, rows_path, precision, resume)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Prompt baking by distillation (KL to the prompted base).")
+    parser.add_argument("config", help="recipe YAML, e.g. configs/distill/demo_distill.yaml")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides")
+    parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    return parser
+
+
+if __name__ == "__main__":
+    from promptbake.cli import run_main
+
+    cli_args = make_parser().parse_args()
+    run_main(lambda: main(load_config(DistillRecipe, cli_args.config, cli_args.overrides), resume=cli_args.resume))
