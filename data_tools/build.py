@@ -12,7 +12,8 @@ Writes to `output_dir`:
                        when the spec names a label column
     rejects.jsonl      inputs with no passing sample, with every sample's failed checks
     samples.jsonl      the journal of raw teacher samples; a killed build resumes from it
-    manifest.json      spec hash, teacher, sampling, counts, pass rate per rule, time
+    manifest.json      spec hash, teacher, sampling, counts, pass rate per rule, time (written last)
+    hf/                the same rows as a `datasets` DatasetDict (load_from_disk)
 
 Training prompts carry no system message: the tuned model must behave with nothing in its context. (A chat
 template may insert its own default system prompt, e.g. SmolLM2's; it does so identically when training
@@ -22,6 +23,9 @@ and when the tuned model is evaluated or served, and the evals count those token
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,9 +33,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_tools.backends import Completion, LocalBackend
-from data_tools.inputs import input_id, load_inputs, split_inputs
+from data_tools.inputs import InputItem, input_id, load_inputs, split_inputs
 from data_tools.scoring import all_pass, failures, repair, score
-from data_tools.spec import PromptSpec, load_spec
+from data_tools.spec import PromptSpec, Sampling, load_spec
 from promptbake.config import InputError
 from promptbake.io import append_jsonl, recover_journal, write_json, write_jsonl
 
@@ -43,33 +47,68 @@ def user_prompt(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
 
-def generate_missing(spec: PromptSpec, texts: list[str], out_dir: Path) -> dict[str, list[str]]:
-    """Teacher samples for every input, resuming from the journal; returns input id -> samples."""
-    journal = out_dir / JOURNAL
+def make_backend(spec: PromptSpec):
+    """The generating teacher named by the spec."""
+    return LocalBackend.from_name(spec.teacher.model, spec.teacher.batch_size)
+
+
+def read_journal(spec: PromptSpec, out_dir: Path) -> dict[tuple[int, str], list[str]]:
+    """(round, input id) -> samples already generated; refuses a journal written for another spec."""
     done = {}
-    for record in recover_journal(journal):
+    for record in recover_journal(out_dir / JOURNAL):
         if record.get("spec_hash") != spec.content_hash():
             raise InputError(f"{out_dir}: holds a build of a different spec (or different settings); "
                              "choose another output_dir or delete this one")
-        done[record["id"]] = record["samples"]
-    todo = [t for t in texts if input_id(t) not in done]
-    if not todo:
-        return done
-    backend = LocalBackend.from_name(spec.teacher.model, spec.teacher.batch_size)
-    conversations = [spec.prompted_messages(t) for t in todo]
-    bar = tqdm(total=len(texts), initial=len(texts) - len(todo), desc="teacher", unit="input")
-
-    def on_batch(indices: list[int], completions: list[Completion]) -> None:
-        records = [{"id": input_id(todo[i]), "spec_hash": spec.content_hash(), "input": todo[i],
-                    "samples": c.texts} for i, c in zip(indices, completions)]
-        append_jsonl(journal, records)  # fsynced: a kill after this line loses nothing generated so far
-        for r in records:
-            done[r["id"]] = r["samples"]
-        bar.update(len(records))
-
-    backend.generate(conversations, spec.teacher.sampling, on_batch=on_batch)
-    bar.close()
+        done[(record.get("round", 1), record["id"])] = record["samples"]
     return done
+
+
+def generate_missing(spec: PromptSpec, texts: list[str], out_dir: Path, done: dict, sampling: Sampling,
+                     round_no: int, backend_cache: dict) -> dict[str, list[str]]:
+    """Teacher samples of one round for every input in `texts`, generating only what the journal lacks;
+    returns input id -> samples."""
+    todo = [t for t in texts if (round_no, input_id(t)) not in done]
+    if todo:
+        if "backend" not in backend_cache:  # load the model once, only when something is left to generate
+            backend_cache["backend"] = make_backend(spec)
+        conversations = [spec.prompted_messages(t) for t in todo]
+        label = "teacher" if round_no == 1 else f"teacher round {round_no}"
+        bar = tqdm(total=len(texts), initial=len(texts) - len(todo), desc=label, unit="input")
+
+        def on_batch(indices: list[int], completions: list[Completion]) -> None:
+            records = [{"id": input_id(todo[i]), "round": round_no, "spec_hash": spec.content_hash(),
+                        "input": todo[i], "samples": c.texts} for i, c in zip(indices, completions)]
+            append_jsonl(out_dir / JOURNAL, records)  # fsynced: a kill loses nothing generated before it
+            for r in records:
+                done[(round_no, r["id"])] = r["samples"]
+            bar.update(len(records))
+
+        backend_cache["backend"].generate(conversations, sampling, on_batch=on_batch)
+        bar.close()
+    return {input_id(t): done[(round_no, input_id(t))] for t in texts}
+
+
+def teacher_samples(spec: PromptSpec, inputs: dict[str, InputItem], train: list[str], out_dir: Path
+                    ) -> tuple[dict[str, list[str]], dict]:
+    """Every training input's samples (round 1, then a retry round for inputs where nothing passed)."""
+    if spec.teacher.backend == "labels":
+        return {input_id(t): [inputs[t].label] for t in train}, {}
+    if spec.teacher.backend == "logs":
+        return {input_id(t): [inputs[t].logged] for t in train}, {}
+    done = read_journal(spec, out_dir)
+    cache: dict = {}
+    samples = generate_missing(spec, train, out_dir, done, spec.teacher.sampling, 1, cache)
+    stats = {}
+    if spec.teacher.retry is not None:
+        failing = [t for t in train if select(spec, t, samples[input_id(t)], inputs[t].label)["chosen"] is None]
+        retry = spec.teacher.sampling.model_copy(update={"n": spec.teacher.retry.n,
+                                                         "temperature": spec.teacher.retry.temperature})
+        more = generate_missing(spec, failing, out_dir, done, retry, 2, cache)
+        for key, extra in more.items():
+            samples[key] = samples[key] + extra
+        rescued = sum(select(spec, t, samples[input_id(t)], inputs[t].label)["chosen"] is not None for t in failing)
+        stats = {"retry_inputs": len(failing), "retry_rescued": rescued}
+    return samples, stats
 
 
 def select(spec: PromptSpec, text: str, samples: list[str], label: str | None = None) -> dict:
@@ -96,13 +135,13 @@ def main(spec: PromptSpec) -> dict:
     inputs = load_inputs(spec)
     texts = list(inputs)
     train, held_out = split_inputs(texts, spec.split.eval_fraction, spec.split.seed)
-    samples = generate_missing(spec, train, out_dir)
+    samples, retry_stats = teacher_samples(spec, inputs, train, out_dir)
 
     sft_rows, pref_rows, rejects = [], [], []
     rule_passes: Counter[str] = Counter()
     n_samples = n_raw_all_pass = n_repaired = 0
     for text in train:
-        picked = select(spec, text, samples[input_id(text)], inputs[text])
+        picked = select(spec, text, samples[input_id(text)], inputs[text].label)
         for _, results in picked["scored"]:
             n_samples += 1
             n_raw_all_pass += all_pass(results)
@@ -125,7 +164,7 @@ def main(spec: PromptSpec) -> dict:
     write_jsonl(out_dir / "prefs_train.jsonl", pref_rows)
     # prompt-only rows; a reference answer, when the inputs have one, rides along as `label`
     write_jsonl(out_dir / "eval_inputs.jsonl",
-                [{"prompt": user_prompt(t), **({"label": inputs[t]} if inputs[t] is not None else {})}
+                [{"prompt": user_prompt(t), **({"label": inputs[t].label} if inputs[t].label is not None else {})}
                  for t in held_out])
     elapsed = time.time() - start
     checked = [r.id for r in spec.rules if r.check is not None]
@@ -138,15 +177,40 @@ def main(spec: PromptSpec) -> dict:
             "inputs": len(texts), "train_inputs": len(train), "eval_inputs": len(held_out),
             "samples": n_samples, "sft_rows": len(sft_rows), "sft_rows_raw": len(sft_rows) - n_repaired,
             "sft_rows_repaired": n_repaired, "pref_rows": len(pref_rows), "rejects": len(rejects),
+            **retry_stats,
         },
         "raw_pass_rate_per_rule": {rid: rule_passes[rid] / max(n_samples, 1) for rid in checked},
         "raw_all_rules_pass_rate": n_raw_all_pass / max(n_samples, 1),
         "time_s": round(elapsed, 1),
         "examples_per_s": round(n_samples / elapsed, 3) if elapsed else None,
     }
-    write_json(out_dir / "manifest.json", manifest)
+    save_datasets(out_dir)
+    write_json(out_dir / "manifest.json", manifest)  # last: its presence means the build finished
     print_summary(manifest, out_dir)
     return manifest
+
+
+def save_datasets(out_dir: Path) -> None:
+    """The same rows as a `datasets` DatasetDict (`load_from_disk(out_dir / "hf")`), splits sft_train,
+    prefs_train and eval_inputs; written under a temporary name and renamed, like every output."""
+    from datasets import Dataset, DatasetDict
+
+    from promptbake.io import iter_jsonl
+
+    splits = {}
+    for name in ("sft_train", "prefs_train", "eval_inputs"):
+        rows = [row for _, row in iter_jsonl(out_dir / f"{name}.jsonl")]
+        if rows:
+            splits[name] = Dataset.from_list(rows)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".hf."))
+    try:
+        DatasetDict(splits).save_to_disk(str(tmp))
+        if (out_dir / "hf").exists():
+            shutil.rmtree(out_dir / "hf")
+        os.replace(tmp, out_dir / "hf")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def print_summary(manifest: dict, out_dir: Path) -> None:
@@ -157,8 +221,10 @@ def print_summary(manifest: dict, out_dir: Path) -> None:
     table = Table(title=f"dataset {manifest['spec']} -> {out_dir}")
     table.add_column("what")
     table.add_column("value", justify="right")
-    for key in ("train_inputs", "eval_inputs", "samples", "sft_rows", "sft_rows_repaired", "pref_rows", "rejects"):
-        table.add_row(key, str(c[key]))
+    for key in ("train_inputs", "eval_inputs", "samples", "sft_rows", "sft_rows_repaired", "pref_rows", "rejects",
+                "retry_inputs", "retry_rescued"):
+        if key in c:
+            table.add_row(key, str(c[key]))
     table.add_row("raw all-rules pass rate", f"{manifest['raw_all_rules_pass_rate']:.0%}")
     for rule_id, rate in manifest["raw_pass_rate_per_rule"].items():
         table.add_row(f"raw pass: {rule_id}", f"{rate:.0%}")

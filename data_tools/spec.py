@@ -37,22 +37,42 @@ class Example(StrictModel):
     output: str
 
 
+class MissingSlot(StrictModel):
+    """A missing-field variant: some inputs render a slot as absent, so the data shows what the model must do
+    when information is missing (leave the field empty, ask, say so) instead of inventing it."""
+
+    fraction: float = Field(gt=0.0, lt=1.0)
+    """Share of expanded inputs (seeded choice) in which this slot is absent."""
+    text: str = ""
+    """What the slot renders as when absent, e.g. "" or "a customer who gave no name"."""
+
+
 class InputsSpec(StrictModel):
     """Where the inputs come from: a file (`path`) or a template expanded over slot values."""
 
     path: str | None = None
-    """JSONL (one object per line), CSV (with a header) or text (one input per line); relative to the spec."""
+    """JSONL (one object per line), CSV (with a header), text (one input per line), or a directory written by
+    `datasets.Dataset.save_to_disk`; relative to the spec."""
+    format: Literal["rows", "chat_logs"] = "rows"
+    """`rows`: one input per line/row in `field`. `chat_logs`: OpenAI-format logs of a prompted feature in
+    production, JSONL of {"messages": [system, user, assistant]}: the user turn is the input, the logged
+    assistant answer is a teacher sample (`teacher.backend: logs`), and the system prompt is dropped."""
     field: str = "input"
-    """The JSONL key or CSV column that holds the input text."""
+    """The JSONL key, CSV column or dataset column that holds the input text."""
     label_field: str | None = None
     """Optional JSONL key or CSV column with a reference answer; held-out rows carry it as `label`, and the
-    evals report how often an arm's answer matches it."""
+    evals report how often an arm's answer matches it (`label_match` checks use it too)."""
+    system_prompts: list[str] = []
+    """`chat_logs` only: use a log only if its system prompt is one of these (empty: any)."""
     template: str | None = None
     """A `str.format` template such as "Why is {thing} useful for {who}?"."""
     slots: dict[str, list[str | int | float]] = {}
     """Values for each template slot; every combination becomes one input."""
+    missing: dict[str, MissingSlot] = {}
+    """Missing-field variants per slot, e.g. {name: {fraction: 0.3, text: ""}}."""
     limit: PositiveInt | None = None
-    """Use at most this many inputs (after a seeded shuffle), e.g. for a quick trial."""
+    """Use at most this many inputs (after a seeded shuffle), e.g. for a quick trial or to sample a large
+    template expansion."""
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -66,6 +86,13 @@ class InputsSpec(StrictModel):
             unused = sorted(set(self.slots) - names)
             if unused:
                 raise ValueError(f"slots {unused} do not appear in the template")
+            unknown = sorted(set(self.missing) - names)
+            if unknown:
+                raise ValueError(f"missing variants for {unknown}, which are not template slots")
+        elif self.missing:
+            raise ValueError("`missing` variants need a `template`")
+        if self.format == "chat_logs" and (self.path is None or self.label_field):
+            raise ValueError("`chat_logs` reads a JSONL `path` of messages; it takes no `label_field`")
         return self
 
 
@@ -89,9 +116,17 @@ class Sampling(StrictModel):
         return self
 
 
+class RetrySpec(StrictModel):
+    """A second round for the inputs whose samples all failed: more samples, usually hotter."""
+
+    n: PositiveInt = 4
+    temperature: float = Field(1.0, gt=0.0)
+
+
 class TeacherSpec(StrictModel):
-    backend: Literal["local"] = "local"
-    """`local`: a transformers model on this machine with batched generation."""
+    backend: Literal["local", "labels", "logs"] = "local"
+    """`local`: a transformers model on this machine with batched generation. `labels`: the inputs' own
+    `label_field` answers are the samples. `logs`: the logged assistant answers of `chat_logs` inputs."""
     model: str = "smollm2-135m-instruct"
     """A short name, hub id, local directory or .gguf file."""
     sampling: Sampling = Sampling()
@@ -99,6 +134,8 @@ class TeacherSpec(StrictModel):
     """Sequences generated together (inputs x n). Larger batches are faster per example until memory runs out."""
     repair: bool = True
     """Apply the checks' deterministic repairs to failing samples and re-check them."""
+    retry: RetrySpec | None = None
+    """Resample only the inputs with no passing sample, once, with these settings (generating backends)."""
 
 
 class SplitSpec(StrictModel):
@@ -120,6 +157,16 @@ class PromptSpec(StrictModel):
 
     # set by load_spec: the file the spec came from (for relative input paths and messages)
     source: str = Field("", exclude=True)
+
+    @model_validator(mode="after")
+    def _backend_has_answers(self):
+        if self.teacher.backend == "labels" and not self.inputs.label_field:
+            raise ValueError("teacher.backend 'labels' needs `inputs.label_field`")
+        if self.teacher.backend == "logs" and self.inputs.format != "chat_logs":
+            raise ValueError("teacher.backend 'logs' needs `inputs.format: chat_logs`")
+        if self.teacher.backend in ("labels", "logs") and self.teacher.retry is not None:
+            raise ValueError(f"teacher.retry resamples, but backend {self.teacher.backend!r} does not generate")
+        return self
 
     @model_validator(mode="after")
     def _unique_rule_ids(self):
@@ -156,6 +203,6 @@ class PromptSpec(StrictModel):
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PromptSpec:
     spec = load_config(PromptSpec, path, overrides)
     spec.source = str(path)
-    if spec.inputs.path is not None and not spec.inputs_path().is_file():
+    if spec.inputs.path is not None and not spec.inputs_path().exists():
         raise InputError(f"{path}: field 'inputs.path': file not found: {spec.inputs_path()}")
     return spec

@@ -1,7 +1,7 @@
 """The `promptbake` command: thin wrappers over each stage's `main(config)`.
 
     promptbake data build configs/specs/demo_style.yaml [key=value ...]
-    promptbake train sft configs/sft/demo_lora.yaml [key=value ...] [--resume]
+    promptbake train sft|distill CONFIG [key=value ...] [--resume]
     promptbake eval configs/evals/demo.yaml [key=value ...]
     promptbake export runs/demo/sft [--out DIR]
     promptbake demo [--out runs/demo]
@@ -12,6 +12,7 @@ Exit codes: 0 done, 2 bad input (the message names the file, line and field), 1 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Callable
@@ -19,6 +20,11 @@ from collections.abc import Callable
 from promptbake.config import InputError, load_config
 
 EXIT_BAD_INPUT = 2
+# `promptbake train METHOD`: module, its recipe class, help. Each module also runs as `python -m MODULE`.
+TRAINERS = {
+    "sft": ("sft.train", "SFTRecipe", "SFT (LoRA/QLoRA/DoRA/full) on prompt-completion rows"),
+    "distill": ("sft.distill", "DistillRecipe", "prompt baking: match the prompted base's distributions (KL)"),
+}
 
 
 def run_main(fn: Callable[[], object]) -> None:
@@ -40,10 +46,11 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("overrides", nargs="*")
 
     train = sub.add_parser("train", help="train a model").add_subparsers(dest="method", required=True)
-    sft = train.add_parser("sft", help="LoRA SFT on prompt-completion rows")
-    sft.add_argument("config")
-    sft.add_argument("overrides", nargs="*")
-    sft.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    for method, (_, _, help_text) in TRAINERS.items():
+        p = train.add_parser(method, help=help_text)
+        p.add_argument("config")
+        p.add_argument("overrides", nargs="*")
+        p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
 
     ev = sub.add_parser("eval", help="tuned model without the prompt vs base model with it")
     ev.add_argument("config")
@@ -66,10 +73,9 @@ def dispatch(args: argparse.Namespace) -> None:
 
         build_main(load_spec(args.spec, args.overrides))
     elif args.command == "train":
-        from sft.train import SFTRecipe
-        from sft.train import main as train_main
-
-        train_main(load_config(SFTRecipe, args.config, args.overrides), resume=args.resume)
+        module_name, recipe_name, _ = TRAINERS[args.method]
+        module = importlib.import_module(module_name)
+        module.main(load_config(getattr(module, recipe_name), args.config, args.overrides), resume=args.resume)
     elif args.command == "eval":
         from evals.run import EvalConfig
         from evals.run import main as eval_main
@@ -89,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
     for ours in ("promptbake", "sft", "data_tools", "evals"):  # our progress notes, not every library's
         logging.getLogger(ours).setLevel(logging.INFO)
+    # bitsandbytes warns on every CPU import that an optional hub-downloaded kernel is missing; its CPU
+    # 4-bit path works without it (QLoRA trains here), so the warning only alarms users
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     args = make_parser().parse_args(argv)
     run_main(lambda: dispatch(args))
 

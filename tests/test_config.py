@@ -1,5 +1,6 @@
 """Configs and specs: bad input fails at once with the file, line and field; every shipped config loads."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,7 @@ def test_bad_input_files_name_the_line(tmp_path, content, message):
 def test_csv_and_text_inputs(tmp_path):
     (tmp_path / "inputs.csv").write_text("id,input\n1,first\n2,\n")
     spec = load_spec(write(tmp_path, GOOD.replace("inputs.jsonl", "inputs.csv")))
-    with pytest.raises(InputError, match=r"inputs.csv:3: column 'input' is empty"):
+    with pytest.raises(InputError, match=r"inputs.csv:3: field 'input' is missing or not a non-empty string"):
         load_inputs(spec)
     (tmp_path / "inputs.txt").write_text("one\n\ntwo\none\n")
     spec = load_spec(write(tmp_path, GOOD.replace("inputs.jsonl", "inputs.txt")))
@@ -90,7 +91,8 @@ def test_csv_and_text_inputs(tmp_path):
 def test_labels_come_from_the_named_column(tmp_path):
     (tmp_path / "inputs.csv").write_text("input,answer\nwhat is 2+2?,4\nwhat is 3+3?,6\n")
     text = GOOD.replace("inputs.jsonl", "inputs.csv") + "  label_field: answer\n"
-    assert load_inputs(load_spec(write(tmp_path, text))) == {"what is 2+2?": "4", "what is 3+3?": "6"}
+    inputs = load_inputs(load_spec(write(tmp_path, text)))
+    assert {t: item.label for t, item in inputs.items()} == {"what is 2+2?": "4", "what is 3+3?": "6"}
     (tmp_path / "inputs.jsonl").write_text('{"input": "a", "answer": "x"}\n{"input": "b"}\n')
     with pytest.raises(InputError, match=r"inputs.jsonl:2: label field 'answer' is missing"):
         load_inputs(load_spec(write(tmp_path, GOOD + "  label_field: answer\n")))
@@ -153,3 +155,44 @@ def test_every_accelerate_config_is_valid_for_accelerate():
         assert text.startswith("#") and "accelerate launch --config_file" in text, path
         config = ClusterConfig.from_yaml_file(str(path))  # accelerate's own loader refuses unknown keys
         assert config.num_processes >= 1
+
+
+def test_chat_logs_keep_the_user_turn_and_logged_answer(tmp_path):
+    logs = [
+        {"messages": [{"role": "system", "content": "PROMPT v2"}, {"role": "user", "content": "hello"},
+                      {"role": "assistant", "content": "hi there"}]},
+        {"messages": [{"role": "system", "content": "PROMPT v1"}, {"role": "user", "content": "old"},
+                      {"role": "assistant", "content": "stale"}]},
+    ]
+    (tmp_path / "logs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in logs))
+    source = "  path: logs.jsonl\n  format: chat_logs\n  system_prompts: [PROMPT v2]"
+    text = GOOD.replace("  path: inputs.jsonl", source)
+    inputs = load_inputs(load_spec(write(tmp_path, text + "teacher: {backend: logs}\n")))
+    assert list(inputs) == ["hello"] and inputs["hello"].logged == "hi there"  # v1 log skipped
+    (tmp_path / "logs.jsonl").write_text('{"messages": [{"role": "user", "content": "q"}]}\n')
+    with pytest.raises(InputError, match=r"logs.jsonl:1: a log must end with a user turn and the assistant"):
+        load_inputs(load_spec(write(tmp_path, text)))
+
+
+def test_backend_needs_its_answers(tmp_path, inputs_file):
+    with pytest.raises(InputError, match="teacher.backend 'labels' needs `inputs.label_field`"):
+        load_spec(write(tmp_path, GOOD + "teacher: {backend: labels}\n"))
+
+
+def test_missing_field_variants_are_seeded(tmp_path):
+    text = GOOD.replace("  path: inputs.jsonl", "  template: 'order {item} for {name}'\n"
+                        "  slots: {item: [tea, rice, soap, milk, salt, corn], name: [Ana, Bo, Cy]}\n"
+                        "  missing: {name: {fraction: 0.5, text: 'a customer'}}")
+    spec = load_spec(write(tmp_path, text))
+    inputs = list(load_inputs(spec))
+    absent = [t for t in inputs if t.endswith("for a customer")]
+    assert 0 < len(absent) < 18 and list(load_inputs(spec)) == inputs
+    assert len(inputs) == len(set(inputs))
+
+
+def test_saved_datasets_directory_as_input(tmp_path):
+    from datasets import Dataset
+
+    Dataset.from_list([{"input": "alpha"}, {"input": "beta"}]).save_to_disk(str(tmp_path / "ds"))
+    spec = load_spec(write(tmp_path, GOOD.replace("inputs.jsonl", "ds")))
+    assert list(load_inputs(spec)) == ["alpha", "beta"]

@@ -134,3 +134,37 @@ def test_train_export_eval(built, tiny_model_dir, tmp_path):
     assert saved["base_prompted"]["prompt_tokens_per_request"] > saved["tuned_unprompted"]["prompt_tokens_per_request"]
     assert set(saved["vs_base_prompted"]) == {"base_unprompted", "tuned_unprompted"}
     assert metrics == saved
+
+
+def test_retry_round_resamples_only_failing_inputs(tiny_spec):
+    # a rule the random tiny model never meets and no repair can fix: every input goes to the retry round
+    spec = load_spec(tiny_spec, ["rules.0.check={kind: contains, phrases: [zebra crossing]}",
+                                 "teacher.retry={n: 3, temperature: 1.5}"])
+    with pytest.raises(InputError, match="no teacher sample passed every check"):
+        build.main(spec)
+    out = Path(spec.output_dir)
+    journal = recover_journal(out / build.JOURNAL)
+    first = [r for r in journal if r["round"] == 1]
+    second = [r for r in journal if r["round"] == 2]
+    assert len(first) == len(second) == 9 and all(len(r["samples"]) == 3 for r in second)
+    rejects = rows(out / "rejects.jsonl")
+    assert len(rejects) == 9 and all(len(r["samples"]) == 2 + 3 for r in rejects)
+    assert all("lowercase" in s["failed"] for r in rejects for s in r["samples"])  # rule 0 failed everywhere
+
+
+def test_labels_backend_scores_the_inputs_own_answers(tmp_path):
+    (tmp_path / "inputs.jsonl").write_text("".join(
+        json.dumps({"input": f"question {i}", "answer": "ok: yes" if i % 2 else "No, Sir"}) + "\n" for i in range(8)))
+    (tmp_path / "spec.yaml").write_text(
+        "name: labelled\nrules:\n  - {id: prefix, text: Start with ok., check: {kind: starts_with, prefix: 'ok:'}}\n"
+        "inputs: {path: inputs.jsonl, label_field: answer}\nteacher: {backend: labels, repair: false}\n"
+        f"split: {{eval_fraction: 0.25}}\noutput_dir: {tmp_path / 'data'}\n")
+    manifest = build.main(load_spec(tmp_path / "spec.yaml"))
+    assert manifest["counts"]["sft_rows"] + manifest["counts"]["rejects"] == 6
+    assert all(r["completion"][0]["content"] == "ok: yes" for r in rows(tmp_path / "data" / "sft_train.jsonl"))
+    eval_rows = rows(tmp_path / "data" / "eval_inputs.jsonl")
+    assert all(r["label"] in ("ok: yes", "No, Sir") for r in eval_rows)
+    from datasets import load_from_disk
+
+    saved = load_from_disk(str(tmp_path / "data" / "hf"))
+    assert saved["sft_train"].num_rows == manifest["counts"]["sft_rows"] and saved["eval_inputs"].num_rows == 2
