@@ -117,7 +117,9 @@ def main() -> None:
     print(f"[bench]   {ours['tokens_per_s']:.1f} tokens/s, peak RSS {ours_rss:.0f} MB", flush=True)
     if not args.skip_qlora:
         print("[bench] arm 3/3: promptbake recipe (QLoRA, nf4)", flush=True)
-        qlora, qlora_rss = run_arm(ours_cmd + ["method=qlora", f"output_dir={work / 'qlora'}"], env)
+        # a few steps suffice for the memory figure; 4-bit matmuls are slow on a CPU
+        qlora, qlora_rss = run_arm(ours_cmd + ["method=qlora", f"output_dir={work / 'qlora'}",
+                                               f"training.max_steps={min(args.steps, 3)}"], env)
         print(f"[bench]   {qlora['tokens_per_s']:.1f} tokens/s, peak RSS {qlora_rss:.0f} MB "
               f"(LoRA {ours_rss:.0f} MB)", flush=True)
 

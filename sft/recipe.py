@@ -43,6 +43,9 @@ class TrainingSpec(StrictModel):
     """Prompt + completion tokens; longer rows are truncated (their end, and so their EOS, is lost)."""
     gradient_checkpointing: bool = False
     """Saves activation memory at ~1/3 more compute; off because small models fit without it."""
+    sampling_strategy: Literal["random", "group_by_length"] = "group_by_length"
+    """group_by_length: batches of rows of similar length (shuffled in mega-batches), so less compute goes to
+    padding; random: the classic shuffle."""
     logging_steps: PositiveInt = 5
     save_steps: PositiveInt = 50
     """Checkpoint every N optimizer steps; `--resume` restarts from the last complete one."""
@@ -163,6 +166,7 @@ def trainer_args(recipe: BaseRecipe, precision: str) -> dict:
         lr_scheduler_type=t.lr_scheduler_type,
         warmup_steps=t.warmup_steps,
         gradient_checkpointing=t.gradient_checkpointing,
+        train_sampling_strategy=t.sampling_strategy,
         logging_steps=t.logging_steps,
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
