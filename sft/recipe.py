@@ -189,9 +189,22 @@ def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
     for path in candidates:
         weights = list(path.glob("*.safetensors"))
         if (path / "trainer_state.json").exists() and weights:
+            refuse_unsafe_pickles(path)
             return path
         print(f"[promptbake] skipping incomplete checkpoint {path}")
     return None
+
+
+def refuse_unsafe_pickles(checkpoint: Path) -> None:
+    """Resuming loads the optimizer, scheduler and RNG state, which torch stores as pickles. Check each with
+    `weights_only=True` (tensors and plain containers only) before the trainer touches it, so a tampered
+    file is refused with its name instead of running code. (training_args.bin is never loaded on resume.)"""
+    for path in sorted(p for p in checkpoint.iterdir() if p.suffix in (".pt", ".pth")):
+        try:
+            torch.load(path, weights_only=True, map_location="cpu")
+        except Exception as e:  # UnpicklingError for a forbidden global, others for a corrupt file
+            raise InputError(f"{path}: refused to resume: not a plain tensor file "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
 
 def train_and_save(trainer, recipe: BaseRecipe, tokenizer, rows_path: Path, precision: str,
