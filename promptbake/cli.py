@@ -1,7 +1,7 @@
 """The `promptbake` command: thin wrappers over each stage's `main(config)`.
 
     promptbake data build configs/specs/demo_style.yaml [key=value ...]
-    promptbake train sft|distill CONFIG [key=value ...] [--resume]
+    promptbake train sft|distill|dpo|reward|rl CONFIG [key=value ...] [--resume]
     promptbake eval configs/evals/demo.yaml [key=value ...]
     promptbake export runs/demo/sft [--out DIR]
     promptbake demo [--out runs/demo]
@@ -24,6 +24,9 @@ EXIT_BAD_INPUT = 2
 TRAINERS = {
     "sft": ("sft.train", "SFTRecipe", "SFT (LoRA/QLoRA/DoRA/full) on prompt-completion rows"),
     "distill": ("sft.distill", "DistillRecipe", "prompt baking: match the prompted base's distributions (KL)"),
+    "dpo": ("sft.dpo", "DPORecipe", "DPO on preference rows (reference: the adapter-disabled base)"),
+    "reward": ("sft.reward", "RewardRecipe", "a reward model on preference rows"),
+    "rl": ("sft.rl", "RLRecipe", "online RL (GRPO) with the spec's checks and/or a reward model as reward"),
 }
 
 

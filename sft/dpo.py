@@ -22,8 +22,10 @@ the adapter off. `ref_model=None` together with `peft_config` makes DPOTrainer k
   `use_adapter(model, adapter_name="ref")` in `_compute_loss`): the reference is base + the SFT adapter as it
   was before DPO, not the bare base. Only that adapter's weights are duplicated, and the "ref" copy is dropped
   from the saved output.
-- full fine-tuning: TRL loads a second copy of the model as the reference, unless `precompute_ref_log_probs`
-  computes every reference log-prob once before training and keeps no reference model.
+- full fine-tuning: the reference is a frozen copy of the starting model, a second copy in memory (passed as
+  `ref_model`: left to itself TRL would reload the reference from `config._name_or_path`, which for an SFT
+  adapter merged in memory names the bare base). `precompute_ref_log_probs` computes every reference log-prob
+  once before training instead, from the model as it starts, and keeps no copy.
 
 Writes `<output_dir>/adapter` (or `<output_dir>/model` for full fine-tuning) with `promptbake_run.json`, and
 checkpoints under `<output_dir>/checkpoints`.
@@ -32,6 +34,7 @@ checkpoints under `<output_dir>/checkpoints`.
 from __future__ import annotations
 
 import argparse
+import copy
 import shutil
 from pathlib import Path
 from typing import Literal
@@ -94,14 +97,20 @@ def main(recipe: DPORecipe, resume: bool = False) -> Path:
     print(f"[promptbake] dpo method={recipe.method} beta={recipe.beta} loss={recipe.loss_type} "
           f"precision={precision} model={recipe.model} init_adapter={recipe.init_adapter} "
           f"pairs={len(train_rows)} tracking={tracking}")
-    model, tokenizer = load_for_training(recipe, precision)
-    adapter = peft_config(recipe)
     if recipe.init_adapter is not None:
-        model, adapter = load_init_adapter(model, recipe), None  # a PeftModel: TRL refuses it with a peft_config
-    args = DPOConfig(**trainer_args(recipe, precision), max_length=recipe.training.max_length, beta=recipe.beta,
+        check_init_adapter(recipe)  # before any model loads
+    model, tokenizer = load_for_training(recipe, precision)
+    adapter = peft_config(recipe) if recipe.init_adapter is None else None
+    if recipe.init_adapter is not None:
+        from peft import PeftModel
+
+        # trainable; passed without a peft_config, which TRL refuses next to a PeftModel
+        model = PeftModel.from_pretrained(model, recipe.init_adapter, is_trainable=True)
+    args = DPOConfig(**preference_args(recipe, precision), max_length=recipe.training.max_length, beta=recipe.beta,
                      loss_type=[recipe.loss_type], precompute_ref_log_probs=recipe.precompute_ref_log_probs)
-    trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=train_rows,
-                         processing_class=tokenizer, peft_config=adapter)
+    full_copy = recipe.method == "full" and not recipe.precompute_ref_log_probs
+    trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model) if full_copy else None, args=args,
+                         train_dataset=train_rows, processing_class=tokenizer, peft_config=adapter)
     warn_truncation(trainer.train_dataset, len(train_rows), recipe.training.max_length)
     save_dir = train_and_save(trainer, recipe, tokenizer, rows_path, precision, resume)
     # PeftModel.save_pretrained writes every adapter; the frozen "ref" copy of init_adapter is not the result
@@ -109,10 +118,15 @@ def main(recipe: DPORecipe, resume: bool = False) -> Path:
     return save_dir
 
 
-def load_init_adapter(model, recipe: DPORecipe):
-    """Wrap the base in the SFT run's adapter, trainable, after checking the adapter belongs to this base."""
-    from peft import PeftModel
+def preference_args(recipe: BaseRecipe, precision: str) -> dict:
+    """`trainer_args` for the preference trainers (DPO, reward), which batch pairs at random: transformers'
+    group-by-length sampler measures an `input_ids` column, and TRL's tokenized pairs have none (they hold
+    prompt_ids / chosen_ids / rejected_ids)."""
+    return {**trainer_args(recipe, precision), "train_sampling_strategy": "random"}
 
+
+def check_init_adapter(recipe: DPORecipe) -> None:
+    """init_adapter must be an adapter directory trained on this recipe's base model."""
     from sft.models import read_run_info
 
     path = Path(recipe.init_adapter)
@@ -122,7 +136,6 @@ def load_init_adapter(model, recipe: DPORecipe):
     if info is not None and info["base_model"] != recipe.model:
         raise InputError(f"init_adapter {recipe.init_adapter!r} was trained on base {info['base_model']!r}, "
                          f"not {recipe.model!r}: set model={info['base_model']}")
-    return PeftModel.from_pretrained(model, str(path), is_trainable=True)
 
 
 def warn_truncation(dataset, n_rows: int, max_length: int) -> None:

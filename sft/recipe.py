@@ -45,7 +45,8 @@ class TrainingSpec(StrictModel):
     """Saves activation memory at ~1/3 more compute; off because small models fit without it."""
     sampling_strategy: Literal["random", "group_by_length"] = "group_by_length"
     """group_by_length: batches of rows of similar length (shuffled in mega-batches), so less compute goes to
-    padding; random: the classic shuffle."""
+    padding; random: the classic shuffle. SFT and distillation only: the preference trainers' paired rows
+    have no single length, so DPO and reward training always shuffle."""
     logging_steps: PositiveInt = 5
     save_steps: PositiveInt = 50
     """Checkpoint every N optimizer steps; `--resume` restarts from the last complete one."""
@@ -124,20 +125,27 @@ def setup_tracking(recipe: BaseRecipe) -> str:
     return f"wandb ({os.environ.get('WANDB_MODE', 'online')})"
 
 
+def quantization_for(recipe: BaseRecipe, precision: str):
+    """QLoRA's 4-bit config (nf4 storage, double-quantised constants, matmuls in the training dtype), else None."""
+    if recipe.method != "qlora":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
+
+
 def load_for_training(recipe: BaseRecipe, precision: str):
     """The model to train and its tokenizer: full precision for lora/dora/full, 4-bit nf4 for qlora."""
     from sft.models import load_model_and_tokenizer
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    quantization = None
-    if recipe.method == "qlora":
-        from transformers import BitsAndBytesConfig
-
-        # nf4 storage, double-quantised constants; matmuls run in the training dtype
-        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                          bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
-    return load_model_and_tokenizer(recipe.model, dtype=dtype, trust_remote_code=recipe.trust_remote_code,
-                                    quantization_config=quantization)
+    model, tokenizer = load_model_and_tokenizer(recipe.model, dtype=dtype, trust_remote_code=recipe.trust_remote_code,
+                                                quantization_config=quantization_for(recipe, precision))
+    if recipe.method == "full":
+        # a run's adapter directory loads merged, with PEFT's inference-time freezing still on every weight
+        model.requires_grad_(True)
+    return model, tokenizer
 
 
 def peft_config(recipe: BaseRecipe, task_type: str = "CAUSAL_LM"):

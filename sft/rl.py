@@ -1,0 +1,158 @@
+"""Online RL with TRL's GRPOTrainer: the model answers each training input several times, and each answer
+is rewarded by the prompt spec's own checks (and/or a trained reward model).
+
+    python -m sft.rl configs/rl/demo_grpo.yaml dataset=runs/demo/data/sft_train.jsonl [key=value ...] [--resume]
+    accelerate launch -m sft.rl configs/rl/demo_grpo.yaml dataset=...             # same run under Accelerate
+
+The "checks" reward is the fraction of the spec's checked rules an answer passes (0..1), scored by
+`data_tools.scoring.score` against the input: the same checks that picked the training data and that grade
+the evals. GRPO compares the `num_generations` answers to the same input, so an answer is pushed up or down
+by how it scores relative to its siblings; a group whose answers all score the same teaches nothing.
+
+Prompts are the bare training inputs (no rules, no system prompt), as in SFT: the model is rewarded for
+following the rules unprompted. The dataset is a prompt-only JSONL (`{"prompt": [user message]}`) or an
+`sft_train.jsonl`, whose `completion` column is ignored. Generation runs in transformers (no vLLM), so the
+same recipe runs on a CPU. Start from an SFT run by setting `model` to its adapter directory (merged into
+the base in memory; a new adapter trains on top).
+
+Writes `<output_dir>/adapter` (or `<output_dir>/model`) with `promptbake_run.json`, and checkpoints under
+`<output_dir>/checkpoints`. TRL logs the mean total reward as `reward` and each source as
+`rewards/checks/mean`, `rewards/reward_model/mean`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, PositiveInt, model_validator
+
+from data_tools.scoring import score
+from data_tools.spec import Rule, load_spec
+from promptbake.config import InputError, load_config
+from sft.recipe import (
+    BaseRecipe,
+    choose_precision,
+    dataset_file,
+    load_for_training,
+    load_rows,
+    peft_config,
+    setup_tracking,
+    train_and_save,
+    trainer_args,
+)
+
+
+class RLRecipe(BaseRecipe):
+    output_dir: str = "runs/rl"
+    spec: str
+    """The prompt spec YAML whose checked rules are the "checks" reward."""
+    reward: Literal["checks", "reward_model", "both"] = "checks"
+    """checks: share of the spec's checks passed; reward_model: a trained reward model's score (for rules no
+    check captures); both: their weighted sum."""
+    reward_model: str | None = None
+    """A reward run directory from `python -m sft.reward` (needed for reward_model and both)."""
+    reward_weights: list[float] | None = None
+    """One weight per reward source ([checks, reward_model] for both); None weighs them equally. A reward model's
+    score is unbounded while checks lie in 0..1: raise the checks weight to let the hard rules dominate."""
+    num_generations: int = Field(4, ge=2)
+    """Answers sampled per input. More answers give a steadier comparison within the group and cost more
+    generation. training.per_device_train_batch_size counts answers, so it must be a multiple of this."""
+    max_completion_length: PositiveInt = 48
+    """New tokens per answer; longer answers are cut, which usually fails length and ending rules. (It takes the
+    place of training.max_length, which GRPO does not use: prompts are never cut.)"""
+    temperature: float = Field(1.0, gt=0)
+    """Sampling temperature. Higher temperature makes answers in a group differ more (more to learn from) and
+    makes each answer less likely to be good."""
+    beta: float = Field(0.0, ge=0)
+    """KL penalty towards the starting model. 0 (TRL's default) skips the reference forward pass; raising it
+    (e.g. 0.04) keeps the policy closer to where it started. With an adapter the reference is the model with
+    the adapter switched off: no second copy in memory."""
+
+    @model_validator(mode="after")
+    def _rewards_fit(self):
+        if self.reward != "checks" and self.reward_model is None:
+            raise ValueError(f"reward {self.reward!r} needs `reward_model`: a reward run directory")
+        if self.reward == "checks" and self.reward_model is not None:
+            raise ValueError("`reward_model` is set but reward is 'checks'; set reward to reward_model or both")
+        n_sources = 2 if self.reward == "both" else 1
+        if self.reward_weights is not None and len(self.reward_weights) != n_sources:
+            raise ValueError(f"reward_weights needs {n_sources} value(s) for reward {self.reward!r}, "
+                             f"got {len(self.reward_weights)}")
+        answers = self.training.per_device_train_batch_size * self.training.gradient_accumulation_steps
+        if answers % self.num_generations:
+            raise ValueError(f"training.per_device_train_batch_size x gradient_accumulation_steps ({answers}) counts "
+                             f"answers and must be a multiple of num_generations ({self.num_generations})")
+        return self
+
+
+def text_of(messages: str | list[dict], role: str) -> str:
+    """The content of the last `role` message of a conversation (a plain string passes through)."""
+    if isinstance(messages, str):
+        return messages
+    return next(m["content"] for m in reversed(messages) if m["role"] == role)
+
+
+def checks(prompts: list, completions: list, rules: list[Rule], **_) -> list[float]:
+    """GRPO reward function: the share of checked rules each completion passes, judged against its input
+    (the last user message). TRL calls it with `prompts`, `completions` and the dataset's other columns."""
+    rewards = []
+    for prompt, completion in zip(prompts, completions, strict=True):
+        results = score(rules, text_of(prompt, "user"), text_of(completion, "assistant"))
+        rewards.append(sum(r.passed for r in results.values()) / len(results))
+    return rewards
+
+
+def reward_model(prompts: list, completions: list, scorer, **_) -> list[float]:
+    """GRPO reward function: a trained reward model's score for each (conversation, answer)."""
+    return scorer.score_batch(prompts, [text_of(c, "assistant") for c in completions])
+
+
+def main(recipe: RLRecipe, resume: bool = False) -> Path:
+    """Train and return the adapter directory (or the model directory for full fine-tuning)."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    spec = load_spec(recipe.spec)
+    if not any(r.check is not None for r in spec.rules):
+        raise InputError(f"{recipe.spec}: no rule has a check, so there is nothing for the checks reward to score")
+    rows_path = dataset_file(recipe.dataset, "sft_train.jsonl")
+    prompts = load_rows(rows_path, ("prompt",)).select_columns(["prompt"])
+    precision = choose_precision(recipe.precision)
+    tracking = setup_tracking(recipe)
+    scorer = None
+    reward_funcs = []
+    if recipe.reward in ("checks", "both"):
+        reward_funcs.append(functools.partial(checks, rules=spec.rules))
+    if recipe.reward in ("reward_model", "both"):
+        from sft.reward import load_reward_model
+
+        scorer = load_reward_model(recipe.reward_model)
+        reward_funcs.append(functools.partial(reward_model, scorer=scorer))
+    print(f"[promptbake] rl (grpo) method={recipe.method} reward={recipe.reward} precision={precision} "
+          f"model={recipe.model} prompts={len(prompts)} x {recipe.num_generations} answers tracking={tracking}")
+    model, tokenizer = load_for_training(recipe, precision)
+    args = GRPOConfig(**trainer_args(recipe, precision), num_generations=recipe.num_generations,
+                      max_completion_length=recipe.max_completion_length, temperature=recipe.temperature,
+                      beta=recipe.beta, reward_weights=recipe.reward_weights, use_vllm=False)
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=prompts,
+                          processing_class=tokenizer, peft_config=peft_config(recipe))
+    if scorer is not None:
+        scorer.model.to(trainer.accelerator.device)
+    return train_and_save(trainer, recipe, tokenizer, rows_path, precision, resume)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Online RL (GRPO) with the spec's checks as reward (TRL GRPOTrainer).")
+    parser.add_argument("config", help="training recipe YAML, e.g. configs/rl/demo_grpo.yaml")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. num_generations=8")
+    parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    return parser
+
+
+if __name__ == "__main__":
+    from promptbake.cli import run_main
+
+    cli_args = make_parser().parse_args()
+    run_main(lambda: main(load_config(RLRecipe, cli_args.config, cli_args.overrides), resume=cli_args.resume))
