@@ -65,6 +65,13 @@ class EvalConfig(StrictModel):
     output_dir: str = "runs/eval"
 
     @model_validator(mode="after")
+    def _tuned_arms_need_a_model(self):
+        tuned = [a for a in self.arms if ARMS[a][0] == "tuned"]
+        if tuned and not self.tuned_model:
+            raise ValueError(f"field 'tuned_model' is required by the arms {tuned}")
+        return self
+
+    @model_validator(mode="after")
     def _judge_needs_pairs(self):
         if self.judge is not None:
             if self.sampling.n != 1:
@@ -154,9 +161,6 @@ def main(config: EvalConfig) -> dict:
 
     spec = load_spec(config.spec)
     items = read_eval_inputs(config.eval_inputs, config.limit)
-    needs_tuned = any(ARMS[a][0] == "tuned" for a in config.arms)
-    if needs_tuned and not config.tuned_model:
-        raise InputError(f"field 'tuned_model' is required by the arms {config.arms}")
     out = Path(config.output_dir)
     metrics: dict = {}
     outcomes: dict[str, list[bool]] = {}

@@ -68,7 +68,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
                 if not line.strip():
                     continue
                 try:
-                    obj = json.loads(line)
+                    obj = json.loads(line.rstrip("\r\n"))  # so an error's column is on this line
                 except json.JSONDecodeError as e:
                     raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
                 if not isinstance(obj, dict):

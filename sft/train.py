@@ -58,17 +58,22 @@ def main(recipe: SFTRecipe, resume: bool = False) -> Path:
                      completion_only_loss=True, packing=recipe.packing, padding_free=recipe.packing)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, processing_class=tokenizer,
                          peft_config=peft_config(recipe))
-    warn_truncation(trainer.train_dataset, recipe.training.max_length)
+    check_lengths(trainer.train_dataset, len(train_rows), recipe.training.max_length)
     return train_and_save(trainer, recipe, tokenizer, rows_path, precision, resume)
 
 
-def warn_truncation(dataset, max_length: int) -> None:
-    """Rows longer than max_length lose their end, EOS included; say how many before training starts."""
+def check_lengths(dataset, n_rows: int, max_length: int) -> None:
+    """Before training starts: refuse a max_length that leaves no response token in any row (TRL drops such
+    rows, which would leave nothing to train on), and count rows that lose their end (and EOS) to truncation."""
+    if len(dataset) == 0:
+        raise InputError(f"training.max_length={max_length} leaves no response token in any of the {n_rows} rows "
+                         "(every prompt is at least that long); raise training.max_length")
+    dropped = n_rows - len(dataset)
     lengths = [len(ids) for ids in dataset["input_ids"]]
     over = sum(n >= max_length for n in lengths)
-    if over:
-        print(f"[promptbake] warning: {over} of {len(lengths)} rows reach max_length={max_length} and are "
-              f"truncated (longest {max(lengths)} tokens); raise training.max_length")
+    if over or dropped:
+        print(f"[promptbake] warning: {over} of {n_rows} rows reach max_length={max_length} and are truncated, "
+              f"{dropped} more are dropped with no response token left; raise training.max_length")
 
 
 def make_parser() -> argparse.ArgumentParser:

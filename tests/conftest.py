@@ -75,3 +75,17 @@ def tiny_spec(tmp_path, tiny_model_dir) -> Path:
     path = tmp_path / "spec.yaml"
     path.write_text(TINY_SPEC.format(model=tiny_model_dir, out=tmp_path / "data"))
     return path
+
+
+@pytest.fixture
+def reliability_log():
+    """Record what a reliability test exercised (faults injected, bad inputs, secrets found, rows lost), for
+    scripts/reliability_report.py, which runs these tests with PROMPTBAKE_RELIABILITY_LOG set."""
+    import json
+
+    def log(kind: str, count: int) -> None:
+        path = os.environ.get("PROMPTBAKE_RELIABILITY_LOG")
+        if path:
+            with open(path, "a") as f:
+                f.write(json.dumps({"kind": kind, "count": count}) + "\n")
+    return log

@@ -61,5 +61,5 @@ def test_judge_needs_one_answer_per_input(tiny_spec):
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError, match="set sampling.n to 1"):
-        EvalConfig(spec=str(tiny_spec), eval_inputs="x.jsonl", judge={},
+        EvalConfig(spec=str(tiny_spec), eval_inputs="x.jsonl", judge={}, arms=["base_prompted", "base_unprompted"],
                    sampling={"n": 2, "temperature": 0.7})
