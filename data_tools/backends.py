@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-
 from data_tools.spec import Sampling
 
 
@@ -48,7 +46,6 @@ class LocalBackend:
     def render(self, conversation: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
 
-    @torch.inference_mode()
     def generate(
         self,
         conversations: list[list[dict]],
@@ -57,6 +54,14 @@ class LocalBackend:
     ) -> list[Completion]:
         """Answer every conversation with `sampling.n` samples; `on_batch(indices, completions)` is called
         after each batch (for journaling and progress), with indices into `conversations`."""
+        import torch  # here, not at the top: the HTTP backend shares `Completion` and needs no torch
+
+        with torch.inference_mode():
+            return self._generate(conversations, sampling, on_batch)
+
+    def _generate(self, conversations, sampling, on_batch) -> list[Completion]:
+        import torch
+
         tok = self.tokenizer
         prompts = [self.render(c) for c in conversations]
         encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]

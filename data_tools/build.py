@@ -49,6 +49,10 @@ def user_prompt(text: str) -> list[dict]:
 
 def make_backend(spec: PromptSpec):
     """The generating teacher named by the spec."""
+    if spec.teacher.backend == "openai":
+        from data_tools.http_backend import OpenAIBackend
+
+        return OpenAIBackend(spec.teacher.endpoint)
     return LocalBackend.from_name(spec.teacher.model, spec.teacher.batch_size)
 
 

