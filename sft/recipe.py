@@ -206,12 +206,16 @@ def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
 
 
 def refuse_unsafe_pickles(checkpoint: Path) -> None:
-    """Resuming loads the optimizer, scheduler and RNG state, which torch stores as pickles. Check each with
-    `weights_only=True` (tensors and plain containers only) before the trainer touches it, so a tampered
-    file is refused with its name instead of running code. (training_args.bin is never loaded on resume.)"""
+    """Resuming loads the optimizer, scheduler and RNG state, which torch stores as pickles. The trainer loads
+    them with `weights_only=True` (tensors, plain containers and, for the RNG state, numpy's array types);
+    check each file the same way first, so a tampered one is refused with its name and a clear message
+    instead of a traceback, and nothing in it ever runs. (training_args.bin is never loaded on resume.)"""
+    from transformers.trainer_pt_utils import safe_globals  # the trainer's own allowlist for RNG state
+
     for path in sorted(p for p in checkpoint.iterdir() if p.suffix in (".pt", ".pth")):
         try:
-            torch.load(path, weights_only=True, map_location="cpu")
+            with safe_globals():
+                torch.load(path, weights_only=True, map_location="cpu")
         except Exception as e:  # UnpicklingError for a forbidden global, others for a corrupt file
             raise InputError(f"{path}: refused to resume: not a plain tensor file "
                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None

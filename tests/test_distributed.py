@@ -63,7 +63,7 @@ def train_cmd(config: Path, *extra: str) -> list[str]:
     return [sys.executable, str(PROBE), str(config), *extra]
 
 
-def test_killed_run_resumes_to_the_same_weights(recipe, tmp_path):
+def test_killed_run_resumes_to_the_same_weights(recipe, tmp_path, reliability_log):
     straight = recipe("straight", max_steps=8, save_steps=2)
     subprocess.run(train_cmd(straight), cwd=REPO, env=env_for(tmp_path / "p1"), check=True,
                    capture_output=True, timeout=300)
@@ -78,6 +78,7 @@ def test_killed_run_resumes_to_the_same_weights(recipe, tmp_path):
     assert state.exists() and proc.poll() is None, "the run should be mid-way, past checkpoint-4"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    reliability_log("faults_injected", 1)
     assert not (tmp_path / "killed" / "adapter").exists()
     # a half-written newer checkpoint (a kill during a save) must be skipped, not resumed from
     (tmp_path / "killed" / "checkpoints" / "checkpoint-6").mkdir(exist_ok=True)

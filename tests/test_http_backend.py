@@ -218,7 +218,7 @@ def test_real_generation_n2(llama_server):
         assert sum(len(texts) for q, _, texts in proxy.delivered if q == question) == 2
 
 
-def test_transient_faults_are_retried_and_each_input_answered_once(llama_server):
+def test_transient_faults_are_retried_and_each_input_answered_once(llama_server, reliability_log):
     plan = [500, 429, "truncate", 503, 500]
     sampling = Sampling(n=1, max_new_tokens=8)
     with FaultProxy(llama_server, plan=plan) as proxy:
@@ -229,6 +229,7 @@ def test_transient_faults_are_retried_and_each_input_answered_once(llama_server)
     assert proxy.forwarded == len(QUESTIONS) + 1
     assert Counter(q for q, _, _ in proxy.delivered) == Counter(QUESTIONS)
     assert_answered_in_order(results, proxy)
+    reliability_log("faults_injected", len(plan))
 
 
 @pytest.mark.parametrize("status", [500, 429])

@@ -16,7 +16,7 @@ def promptbake(*args, env):
                           capture_output=True, text=True, timeout=600)
 
 
-def test_pipeline_writes_no_secret_anywhere(tiny_spec, tiny_model_dir, tmp_path):
+def test_pipeline_writes_no_secret_anywhere(tiny_spec, tiny_model_dir, tmp_path, reliability_log):
     env = {**os.environ, **SECRETS, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline",
            "WANDB_DIR": str(tmp_path / "wb")}
     (tmp_path / "wb").mkdir()
@@ -40,6 +40,7 @@ def test_pipeline_writes_no_secret_anywhere(tiny_spec, tiny_model_dir, tmp_path)
     assert len(files) > 30 and any("offline-run" in str(p) for p in files)
     found = [(str(p), name) for p in files for name, secret in SECRETS.items()
              if secret.encode() in p.read_bytes()]
+    reliability_log("secrets_found", len(found))
     assert found == [], f"secrets written to files: {found}"
     assert not any(secret in outputs for secret in SECRETS.values()), "a secret reached the terminal output"
 
@@ -53,7 +54,7 @@ torch.save({{"state": Exploit()}}, "{path}")
 """
 
 
-def test_tampered_checkpoint_is_refused_not_executed(tiny_model_dir, tmp_path):
+def test_tampered_checkpoint_is_refused_not_executed(tiny_model_dir, tmp_path, reliability_log):
     rows = tmp_path / "sft_train.jsonl"
     rows.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"q{i}"}],
                                         "completion": [{"role": "assistant", "content": "ok"}]}) + "\n"
@@ -71,3 +72,4 @@ def test_tampered_checkpoint_is_refused_not_executed(tiny_model_dir, tmp_path):
     assert result.returncode == 2
     assert f"{target}: refused to resume: not a plain tensor file" in result.stderr
     assert not marker.exists(), "the pickle's payload ran"
+    reliability_log("faults_injected", 1)
