@@ -1,6 +1,7 @@
 """The `promptbake` command: thin wrappers over each stage's `main(config)`.
 
     promptbake data build configs/specs/demo_style.yaml [key=value ...]
+    promptbake data lint runs/demo/data [spec=configs/specs/demo_style.yaml]
     promptbake train sft|distill|dpo|reward|rl CONFIG [key=value ...] [--resume]
     promptbake eval configs/evals/demo.yaml [key=value ...]
     promptbake export runs/demo/sft [--out DIR]
@@ -47,6 +48,9 @@ def make_parser() -> argparse.ArgumentParser:
     build = data.add_parser("build", help="build a checked dataset from a prompt spec")
     build.add_argument("spec")
     build.add_argument("overrides", nargs="*")
+    lint = data.add_parser("lint", help="lint a built dataset: duplicates, leakage, invented values, lengths, rules")
+    lint.add_argument("dataset")
+    lint.add_argument("overrides", nargs="*", help="e.g. spec=configs/specs/demo_style.yaml max_length=128")
 
     train = sub.add_parser("train", help="train a model").add_subparsers(dest="method", required=True)
     for method, (_, _, help_text) in TRAINERS.items():
@@ -70,7 +74,12 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def dispatch(args: argparse.Namespace) -> None:
-    if args.command == "data":
+    if args.command == "data" and args.data_command == "lint":
+        from data_tools.lint import config_from_args
+        from data_tools.lint import main as lint_main
+
+        lint_main(config_from_args(args.dataset, args.overrides))
+    elif args.command == "data":
         from data_tools.build import main as build_main
         from data_tools.spec import load_spec
 

@@ -1,0 +1,457 @@
+"""Lint a built dataset before training on it: the problems a pass rate hides.
+
+    promptbake data lint runs/demo/data spec=configs/specs/demo_style.yaml [max_length=256 ...]
+    python -m data_tools.lint runs/demo/data spec=configs/specs/demo_style.yaml
+
+It finds exact and near duplicates, held-out inputs that leak into training, answer values that do not come
+from their own input yet recur across rows (seed 000's invented "Kevin Smith": a fine-tune that sees one
+name in many answers learns to produce it when a name is missing), rows that training would truncate, and,
+given the spec, the pass rate of every rule and how many rows show each template slot missing. It writes
+`lint.json`, `lint.md` and a self-contained `lint.html` (inline SVG) to `output_dir`, prints a summary table,
+and counts the issues; it changes nothing in the dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import string
+from collections import Counter, defaultdict
+from html import escape
+from pathlib import Path
+
+from pydantic import Field, PositiveInt, field_validator
+
+from data_tools.checks import _valid_regex
+from evals.report import CSS, PALETTE, arm_bars_svg, bar, md_cell, svg_open
+from promptbake.config import InputError, StrictModel, apply_overrides, validate
+from promptbake.io import atomic_write_text, iter_jsonl, write_json
+
+# Values worth tracking, first match wins at each position: e-mails; phone-like digit runs (7+ characters of
+# digits, spaces, dots, dashes, brackets); numbers of 3+ digits (order ids, amounts, years; shorter ones are
+# list markers and counts); names of two or more capitalised words ("Kevin Smith"; one capitalised word is
+# usually just the start of a sentence).
+DEFAULT_VALUE_PATTERN = (r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\+?\(?\d[\d ().-]{5,}\d|\b\d{3,}\b"
+                         r"|\b[A-Z][a-z]+(?:[ '-][A-Z][a-z]+)+\b")
+SHOWN = 50  # findings listed per section in lint.md / lint.html; lint.json has them all
+
+
+class LintConfig(StrictModel):
+    dataset: str
+    """A build output directory (sft_train.jsonl, and optionally eval_inputs.jsonl, prefs_train.jsonl,
+    manifest.json) or a single sft_train.jsonl file."""
+    model: str = "smollm2-135m-instruct"
+    """The model whose tokenizer and chat template measure row lengths (the one you will train)."""
+    max_length: PositiveInt = 256
+    """The training max_length: longer rows lose their end, EOS included, and are flagged."""
+    near_duplicate_threshold: float = Field(0.8, gt=0.0, le=1.0)
+    """Jaccard similarity of word 3-shingles at or above which two texts count as near duplicates."""
+    value_pattern: str = DEFAULT_VALUE_PATTERN
+    """Regex of the values to track in answers (default: e-mails, phone numbers, 3+ digit numbers and
+    multi-word capitalised names)."""
+    overrepresented_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    """A value absent from its row's input is flagged when it occurs in more than this share of rows (and in
+    at least 3)."""
+    spec: str | None = None
+    """The prompt spec the data was built from: enables per-rule pass rates and missing-slot coverage."""
+    output_dir: str | None = None
+    """Where the reports go (default: `<dataset>/lint`, or next to a single file)."""
+
+    _compiles = field_validator("value_pattern")(_valid_regex)
+
+
+# ---------------------------------------------------------------- reading the dataset
+
+def _text(value, role: str, where: str, field: str) -> str:
+    """A TRL field as text: a plain string, or the contents of the `role` messages of a conversation."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in value):
+        return "\n".join(m["content"] for m in value if m.get("role") == role)
+    raise InputError(f"{where}: field {field!r} must be a string or a list of {{role, content}} messages")
+
+
+def read_rows(path: Path, fields: tuple[str, ...]) -> list[dict]:
+    """Rows of a TRL JSONL file as {line, <field>: text, raw}; errors name file:line."""
+    rows = []
+    for line, obj in iter_jsonl(path):
+        where = f"{path}:{line}"
+        missing = [f for f in fields if f not in obj]
+        if missing:
+            raise InputError(f"{where}: missing field(s) {missing}; expected TRL rows with {list(fields)}")
+        row = {"line": line, "raw": obj}
+        for f in fields:
+            row[f] = _text(obj[f], "user" if f == "prompt" else "assistant", where, f)
+        rows.append(row)
+    return rows
+
+
+def locate(dataset: str) -> tuple[Path, Path | None]:
+    """(sft_train.jsonl, the build directory or None for a lone file)."""
+    path = Path(dataset)
+    if path.is_file():
+        return path, None
+    if not path.exists():
+        raise InputError(f"{path}: dataset not found (give a build output directory or an sft_train.jsonl)")
+    if not (path / "sft_train.jsonl").is_file():
+        raise InputError(f"{path}: no sft_train.jsonl in this directory (is it a build output directory?)")
+    return path / "sft_train.jsonl", path
+
+
+# ---------------------------------------------------------------- findings
+
+def shingles(text: str, k: int = 3) -> frozenset[tuple[str, ...]]:
+    """Word k-shingles of the case-folded text; a text shorter than k words is one shingle."""
+    words = re.findall(r"\w+", text.casefold())
+    return frozenset(tuple(words[i : i + k]) for i in range(max(1, len(words) - k + 1)))
+
+
+def similar_pairs(left: list[frozenset], right: list[frozenset] | None, threshold: float
+                  ) -> list[tuple[int, int, float]]:
+    """(i, j, similarity) with Jaccard >= threshold, within `left` (i < j) or between `left` and `right`.
+    All pairs, pruned by size (J <= small/large): fine for the few thousand rows a spec builds."""
+    out = []
+    for i, a in enumerate(left):
+        others = enumerate(right) if right is not None else ((j, left[j]) for j in range(i + 1, len(left)))
+        for j, b in others:
+            if min(len(a), len(b)) >= threshold * max(len(a), len(b)):
+                sim = len(a & b) / len(a | b)
+                if sim >= threshold:
+                    out.append((i, j, round(sim, 3)))
+    return out
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.casefold().split()).strip(string.punctuation + " ")
+
+
+def duplicates(rows: list[dict], threshold: float) -> tuple[list[list[int]], list[dict]]:
+    """Exact duplicates (groups of lines with the same prompt and completion) and near-duplicate completions
+    (pairs of lines, leaving out pairs that are exact duplicates)."""
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for row in rows:
+        groups[(row["prompt"], row["completion"])].append(row["line"])
+    exact = [lines for lines in groups.values() if len(lines) > 1]
+    same = {(a, b) for lines in exact for a in lines for b in lines}
+    near = [{"lines": [rows[i]["line"], rows[j]["line"]], "similarity": s}
+            for i, j, s in similar_pairs([shingles(r["completion"]) for r in rows], None, threshold)
+            if (rows[i]["line"], rows[j]["line"]) not in same]
+    return exact, near
+
+
+def leakage(eval_rows: list[dict], train: list[tuple[str, dict]], threshold: float) -> list[dict]:
+    """Eval inputs equal (after `normalise`) or near-equal to a training prompt; the closest match each."""
+    exact = {normalise(r["prompt"]): (f, r["line"]) for f, r in reversed(train)}  # first occurrence wins
+    hits = similar_pairs([shingles(r["prompt"]) for r in eval_rows], [shingles(r["prompt"]) for _, r in train],
+                         threshold)
+    found: dict[int, dict] = {}
+    for i, j, s in sorted(hits, key=lambda t: -t[2]):
+        found.setdefault(i, {"train_file": train[j][0], "train_line": train[j][1]["line"], "similarity": s,
+                             "kind": "near"})
+    for i, r in enumerate(eval_rows):
+        if normalise(r["prompt"]) in exact:
+            f, line = exact[normalise(r["prompt"])]
+            found[i] = {"train_file": f, "train_line": line, "similarity": 1.0, "kind": "exact"}
+    return [{"eval_line": eval_rows[i]["line"], **v, "input": eval_rows[i]["prompt"]} for i, v in sorted(found.items())]
+
+
+def value_key(value: str) -> str:
+    """Digits for a value with digits (so '719 555 1111' is '719-555-1111'), else the case-folded words."""
+    return re.sub(r"\D", "", value) if any(c.isdigit() for c in value) else normalise(value)
+
+
+def invented_values(rows: list[dict], pattern: str, fraction: float) -> dict:
+    """Values of `pattern` in answers that are not in the row's own prompt, counted across rows."""
+    regex = re.compile(pattern)
+    where: dict[str, list[int]] = defaultdict(list)
+    for row in rows:
+        given = {value_key(m.group(0)) for m in regex.finditer(row["prompt"])}
+        found = {m.group(0) for m in regex.finditer(row["completion"])}
+        for value in sorted(found):
+            if value.casefold() not in row["prompt"].casefold() and value_key(value) not in given:
+                where[value].append(row["line"])
+    counted = sorted(where.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    limit = fraction * len(rows)
+    listing = [{"value": v, "rows": len(lines), "share": round(len(lines) / len(rows), 3), "lines": lines,
+                "flagged": len(lines) >= 3 and len(lines) > limit} for v, lines in counted]
+    return {"flagged": [v for v in listing if v["flagged"]], "top": listing[:10], "distinct": len(listing)}
+
+
+def token_lengths(rows: list[dict], model: str) -> list[int]:
+    """prompt + completion tokens as training renders them: the chat template over the whole conversation."""
+    from sft.models import load_tokenizer
+
+    tok = load_tokenizer(model)
+    lengths = []
+    for row in rows:
+        p, c = row["raw"]["prompt"], row["raw"]["completion"]
+        text = tok.apply_chat_template(p + c, tokenize=False) if isinstance(p, list) else p + c
+        lengths.append(len(tok(text, add_special_tokens=not isinstance(p, list))["input_ids"]))
+    return lengths
+
+
+def rule_pass_rates(rows: list[dict], spec) -> dict:
+    """Every completion re-scored by the spec's checks (labels from the spec's inputs, for label checks)."""
+    from data_tools.inputs import load_inputs
+    from data_tools.scoring import score
+
+    labels = {text: item.label for text, item in load_inputs(spec).items()}
+    failed: dict[str, list[int]] = {r.id: [] for r in spec.rules if r.check is not None}
+    bad_rows = []
+    for row in rows:
+        results = score(spec.rules, row["prompt"], row["completion"], labels.get(row["prompt"]))
+        for rule_id, result in results.items():
+            if not result.passed:
+                failed[rule_id].append(row["line"])
+        if not all(r.passed for r in results.values()):
+            bad_rows.append(row["line"])
+    n = max(len(rows), 1)
+    return {"per_rule": {rid: 1 - len(lines) / n for rid, lines in failed.items()},
+            "all_rules": 1 - len(bad_rows) / n, "failed_lines": failed, "rows_failing": bad_rows}
+
+
+def template_regex(template: str, slots: dict[str, list], missing: dict[str, str]) -> re.Pattern:
+    """A regex that parses an expanded input back into its slot values. Whitespace is loose (`\\s*`), since
+    expansion collapses the double space an empty slot leaves; each slot matches one of its values or its
+    missing-variant text, longest first."""
+    def loose(text: str) -> str:
+        return r"\s*".join(re.escape(w) for w in text.split())
+
+    parts, seen = [r"\s*"], set()
+    for literal, name, _, _ in string.Formatter().parse(template):
+        parts.append(loose(literal) + r"\s*")
+        if name is None:
+            continue
+        if name in seen:
+            parts.append(f"(?P={name})")
+        else:
+            options = {loose(str(v)) for v in slots[name]} | ({loose(missing[name])} if name in missing else set())
+            parts.append(f"(?P<{name}>" + "|".join(sorted(options, key=len, reverse=True)) + ")")
+            seen.add(name)
+        parts.append(r"\s*")
+    return re.compile("".join(parts))
+
+
+def slot_coverage(rows: list[dict], spec) -> dict:
+    """Per template slot: training rows that show it present vs absent (empty, or its `missing` text)."""
+    src = spec.inputs
+    if src.template is None:
+        return {"note": "the spec's inputs are a file, not a template: no slots to count"}
+    missing = {slot: variant.text for slot, variant in src.missing.items()}
+    regex = template_regex(src.template, src.slots, missing)
+    counts = {slot: {"present": 0, "absent": 0, "designed_missing": slot in missing
+                     or any(str(v).strip() == "" for v in values)} for slot, values in src.slots.items()}
+    unmatched = []
+    for row in rows:
+        m = regex.fullmatch(row["prompt"])
+        if m is None:
+            unmatched.append(row["line"])
+            continue
+        for slot in counts:
+            value = " ".join(m.group(slot).split())
+            absent = value == "" or (slot in missing and value == " ".join(missing[slot].split()))
+            counts[slot]["absent" if absent else "present"] += 1
+    uncovered = [s for s, c in counts.items() if c["designed_missing"] and c["absent"] == 0]
+    return {"slots": counts, "unmatched_lines": unmatched, "uncovered": uncovered}
+
+
+# ---------------------------------------------------------------- the command
+
+def main(config: LintConfig) -> dict:
+    """Lint `config.dataset`; returns the findings (also written as lint.json/.md/.html)."""
+    sft_path, build_dir = locate(config.dataset)
+    rows = read_rows(sft_path, ("prompt", "completion"))
+    if not rows:
+        raise InputError(f"{sft_path}: no rows")
+    # a lone sft_train.jsonl has no held-out inputs or preference pairs to compare with
+    eval_rows, pref_rows = ([] if build_dir is None or not (build_dir / name).is_file()
+                            else read_rows(build_dir / name, ("prompt",))
+                            for name in ("eval_inputs.jsonl", "prefs_train.jsonl"))
+    out_dir = Path(config.output_dir) if config.output_dir else (build_dir or sft_path.parent) / "lint"
+    notes = []
+
+    exact, near = duplicates(rows, config.near_duplicate_threshold)
+    train = [("sft_train.jsonl", r) for r in rows] + [("prefs_train.jsonl", r) for r in pref_rows]
+    leaked = leakage(eval_rows, train, config.near_duplicate_threshold)
+    lengths = token_lengths(rows, config.model)
+    truncated = [r["line"] for r, n in zip(rows, lengths) if n > config.max_length]
+
+    rules = coverage = None
+    if config.spec:
+        from data_tools.spec import load_spec
+
+        spec = load_spec(config.spec)
+        manifest_path = build_dir / "manifest.json" if build_dir else None
+        if manifest_path and manifest_path.is_file():
+            built_hash = json.loads(manifest_path.read_text(encoding="utf-8")).get("spec_hash")
+            if built_hash and built_hash != spec.content_hash():
+                notes.append(f"the dataset was built from another version of {config.spec} (or with overrides); "
+                             "pass rates are for the spec as it is now")
+        rules, coverage = rule_pass_rates(rows, spec), slot_coverage(rows, spec)
+        if "note" in coverage:
+            notes.append(coverage["note"])
+    else:
+        notes.append("no spec given: pass spec=<the prompt spec> for per-rule pass rates and slot coverage")
+
+    values = invented_values(rows, config.value_pattern, config.overrepresented_fraction)
+    issues = {
+        "exact_duplicate_rows": sum(len(g) - 1 for g in exact),
+        "near_duplicate_pairs": len(near),
+        "leaked_eval_inputs": len(leaked),
+        "overrepresented_values": len(values["flagged"]),
+        "truncated_rows": len(truncated),
+        "rows_failing_rules": len(rules["rows_failing"]) if rules else 0,
+        "slots_never_missing": len(coverage.get("uncovered", [])) if coverage else 0,
+    }
+    report = {
+        "dataset": str(config.dataset), "rows": len(rows), "eval_inputs": len(eval_rows), "pref_rows": len(pref_rows),
+        "config": config.model_dump(mode="json"), "issues": sum(issues.values()), "issue_counts": issues,
+        "exact_duplicates": exact, "near_duplicates": near, "leakage": leaked, "invented_values": values,
+        "lengths": {"tokens": lengths, "max": max(lengths), "mean": round(sum(lengths) / len(lengths), 1),
+                    "max_length": config.max_length, "truncated_lines": truncated},
+        "rules": rules, "coverage": coverage, "notes": notes,
+    }
+    write_json(out_dir / "lint.json", report)
+    atomic_write_text(out_dir / "lint.md", markdown(report))
+    atomic_write_text(out_dir / "lint.html", html_page(report))
+    print_summary(report, out_dir)
+    return report
+
+
+# ---------------------------------------------------------------- reports
+
+def sections(report: dict) -> list[tuple[str, list[str]]]:
+    """(heading, finding lines) shared by the Markdown and HTML reports; texts are plain, escaped later."""
+    lengths, cov = report["lengths"], report["coverage"]
+    out = [("Exact duplicates (same prompt and completion)",
+            [f"sft_train.jsonl lines {g}" for g in report["exact_duplicates"]]),
+           (f"Near-duplicate completions (Jaccard >= {report['config']['near_duplicate_threshold']})",
+            [f"lines {n['lines']}: similarity {n['similarity']}" for n in report["near_duplicates"]]),
+           ("Eval inputs that leak into training",
+            [f"eval_inputs.jsonl line {x['eval_line']} ~ {x['train_file']} line {x['train_line']} ({x['kind']}, "
+             f"{x['similarity']}): {x['input'][:80]}" for x in report["leakage"]]),
+           ("Over-represented values not in their row's input",
+            [f"{v['value']!r} in {v['rows']} rows ({v['share']:.0%}): lines {v['lines']}"
+             for v in report["invented_values"]["flagged"]]),
+           (f"Rows longer than max_length={lengths['max_length']} tokens (truncated in training)",
+            [f"sft_train.jsonl lines {lengths['truncated_lines']}"] if lengths["truncated_lines"] else [])]
+    if report["rules"]:
+        out.append(("Rows failing the spec's rules",
+                    [f"{rid}: lines {lines}" for rid, lines in report["rules"]["failed_lines"].items() if lines]))
+    if cov and "slots" in cov:
+        out.append(("Template slots: training rows with the slot present / absent",
+                    [f"{s}: {c['present']} present, {c['absent']} absent"
+                     + (" (designed to be missing, never is)" if s in cov["uncovered"] else "")
+                     for s, c in cov["slots"].items()]))
+    return out
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Lint: {md_cell(report['dataset'])}", "", f"{report['rows']} training rows, {report['eval_inputs']} "
+             f"eval inputs, {report['pref_rows']} preference rows: **{report['issues']} issues**.", "",
+             "| check | issues |", "| --- | ---: |"]
+    lines += [f"| {k.replace('_', ' ')} | {v} |" for k, v in report["issue_counts"].items()]
+    lines += [f"\nNote: {md_cell(n)}" for n in report["notes"]]
+    if report["rules"]:
+        lines += ["", "| rule | pass rate |", "| --- | ---: |"]
+        lines += [f"| {rid} | {rate:.1%} |" for rid, rate in report["rules"]["per_rule"].items()]
+    for heading, items in sections(report):
+        lines += ["", f"## {md_cell(heading)} ({len(items)})", ""]
+        lines += [f"- {md_cell(i)}" for i in items[:SHOWN]] or ["None."]
+    return "\n".join(lines) + "\n"
+
+
+def histogram_svg(lengths: list[int], max_length: int) -> str:
+    """Token lengths in 24 bins, with the max_length cut as a dashed line; bins past it in vermillion."""
+    top = max(max(lengths), max_length) * 1.05
+    n_bins, left, area_w, area_h, y0 = 24, 48, 600, 200, 30
+    width_bin = top / n_bins
+    counts = Counter(min(int(n / width_bin), n_bins - 1) for n in lengths)
+    peak = max(counts.values())
+    parts = [svg_open("plot-lengths", "Token lengths of prompt + completion", left + area_w + 30, y0 + area_h + 50),
+             f'<text x="{left}" y="16" font-weight="600">Tokens per row (chat template applied), '
+             f'{len(lengths)} rows</text>']
+    for b in range(n_bins):
+        h = area_h * counts.get(b, 0) / peak
+        colour = PALETTE[5] if (b + 1) * width_bin > max_length else PALETTE[0]
+        if counts.get(b):
+            parts.append(bar(left + b * area_w / n_bins + 1, y0 + area_h - h, area_w / n_bins - 2, h, colour,
+                             f"{b * width_bin:.0f}-{(b + 1) * width_bin:.0f} tokens: {counts[b]} rows"))
+    x_cut = left + area_w * max_length / top
+    parts.append(f'<line x1="{x_cut:.1f}" x2="{x_cut:.1f}" y1="{y0 - 6}" y2="{y0 + area_h}" stroke="#D55E00" '
+                 f'stroke-dasharray="4 3"/><text x="{x_cut + 4:.1f}" y="{y0 + 4}">max_length {max_length}</text>'
+                 f'<line x1="{left}" x2="{left + area_w}" y1="{y0 + area_h}" y2="{y0 + area_h}" stroke="#333"/>'
+                 f'<text x="{left}" y="{y0 + area_h + 16}">0</text><text x="{left + area_w}" y="{y0 + area_h + 16}" '
+                 f'text-anchor="end">{top:.0f}</text><text x="{left + area_w / 2}" y="{y0 + area_h + 36}" '
+                 f'text-anchor="middle">tokens (bar height: rows, tallest {peak})</text></svg>')
+    return "".join(parts)
+
+
+def html_page(report: dict) -> str:
+    counts = "".join(f"<tr><th>{escape(k.replace('_', ' '))}</th><td class=\"num\">{v}</td></tr>"
+                     for k, v in report["issue_counts"].items())
+    plots = [histogram_svg(report["lengths"]["tokens"], report["lengths"]["max_length"])]
+    if report["rules"]:
+        per_rule = report["rules"]["per_rule"]
+        plots.append(arm_bars_svg("plot-rules", "Pass rate per rule", "share of training rows that pass",
+                                  list(per_rule), list(per_rule.values()), ".0%"))
+    top = report["invented_values"]["top"]
+    if top:
+        plots.append(arm_bars_svg("plot-values", "Values not in their row's input", "rows containing the value",
+                                  [v["value"][:40] for v in top], [float(v["rows"]) for v in top], ".0f"))
+    body = "".join(f"<h2>{escape(h)} ({len(items)})</h2>"
+                   + ("<ul>" + "".join(f"<li>{escape(i)}</li>" for i in items[:SHOWN]) + "</ul>" if items
+                      else "<p>None.</p>") for h, items in sections(report))
+    notes = "".join(f"<p><b>Note.</b> {escape(n)}</p>" for n in report["notes"])
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
+<title>lint: {escape(report['dataset'])}</title><style>{CSS}</style></head>
+<body><h1>Lint: {escape(report['dataset'])}</h1>
+<p>{report['rows']} training rows, {report['eval_inputs']} eval inputs, {report['pref_rows']} preference rows:
+<b>{report['issues']} issues</b>.</p>{notes}
+<table><tr><th>check</th><th>issues</th></tr>{counts}</table>
+{''.join(plots)}{body}
+</body></html>
+"""
+
+
+def print_summary(report: dict, out_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"lint {report['dataset']} -> {out_dir}")
+    table.add_column("check")
+    table.add_column("value", justify="right")
+    for key, value in report["issue_counts"].items():
+        table.add_row(key.replace("_", " "), str(value), style="bold red" if value else None)
+    for rule_id, rate in (report["rules"] or {}).get("per_rule", {}).items():
+        table.add_row(f"pass: {rule_id}", f"{rate:.0%}")
+    table.add_row("tokens per row (mean / max)", f"{report['lengths']['mean']} / {report['lengths']['max']}")
+    table.add_row("issues in all", str(report["issues"]), style="bold")
+    Console().print(table)
+    for note in report["notes"]:
+        print(f"note: {note}")
+
+
+def config_from_args(dataset: str, overrides: list[str] | tuple[str, ...] = ()) -> LintConfig:
+    """`promptbake data lint DATASET key=value ...` -> a validated LintConfig."""
+    data: dict = {"dataset": dataset}
+    apply_overrides(data, overrides)
+    return validate(LintConfig, data, "promptbake data lint")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Lint a built dataset: duplicates, leakage, invented values, "
+                                                 "lengths, rule pass rates, missing-slot coverage.")
+    parser.add_argument("dataset", help="a build output directory or an sft_train.jsonl")
+    parser.add_argument("overrides", nargs="*", help="key=value, e.g. spec=configs/specs/demo_style.yaml")
+    return parser
+
+
+if __name__ == "__main__":
+    from promptbake.cli import run_main
+
+    args = make_parser().parse_args()
+    run_main(lambda: main(config_from_args(args.dataset, args.overrides)))

@@ -1,0 +1,174 @@
+"""The spec gallery (`configs/specs/`): every spec loads with its inputs and documents how to run it; its labels
+and few-shot examples pass its own checks; the checks accept good and reject bad hand-written answers; and
+every gallery spec builds end to end with a tiny teacher."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from data_tools.gallery_checks import TOOLS
+from data_tools.inputs import load_inputs
+from data_tools.scoring import failures, score
+from data_tools.spec import PromptSpec, load_spec
+from promptbake.config import InputError
+
+SPECS = Path(__file__).resolve().parents[1] / "configs" / "specs"
+GALLERY = ["csv_extraction", "bilingual_replies", "tool_call", "idk_context", "style_rules"]
+
+
+def spec_of(name: str) -> PromptSpec:
+    return load_spec(SPECS / f"{name}.yaml")
+
+
+def failed(spec: PromptSpec, input: str, answer: str, label: str | None = None) -> set[str]:
+    return set(failures(score(spec.rules, input, answer, label)))
+
+
+@pytest.mark.parametrize("path", sorted(SPECS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_spec_loads_and_says_how_to_run_it(path):
+    spec = load_spec(path)
+    inputs = load_inputs(spec)
+    assert len(inputs) >= 2  # the split needs one input on each side
+    header = path.read_text().split("\nname:")[0]
+    assert all(line.startswith("#") for line in header.splitlines())
+    assert f"promptbake data build configs/specs/{path.name}" in header
+    if path.stem in GALLERY:
+        assert spec.output_dir == f"runs/{path.stem}/data" and len(inputs) >= 20
+        assert spec.examples and all(r.check is not None for r in spec.rules)
+
+
+@pytest.mark.parametrize("name", GALLERY)
+def test_labels_and_examples_pass_their_own_checks(name):
+    """A reference answer that broke a rule would teach the rule wrong; so would a few-shot example (scored
+    against itself as its label, for the label-comparing checks)."""
+    spec = spec_of(name)
+    for text, item in load_inputs(spec).items():
+        if item.label is not None:
+            assert not failed(spec, text, item.label, item.label), (text, item.label)
+    for ex in spec.examples:
+        assert not failed(spec, ex.input, ex.output, ex.output), ex.input
+
+
+def test_csv_extraction_rejects_invented_values():
+    spec = spec_of("csv_extraction")
+    text = "Delta Plus needs a copy of the receipt for ORD-29932. Our line is 800-555-8784."
+    assert not failed(spec, text, ",800-555-8784,ORD-29932")
+    # seed 000: a name where the message gives none
+    assert failed(spec, text, "Kevin Smith,800-555-8784,ORD-29932") == {"name_from_message"}
+    # grounding checks that a value was given, not that it sits in the right field: a company in the name field
+    # passes the checks; the label (the evals' label match) is what catches it
+    assert not failed(spec, text, "Delta Plus,800-555-8784,ORD-29932")
+    assert failed(spec, text, ",800-555-8785,ORD-29932") == {"phone_from_message"}
+    assert failed(spec, text, ",800-555-8784,ORD-29933") == {"order_from_message"}
+    assert failed(spec, text, "Unknown,800-555-8784,ORD-29932") == {"name_from_message", "empty_means_empty"}
+    assert failed(spec, text, "name,phone,order_id\n,800-555-8784,ORD-29932") >= {"csv_line"}
+    named = "Grace O'Neil here. Refund for ORD-77102 still pending."
+    assert not failed(spec, named, "Grace O'Neil,,ORD-77102")
+    assert failed(spec, named, '"Grace O\'Neil",,ORD-77102') == {"csv_line"}
+
+
+def test_bilingual_replies_need_both_languages():
+    spec = spec_of("bilingual_replies")
+    text = "Do you offer gift wrapping?"
+    good = ("EN: Yes, we offer gift wrapping for a small fee at checkout.\n\n"
+            "ES: Sí, ofrecemos envoltorio de regalo por un pequeño coste al pagar.")
+    assert not failed(spec, text, good)
+    assert failed(spec, text, "EN: Yes, we offer gift wrapping at checkout.") == {"spanish_second", "spanish_words"}
+    copied = "EN: Yes, we offer gift wrapping.\n\nES: Yes, we offer gift wrapping."
+    assert failed(spec, text, copied) == {"spanish_words"}
+    assert failed(spec, text, good.replace("Yes,", "Yes [name],")) == {"no_placeholders"}
+    assert failed(spec, text, good + "\n\nFR: Oui.") == {"spanish_second"}
+    assert failed(spec, text, good[4:]) == {"english_first"}
+
+
+def test_tool_call_checks():
+    spec = spec_of("tool_call")
+    text = "Where is my order ORD-48213?"
+    label = '<tool_call>{"name": "get_order_status", "arguments": {"order_id": "ORD-48213"}}</tool_call>'
+    assert not failed(spec, text, label, label)
+    assert not failed(spec, text, '<tool_call>{"arguments": {"order_id": "ord-48213 "}, "name": "get_order_status"}'
+                                  '</tool_call>', label) - {"order_id_copied"}  # key order and case don't matter
+    bad = {
+        '<tool_call>{"name": "get_order_status", "arguments": {"order_id": "ORD-48213"}</tool_call>':
+            "does not hold JSON",
+        'Sure! <tool_call>{"name": "get_order_status", "arguments": {"order_id": "ORD-48213"}}</tool_call>':
+            "envelope",
+        '<tool_call>{"name": "track_parcel", "arguments": {"order_id": "ORD-48213"}}</tool_call>': "unknown tool",
+        '<tool_call>{"name": "get_order_status", "arguments": {}}</tool_call>': "takes ['order_id']",
+        '<tool_call>{"name": "get_order_status", "arguments": {"order_id": 48213}}</tool_call>': "wrong argument type",
+    }
+    for answer, why in bad.items():
+        results = score(spec.rules, text, answer, label)
+        assert not results["valid_call"].passed and why in results["valid_call"].reason, answer
+        assert not results["right_call"].passed
+    assert failed(spec, text, label.replace("48213", "48214"), label) == {"order_id_copied", "right_call"}
+    weather = '<tool_call>{"name": "get_weather", "arguments": {"city": "Lisbon"}}</tool_call>'
+    assert failed(spec, text, weather, label) == {"right_call"}
+    timer = '<tool_call>{"name": "set_timer", "arguments": {"minutes": true}}</tool_call>'
+    assert "wrong argument type" in score(spec.rules, text, timer, label)["valid_call"].reason
+
+
+def test_tool_schema_matches_the_system_prompt():
+    prompt = spec_of("tool_call").system_prompt
+    offered = dict(re.findall(r"^- (\w+)\(([^)]*)\)", prompt, flags=re.MULTILINE))
+    assert set(offered) == set(TOOLS)
+    for name, args in TOOLS.items():
+        assert re.findall(r"(\w+):", offered[name]) == list(args), name
+    for line in (SPECS / "inputs" / "tool_call.jsonl").read_text().splitlines():  # every label calls a tool
+        assert json.loads(line)["label"].startswith('<tool_call>{"name": "')
+
+
+def test_idk_context_says_i_dont_know_only_where_the_label_does():
+    spec = spec_of("idk_context")
+    inputs = load_inputs(spec)
+    unanswerable = [(t, i.label) for t, i in inputs.items() if i.label == "I don't know."]
+    answerable = [(t, i.label) for t, i in inputs.items() if i.label != "I don't know."]
+    assert len(unanswerable) == len(answerable) == 12
+    for text, label in unanswerable:
+        assert not failed(spec, text, "I don't know.", label)
+        assert not failed(spec, text, "i don't know", label)  # normalised: case and end punctuation
+        assert failed(spec, text, "I don't know, sorry.", label) == {"matches_reference"}
+    for text, label in answerable:
+        assert not failed(spec, text, label.upper() + ".", label)
+        assert failed(spec, text, "I don't know.", label) == {"matches_reference"}
+    text = next(t for t, label in answerable if label == "1889")
+    assert failed(spec, text, "1887", "1889") == {"matches_reference", "numbers_from_context"}
+
+
+def test_style_rules_each_violation_fails_its_own_rule():
+    spec = spec_of("style_rules")
+    text = "How do I hang a heavy mirror?"
+    good = "use two wall anchors rated for the weight and hang the mirror on both. anything else i can help with?"
+    assert not failed(spec, text, good)
+    assert failed(spec, text, good.replace("use", "Use")) == {"lowercase"}
+    assert failed(spec, text, good.replace("weight and", "weight, and")) == {"no_comma"}
+    assert failed(spec, text, good.replace("use two", "really use two")) == {"no_intensifiers"}
+    assert failed(spec, text, good.replace(" anything else i can help with?", "")) == {"closing_question"}
+    assert failed(spec, text, "use anchors " * 20 + "anything else i can help with?") == {"under_40_words"}
+
+
+@pytest.mark.parametrize("name", GALLERY)
+def test_gallery_spec_builds_end_to_end(name, tiny_model_dir, tmp_path):
+    """A random tiny teacher: its rows may all be rejected, but the build must run through the spec's inputs,
+    checks and repairs, and account for every input it trained on."""
+    from data_tools.build import main as build
+
+    out = tmp_path / "data"
+    spec = load_spec(SPECS / f"{name}.yaml", [f"teacher.model={tiny_model_dir}", "inputs.limit=6",
+                                               "teacher.sampling.max_new_tokens=8", f"output_dir={out}"])
+    try:
+        manifest = build(spec)
+    except InputError as e:
+        assert "no teacher sample passed" in str(e)
+        rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+        assert rejects and all(s["failed"] for r in rejects for s in r["samples"])
+        rule_ids = {r.id for r in spec.rules}
+        assert all(set(s["failed"]) <= rule_ids for r in rejects for s in r["samples"])
+        return
+    counts = manifest["counts"]
+    assert counts["inputs"] == 6 and counts["sft_rows"] + counts["rejects"] == counts["train_inputs"]
+    assert (out / "sft_train.jsonl").is_file() and (out / "eval_inputs.jsonl").is_file()

@@ -1,0 +1,207 @@
+"""`data_tools.lint` on hand-built datasets: every finding asserted exactly, the reports, and bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from data_tools.lint import LintConfig, config_from_args, main, template_regex
+from promptbake.config import InputError
+
+# Eight contact-extraction rows whose prompts each name a different person; the answers of lines 1-5 invent
+# "Kevin Smith" anyway (seed 000's failure). Lines 9-10 are an exact duplicate, lines 11-12 near-duplicate
+# answers to different questions, line 13 is far longer than max_length.
+CSV_ROWS = [
+    ("Hi, this is Maria Lopez, call me at 719-555-0142 about order A-1001.", "Kevin Smith,719-555-0142,A-1001"),
+    ("Order B-2002 has not arrived. Reach me on 303-555-0199. Thanks, Tom Baker", "Kevin Smith,303-555-0199,B-2002"),
+    ("Priya Natarajan here; my parcel C-3003 is damaged, phone 415-555-0123.", "Kevin Smith,415-555-0123,C-3003"),
+    ("Greetings from Ana Silva. Order D-4004 was charged twice. Number: 212-555-0177.",
+     "Kevin Smith,212-555-0177,D-4004"),
+    ("This is Jonas Berg about E-5005; please ring 617-555-0111.", "Kevin Smith,617-555-0111,E-5005"),
+    ("Lena Park writing: where is order F-6006? My phone is 718-555-0188.", "Lena Park,718-555-0188,F-6006"),
+    ("Omar Haddad, order G-7007, call 503-555-0166.", "Omar Haddad,503-555-0166,G-7007"),
+    ("Sofia Rossi reporting a missing item in H-8008; phone 602-555-0155.", "Sofia Rossi,602-555-0155,H-8008"),
+]
+BREAD = "Bake it for about forty minutes until the crust is deep golden brown and the loaf sounds hollow when tapped"
+OTHER_ROWS = [
+    ("What is the capital of France?", "The capital of France is Paris."),
+    ("What is the capital of France?", "The capital of France is Paris."),
+    ("How long should I bake a loaf of sourdough bread in a hot oven at home?", BREAD + "."),
+    ("When is my sandwich loaf done baking?", BREAD + " underneath."),
+    ("Tell me a long story about a lighthouse.", " ".join(["The keeper climbed the stairs again."] * 30)),
+]
+EVAL_INPUTS = [
+    "What is the capital of Spain?",                   # similar words, a different question: not a leak
+    "omar haddad, order G-7007, call 503-555-0166",    # line 7 after normalisation: exact leak
+    "How long should I bake a loaf of sourdough bread in a hot oven at home today?",  # near leak of line 11
+    "How do I reset my password?",
+]
+
+
+def conversation(role: str, text: str) -> list[dict]:
+    return [{"role": role, "content": text}]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def sft_rows(pairs: list[tuple[str, str]]) -> list[dict]:
+    return [{"prompt": conversation("user", p), "completion": conversation("assistant", c)} for p, c in pairs]
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    out = tmp_path / "data"
+    out.mkdir()
+    write_jsonl(out / "sft_train.jsonl", sft_rows(CSV_ROWS + OTHER_ROWS))
+    write_jsonl(out / "eval_inputs.jsonl", [{"prompt": conversation("user", t)} for t in EVAL_INPUTS])
+    write_jsonl(out / "prefs_train.jsonl", [{"prompt": conversation("user", "Say hi."),
+                                             "chosen": conversation("assistant", "hi"),
+                                             "rejected": conversation("assistant", "Hello, there!")}])
+    (out / "manifest.json").write_text(json.dumps({"spec_hash": "0123"}))
+    return out
+
+
+@pytest.fixture
+def report(dataset, tiny_model_dir) -> dict:
+    return main(LintConfig(dataset=str(dataset), model=str(tiny_model_dir), max_length=128))
+
+
+def test_duplicates_and_leakage(report):
+    assert report["rows"] == 13 and report["eval_inputs"] == 4 and report["pref_rows"] == 1
+    assert report["exact_duplicates"] == [[9, 10]]
+    # the exact pair is not reported again as a near pair; the bread answers differ by one added word, which
+    # adds one 3-shingle: n - 2 shared of n - 1
+    assert [n["lines"] for n in report["near_duplicates"]] == [[11, 12]]
+    n = len(BREAD.split())
+    assert report["near_duplicates"][0]["similarity"] == pytest.approx((n - 2) / (n - 1), abs=1e-3)
+    leaks = [(x["eval_line"], x["train_file"], x["train_line"], x["kind"]) for x in report["leakage"]]
+    assert leaks == [(2, "sft_train.jsonl", 7, "exact"), (3, "sft_train.jsonl", 11, "near")]
+
+
+def test_invented_value_is_flagged_with_its_rows(report):
+    values = report["invented_values"]
+    assert [(v["value"], v["rows"], v["lines"]) for v in values["flagged"]] == [("Kevin Smith", 5, [1, 2, 3, 4, 5])]
+    # names, phones and order numbers copied from their own prompt are not counted at all
+    assert {v["value"] for v in values["top"]} == {"Kevin Smith"}
+
+
+def test_lengths_flag_the_row_training_would_truncate(report, tiny_model_dir):
+    from sft.models import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    prompt, completion = OTHER_ROWS[-1]
+    text = tok.apply_chat_template(conversation("user", prompt) + conversation("assistant", completion), tokenize=False)
+    lengths = report["lengths"]
+    assert lengths["tokens"][-1] == len(tok(text, add_special_tokens=False)["input_ids"]) > 128
+    assert max(lengths["tokens"][:-1]) < 128
+    assert lengths["truncated_lines"] == [13]
+
+
+def test_issue_count_and_reports(report, dataset):
+    assert report["issue_counts"] == {
+        "exact_duplicate_rows": 1, "near_duplicate_pairs": 1, "leaked_eval_inputs": 2, "overrepresented_values": 1,
+        "truncated_rows": 1, "rows_failing_rules": 0, "slots_never_missing": 0}
+    assert report["issues"] == 6
+    out = dataset / "lint"
+    assert json.loads((out / "lint.json").read_text())["issues"] == 6
+    md = (out / "lint.md").read_text()
+    assert "**6 issues**" in md and "'Kevin Smith' in 5 rows (38%): lines [1, 2, 3, 4, 5]" in md
+    page = (out / "lint.html").read_text()
+    # self-contained: a CSP that forbids every fetch, nothing linked or scripted, the plot inline
+    assert "default-src 'none'" in page
+    assert not re.search(r"<script|<link|<img|<iframe|src=|href=", page)
+    assert re.findall(r"https?://[^\"' ]+", page) == ["http://www.w3.org/2000/svg"] * page.count("<svg")
+    assert '<svg class="plot" id="plot-lengths"' in page and "max_length 128" in page
+    assert 'id="plot-values"' in page and "Kevin Smith" in page
+
+
+def test_single_file_and_overrides(dataset, tiny_model_dir, tmp_path):
+    config = config_from_args(str(dataset / "sft_train.jsonl"),
+                              [f"model={tiny_model_dir}", "max_length=512", "overrepresented_fraction=0.5",
+                               f"output_dir={tmp_path / 'out'}"])
+    report = main(config)
+    assert report["eval_inputs"] == 0 and report["leakage"] == [] and report["lengths"]["truncated_lines"] == []
+    assert [v["value"] for v in report["invented_values"]["flagged"]] == []  # 5/13 is not above half
+    assert (tmp_path / "out" / "lint.html").is_file()
+
+
+COVERAGE_SPEC = """\
+name: lint-coverage
+rules:
+  - {id: csv, text: One CSV line name and order., check: {kind: regex, pattern: '^[^,]*,[^,]*$'}}
+  - {id: no_invented_names, text: Never invent a name., check: {kind: grounding, pattern: '[A-Z][a-z]+ [A-Z][a-z]+'}}
+  - {id: unchecked, text: Be polite.}
+inputs:
+  template: "{greeting} {name} needs help with order {order}."
+  slots:
+    greeting: [Hello, Hi]
+    name: [Maria Lopez, Tom Baker, ""]
+    order: [A-1, B-2]
+  missing: {order: {fraction: 0.5, text: "an unknown number"}}
+"""
+
+
+def test_rule_pass_rates_and_slot_coverage(tmp_path, tiny_model_dir):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(COVERAGE_SPEC)
+    rows = [("Hello Maria Lopez needs help with order A-1.", "Maria Lopez,A-1"),
+            ("Hi needs help with order B-2.", "Kevin Smith,B-2"),                     # name empty; invented
+            ("Hello Tom Baker needs help with order an unknown number.", "Tom Baker,"),  # order missing
+            ("Bonjour Tom needs help.", "Tom,one,two")]                              # not from the template
+    path = tmp_path / "sft_train.jsonl"
+    write_jsonl(path, sft_rows(rows))
+    report = main(LintConfig(dataset=str(path), model=str(tiny_model_dir), spec=str(spec)))
+    rules = report["rules"]
+    assert rules["per_rule"] == {"csv": 0.75, "no_invented_names": 0.75}
+    assert rules["failed_lines"] == {"csv": [4], "no_invented_names": [2]} and rules["rows_failing"] == [2, 4]
+    cov = report["coverage"]
+    assert cov["slots"] == {"greeting": {"present": 3, "absent": 0, "designed_missing": False},
+                            "name": {"present": 2, "absent": 1, "designed_missing": True},
+                            "order": {"present": 2, "absent": 1, "designed_missing": True}}
+    assert cov["unmatched_lines"] == [4] and cov["uncovered"] == []
+    assert report["issue_counts"]["rows_failing_rules"] == 2
+
+    # drop the row that shows the order missing: the data never teaches what to do without one
+    write_jsonl(path, sft_rows(rows[:2]))
+    report = main(LintConfig(dataset=str(path), model=str(tiny_model_dir), spec=str(spec)))
+    assert report["coverage"]["uncovered"] == ["order"] and report["issue_counts"]["slots_never_missing"] == 1
+    md = (tmp_path / "lint" / "lint.md").read_text()
+    assert "order: 2 present, 0 absent (designed to be missing, never is)" in md
+
+
+def test_template_regex_reads_slots_back():
+    regex = template_regex("Dear {name}, your {item} ships {when}. Thanks {name}!",
+                           {"name": ["Ann", "Ann Lee", ""], "item": ["lamp", "desk lamp"], "when": ["today"]},
+                           {"when": "soon"})
+    m = regex.fullmatch("Dear Ann Lee, your desk lamp ships soon. Thanks Ann Lee!")
+    assert m and m.group("name") == "Ann Lee" and m.group("item") == "desk lamp" and m.group("when") == "soon"
+    assert regex.fullmatch("Dear , your lamp ships today. Thanks !").group("name") == ""
+    assert regex.fullmatch("Dear Ann, your lamp ships today. Thanks Bob!") is None
+
+
+def test_bad_input_names_the_file_and_line(tmp_path, tiny_model_dir):
+    missing = tmp_path / "nope"
+    with pytest.raises(InputError, match=f"{re.escape(str(missing))}: dataset not found"):
+        main(LintConfig(dataset=str(missing), model=str(tiny_model_dir)))
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    with pytest.raises(InputError, match="no sft_train.jsonl"):
+        main(LintConfig(dataset=str(empty_dir), model=str(tiny_model_dir)))
+    path = tmp_path / "sft_train.jsonl"
+    good = json.dumps({"prompt": "a", "completion": "b"})
+    path.write_text(good + "\n{not json\n")
+    with pytest.raises(InputError, match=re.escape(f"{path}:2: not valid JSON")):
+        main(LintConfig(dataset=str(path), model=str(tiny_model_dir)))
+    path.write_text(good + "\n\n" + json.dumps({"prompt": "a"}) + "\n")
+    with pytest.raises(InputError, match=re.escape(f"{path}:3: missing field(s) ['completion']")):
+        main(LintConfig(dataset=str(path), model=str(tiny_model_dir)))
+    path.write_text(json.dumps({"prompt": 3, "completion": "b"}) + "\n")
+    with pytest.raises(InputError, match=re.escape(f"{path}:1: field 'prompt' must be a string")):
+        main(LintConfig(dataset=str(path), model=str(tiny_model_dir)))
+    with pytest.raises(InputError, match="field 'value_pattern'"):
+        config_from_args(str(path), ["value_pattern=(unclosed"])
