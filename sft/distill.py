@@ -136,7 +136,9 @@ def main(recipe: DistillRecipe, resume: bool = False) -> Path:
         # truncate the student to max_length and the teacher to the same number of response tokens
         keep = min(len(student_ids), max_length) - student_start
         return {"student_ids": student_ids[: student_start + keep], "student_start": student_start,
-                "teacher_ids": teacher_ids[: teacher_start + keep], "teacher_start": teacher_start}
+                "teacher_ids": teacher_ids[: teacher_start + keep], "teacher_start": teacher_start,
+                # what group_by_length sorts by (the trainer's `length_column_name`)
+                "length": len(teacher_ids[: teacher_start + keep])}
 
     pairs = rows.map(pair, remove_columns=rows.column_names)
     from transformers import TrainingArguments
