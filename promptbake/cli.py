@@ -31,8 +31,19 @@ TRAINERS = {
 }
 
 
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
+    for ours in ("promptbake", "sft", "data_tools", "evals"):  # our progress notes, not every library's
+        logging.getLogger(ours).setLevel(logging.INFO)
+    # bitsandbytes warns on every CPU import that an optional hub-downloaded kernel is missing; its CPU
+    # 4-bit path works without it (QLoRA trains here), so the warning only alarms users
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
 def run_main(fn: Callable[[], object]) -> None:
-    """Run a stage; a bad input ends with its message and exit code 2, never a traceback."""
+    """Run a stage (from `promptbake` or `python -m MODULE`); a bad input ends with its message and exit
+    code 2, never a traceback."""
+    configure_logging()
     try:
         fn()
     except InputError as e:
@@ -104,12 +115,6 @@ def dispatch(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
-    for ours in ("promptbake", "sft", "data_tools", "evals"):  # our progress notes, not every library's
-        logging.getLogger(ours).setLevel(logging.INFO)
-    # bitsandbytes warns on every CPU import that an optional hub-downloaded kernel is missing; its CPU
-    # 4-bit path works without it (QLoRA trains here), so the warning only alarms users
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     args = make_parser().parse_args(argv)
     run_main(lambda: dispatch(args))
 

@@ -15,7 +15,6 @@ checkpoints, tracking and saved adapter as every other promptbake trainer.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -24,7 +23,6 @@ from pydantic import Field, model_validator
 from transformers import Trainer
 
 from data_tools.spec import load_spec
-from promptbake.config import load_config
 from sft.recipe import (
     BaseRecipe,
     choose_precision,
@@ -32,6 +30,7 @@ from sft.recipe import (
     load_for_training,
     load_rows,
     peft_config,
+    run_trainer,
     setup_tracking,
     train_and_save,
     trainer_args,
@@ -150,16 +149,6 @@ def main(recipe: DistillRecipe, resume: bool = False) -> Path:
     return train_and_save(trainer, recipe, tokenizer, rows_path, precision, resume)
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Prompt baking by distillation (KL to the prompted base).")
-    parser.add_argument("config", help="recipe YAML, e.g. configs/distill/demo_distill.yaml")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides")
-    parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
-    return parser
-
-
 if __name__ == "__main__":
-    from promptbake.cli import run_main
-
-    cli_args = make_parser().parse_args()
-    run_main(lambda: main(load_config(DistillRecipe, cli_args.config, cli_args.overrides), resume=cli_args.resume))
+    run_trainer(DistillRecipe, main, "Prompt baking by distillation (KL to the prompted base).",
+                "configs/distill/demo_distill.yaml")

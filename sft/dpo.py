@@ -33,7 +33,6 @@ checkpoints under `<output_dir>/checkpoints`.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import shutil
 from pathlib import Path
@@ -41,7 +40,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from promptbake.config import InputError, load_config
+from promptbake.config import InputError
 from sft.recipe import (
     BaseRecipe,
     choose_precision,
@@ -49,6 +48,7 @@ from sft.recipe import (
     load_for_training,
     load_rows,
     peft_config,
+    run_trainer,
     setup_tracking,
     train_and_save,
     trainer_args,
@@ -151,16 +151,5 @@ def warn_truncation(dataset, n_rows: int, max_length: int) -> None:
               f" and {cut} truncated; raise training.max_length")
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="DPO on preference rows (TRL DPOTrainer).")
-    parser.add_argument("config", help="training recipe YAML, e.g. configs/dpo/demo_dpo.yaml")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. beta=0.2")
-    parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
-    return parser
-
-
 if __name__ == "__main__":
-    from promptbake.cli import run_main
-
-    cli_args = make_parser().parse_args()
-    run_main(lambda: main(load_config(DPORecipe, cli_args.config, cli_args.overrides), resume=cli_args.resume))
+    run_trainer(DPORecipe, main, "DPO on preference rows (TRL DPOTrainer).", "configs/dpo/demo_dpo.yaml")

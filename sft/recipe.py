@@ -289,3 +289,19 @@ def log_sample_completions(model, tokenizer, rows_path: Path, n: int = 4, max_ne
     table = wandb.Table(columns=["prompt", "completion"],
                         data=[[p[-1]["content"], c.texts[0]] for p, c in zip(prompts, completions)])
     wandb.log({"samples/completions": table})
+
+
+def run_trainer(recipe_cls: type[BaseRecipe], main, description: str, example_config: str) -> None:
+    """The command line of every trainer module, `python -m sft.<trainer> CONFIG [key=value ...] [--resume]`:
+    the same run as `promptbake train <method>`."""
+    import argparse
+
+    from promptbake.cli import run_main
+    from promptbake.config import load_config
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("config", help=f"recipe YAML, e.g. {example_config}")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. training.num_train_epochs=1")
+    parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    args = parser.parse_args()
+    run_main(lambda: main(load_config(recipe_cls, args.config, args.overrides), resume=args.resume))

@@ -20,12 +20,11 @@ Writes `<output_dir>/adapter` (LoRA + head; `<output_dir>/model` for full fine-t
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
-from promptbake.config import InputError, load_config
+from promptbake.config import InputError
 from sft.dpo import PREFERENCE_FIELDS, preference_args
 from sft.recipe import (
     BaseRecipe,
@@ -34,6 +33,7 @@ from sft.recipe import (
     load_rows,
     peft_config,
     quantization_for,
+    run_trainer,
     setup_tracking,
     train_and_save,
 )
@@ -152,16 +152,6 @@ def load_reward_model(path: str | Path) -> RewardScorer:
     return RewardScorer(model, tokenizer)
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Reward model on preference rows (TRL RewardTrainer).")
-    parser.add_argument("config", help="training recipe YAML, e.g. configs/reward/demo_reward.yaml")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. training.learning_rate=1e-4")
-    parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
-    return parser
-
-
 if __name__ == "__main__":
-    from promptbake.cli import run_main
-
-    cli_args = make_parser().parse_args()
-    run_main(lambda: main(load_config(RewardRecipe, cli_args.config, cli_args.overrides), resume=cli_args.resume))
+    run_trainer(RewardRecipe, main, "Reward model on preference rows (TRL RewardTrainer).",
+                "configs/reward/demo_reward.yaml")

@@ -22,7 +22,6 @@ Writes `<output_dir>/adapter` (or `<output_dir>/model`) with `promptbake_run.jso
 
 from __future__ import annotations
 
-import argparse
 import functools
 from pathlib import Path
 from typing import Literal
@@ -31,7 +30,7 @@ from pydantic import Field, PositiveInt, model_validator
 
 from data_tools.scoring import score
 from data_tools.spec import Rule, load_spec
-from promptbake.config import InputError, load_config
+from promptbake.config import InputError
 from sft.recipe import (
     BaseRecipe,
     choose_precision,
@@ -39,6 +38,7 @@ from sft.recipe import (
     load_for_training,
     load_rows,
     peft_config,
+    run_trainer,
     setup_tracking,
     train_and_save,
     trainer_args,
@@ -143,16 +143,6 @@ def main(recipe: RLRecipe, resume: bool = False) -> Path:
     return train_and_save(trainer, recipe, tokenizer, rows_path, precision, resume)
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Online RL (GRPO) with the spec's checks as reward (TRL GRPOTrainer).")
-    parser.add_argument("config", help="training recipe YAML, e.g. configs/rl/demo_grpo.yaml")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. num_generations=8")
-    parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
-    return parser
-
-
 if __name__ == "__main__":
-    from promptbake.cli import run_main
-
-    cli_args = make_parser().parse_args()
-    run_main(lambda: main(load_config(RLRecipe, cli_args.config, cli_args.overrides), resume=cli_args.resume))
+    run_trainer(RLRecipe, main, "Online RL (GRPO) with the spec's checks as reward (TRL GRPOTrainer).",
+                "configs/rl/demo_grpo.yaml")

@@ -12,10 +12,9 @@ Writes `<output_dir>/adapter` (the adapter weights, tokenizer and `promptbake_ru
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from promptbake.config import InputError, load_config
+from promptbake.config import InputError
 from sft.recipe import (
     BaseRecipe,
     choose_precision,
@@ -23,6 +22,7 @@ from sft.recipe import (
     load_for_training,
     load_rows,
     peft_config,
+    run_trainer,
     setup_tracking,
     train_and_save,
     trainer_args,
@@ -76,16 +76,5 @@ def check_lengths(dataset, n_rows: int, max_length: int) -> None:
               f"{dropped} more are dropped with no response token left; raise training.max_length")
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="SFT on prompt-completion rows (TRL SFTTrainer).")
-    parser.add_argument("config", help="training recipe YAML, e.g. configs/sft/demo_lora.yaml")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. training.num_train_epochs=1")
-    parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
-    return parser
-
-
 if __name__ == "__main__":
-    from promptbake.cli import run_main
-
-    cli_args = make_parser().parse_args()
-    run_main(lambda: main(load_config(SFTRecipe, cli_args.config, cli_args.overrides), resume=cli_args.resume))
+    run_trainer(SFTRecipe, main, "SFT on prompt-completion rows (TRL SFTTrainer).", "configs/sft/demo_lora.yaml")

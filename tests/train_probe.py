@@ -34,9 +34,7 @@ def recording_step(self, model, inputs, *args, **kwargs):
 trl.SFTTrainer.training_step = recording_step
 
 if __name__ == "__main__":
-    from promptbake.cli import run_main
-    from promptbake.config import load_config
-    from sft.train import SFTRecipe, main, make_parser
+    from sft.recipe import run_trainer
+    from sft.train import SFTRecipe, main
 
-    args = make_parser().parse_args()
-    run_main(lambda: main(load_config(SFTRecipe, args.config, args.overrides), resume=args.resume))
+    run_trainer(SFTRecipe, main, "sft.train with per-rank batch records", "recipe.yaml")
