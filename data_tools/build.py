@@ -136,6 +136,8 @@ def main(spec: PromptSpec) -> dict:
     start = time.time()
     out_dir = Path(spec.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # the manifest marks a finished build: drop a previous one before rewriting the files it describes
+    (out_dir / "manifest.json").unlink(missing_ok=True)
     inputs = load_inputs(spec)
     texts = list(inputs)
     train, held_out = split_inputs(texts, spec.split.eval_fraction, spec.split.seed)

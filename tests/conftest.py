@@ -89,3 +89,17 @@ def reliability_log():
             with open(path, "a") as f:
                 f.write(json.dumps({"kind": kind, "count": count}) + "\n")
     return log
+
+
+@pytest.fixture
+def fresh_wandb(tmp_path, monkeypatch):
+    """An offline W&B writing under this test's tmp_path. wandb keeps process-wide settings (its run directory
+    among them) from its first init, so it is torn down around the test."""
+    import wandb
+
+    wandb.teardown()
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    yield tmp_path / "wandb"
+    wandb.teardown()

@@ -49,7 +49,10 @@ def test_data_build_killed_at_random_points_loses_and_duplicates_nothing(tiny_sp
         target = journal_lines(journal_path) + rng.randint(1, 2)
         if kill_when(start(args), lambda t=target: journal_lines(journal_path) >= t, rng.uniform(0, 0.3)):
             kills += 1
-        assert not (out / "sft_train.jsonl").exists() or (out / "manifest.json").exists()
+        for name in ("sft_train.jsonl", "prefs_train.jsonl", "rejects.jsonl", "eval_inputs.jsonl"):
+            if (out / name).exists():  # whatever exists under a final name is whole: every line parses
+                [json.loads(line) for line in (out / name).read_text().splitlines()]
+        assert not (out / "manifest.json").exists() or (out / "hf").exists()  # manifest only after the rest
     final = subprocess.run([sys.executable, "-m", "promptbake.cli", *args], cwd=REPO, capture_output=True,
                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
     assert final.returncode == 0, final.stderr[-2000:]

@@ -97,14 +97,11 @@ def test_killed_run_resumes_to_the_same_weights(recipe, tmp_path, reliability_lo
         assert torch.allclose(a[key], b[key], atol=1e-5), key
 
 
-def test_wandb_offline_run_holds_metrics_and_sample_completions(recipe, tmp_path, monkeypatch):
-
+def test_wandb_offline_run_holds_metrics_and_sample_completions(recipe, tmp_path, fresh_wandb, monkeypatch):
     from promptbake.config import load_config
     from sft.train import SFTRecipe, main
 
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_MODE")  # offline must follow from the missing API key alone
     path = recipe("tracked", max_steps=3, save_steps=10)
     main(load_config(SFTRecipe, path, ["report_to=wandb"]))
     runs = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))

@@ -28,10 +28,7 @@ def test_wilson_and_mcnemar_known_values():
     assert mcnemar_exact([True, False], [True, False]) == 1.0
 
 
-def test_eval_with_labels_judge_and_wandb(tiny_spec, tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+def test_eval_with_labels_judge_and_wandb(tiny_spec, tiny_model_dir, tmp_path, fresh_wandb):
     rows = tmp_path / "eval_inputs.jsonl"
     rows.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": q}], "label": a}) + "\n"
                             for q, a in [("name a color", "red"), ("name a fruit", "apple"), ("say yes", "yes")]))
