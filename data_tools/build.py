@@ -23,9 +23,6 @@ and when the tuned model is evaluated or served, and the evals count those token
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -37,7 +34,7 @@ from data_tools.inputs import InputItem, input_id, load_inputs, split_inputs
 from data_tools.scoring import all_pass, failures, repair, score
 from data_tools.spec import PromptSpec, Sampling, load_spec
 from promptbake.config import InputError
-from promptbake.io import append_jsonl, recover_journal, write_json, write_jsonl
+from promptbake.io import append_jsonl, atomic_dir, recover_journal, write_json, write_jsonl
 
 JOURNAL = "samples.jsonl"
 
@@ -208,15 +205,8 @@ def save_datasets(out_dir: Path) -> None:
         rows = [row for _, row in iter_jsonl(out_dir / f"{name}.jsonl")]
         if rows:
             splits[name] = Dataset.from_list(rows)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".hf."))
-    try:
+    with atomic_dir(out_dir / "hf") as tmp:
         DatasetDict(splits).save_to_disk(str(tmp))
-        if (out_dir / "hf").exists():
-            shutil.rmtree(out_dir / "hf")
-        os.replace(tmp, out_dir / "hf")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def print_summary(manifest: dict, out_dir: Path) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +80,21 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
         raise InputError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
+
+
+@contextmanager
+def atomic_dir(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary directory next to `final` to fill; on success it replaces `final` by a rename, on any
+    failure (a kill included: the temporary name is all that is left) it is removed. A directory under a final
+    name is therefore always complete."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -11,14 +11,12 @@ compared with base+adapter on a few prompts; after writing, the saved directory 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from promptbake.config import InputError
+from promptbake.io import atomic_dir
 from sft.models import RUN_INFO_FILE, load_model_and_tokenizer
 
 ATOL = 1e-3
@@ -100,9 +98,7 @@ def save_verified(model, tokenizer, reference: torch.Tensor, info: dict, diff: f
     logits with `reference`, and only then rename it into place: an export killed midway never looks finished."""
     from transformers import AutoModelForCausalLM
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_dir(out) as tmp:
         model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.save_pretrained(tmp, safe_serialization=True)
@@ -110,12 +106,6 @@ def save_verified(model, tokenizer, reference: torch.Tensor, info: dict, diff: f
         (tmp / "README.md").write_text(model_card(info, diff))
         reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, use_safetensors=True)
         check_close(reference, probe_logits(reloaded.eval(), tokenizer), "saved and reloaded")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print(f"[promptbake] model written to {out} (max |logit diff| vs base+adapter {diff:.2e})")
     return out
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +14,7 @@ import torch
 from pydantic import Field, PositiveInt, model_validator
 
 from promptbake.config import InputError, StrictModel
+from promptbake.io import atomic_dir
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Method = Literal["lora", "qlora", "dora", "full"]
@@ -242,9 +241,7 @@ def train_and_save(trainer, recipe: BaseRecipe, tokenizer, rows_path: Path, prec
         wandb.finish()  # close the run now, not at interpreter exit, so later stages don't log into it
     save_dir = out / ("model" if recipe.method == "full" else "adapter")
     if trainer.is_world_process_zero():
-        # written under a temporary name and renamed: a kill mid-save never leaves a half adapter in place
-        tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".{save_dir.name}."))
-        try:
+        with atomic_dir(save_dir) as tmp:  # a kill mid-save never leaves a half adapter in place
             trainer.save_model(str(tmp))
             tokenizer.save_pretrained(str(tmp))
             info = {"base_model": recipe.model, "method": recipe.method, "dataset": str(rows_path),
@@ -253,12 +250,6 @@ def train_and_save(trainer, recipe: BaseRecipe, tokenizer, rows_path: Path, prec
             if manifest.exists():
                 info["data_manifest"] = json.loads(manifest.read_text())
             (tmp / RUN_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-            if save_dir.exists():
-                shutil.rmtree(save_dir)
-            os.replace(tmp, save_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         print(f"[promptbake] {'model' if recipe.method == 'full' else 'adapter'} saved to {save_dir}")
     return save_dir
 
