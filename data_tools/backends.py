@@ -3,8 +3,9 @@
     backend.generate(conversations, sampling, on_batch=...) -> list[Completion]
 
 `LocalBackend` runs a transformers model here: conversations are sorted by prompt length (so a batch pads
-little), left-padded (so every row's new tokens start at the same position), and all n samples of an input
-are drawn in one batch with the KV cache on.
+little) and all n samples of an input are drawn in one batch with a KV cache, by `data_tools.decode`: the
+prompt prefix that every conversation of a spec shares is computed once per batch, each input is prefilled
+once for its n samples, and the cache is written in place (see that module for the measurements behind it).
 """
 
 from __future__ import annotations
@@ -62,41 +63,55 @@ class LocalBackend:
     def _generate(self, conversations, sampling, on_batch) -> list[Completion]:
         import torch
 
+        from data_tools.decode import decode_batch, plain_cache_layout
+
         tok = self.tokenizer
         prompts = [self.render(c) for c in conversations]
         encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         per_batch = max(1, self.batch_size // sampling.n)
+        decode = decode_batch if plain_cache_layout(self.model) else self._decode_with_generate
         results: list[Completion | None] = [None] * len(prompts)
-        do_sample = sampling.temperature > 0
-        gen_kwargs = dict(
-            max_new_tokens=sampling.max_new_tokens,
-            do_sample=do_sample,
-            num_return_sequences=sampling.n,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
-        )
-        if do_sample:
-            gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
-        else:
-            # greedy: unset sampling knobs a model's generation_config may carry, to keep transformers quiet
-            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-        tok.padding_side = "left"
         for start in range(0, len(order), per_batch):
             idx = order[start : start + per_batch]
             torch.manual_seed(sampling.seed + start)  # a fresh run with the same seed samples the same answers
-            batch = tok.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
             t0 = time.perf_counter()
-            out = self.model.generate(**batch.to(self.model.device), **gen_kwargs)
+            answers = decode(
+                self.model, [encoded[i] for i in idx], n=sampling.n, max_new_tokens=sampling.max_new_tokens,
+                temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
+                eos_token_ids=self.eos_token_ids(), pad_token_id=tok.pad_token_id,
+            )
             latency = time.perf_counter() - t0
-            new = out[:, batch["input_ids"].shape[1] :]
             batch_results = []
             for row, i in enumerate(idx):
-                seqs = new[row * sampling.n : (row + 1) * sampling.n]
+                seqs = answers[row * sampling.n : (row + 1) * sampling.n]
                 texts = [t.strip() for t in tok.batch_decode(seqs, skip_special_tokens=True)]
-                lengths = [int((s != tok.pad_token_id).sum()) for s in seqs]
-                results[i] = Completion(texts, len(encoded[i]), lengths, latency)
+                results[i] = Completion(texts, len(encoded[i]), [len(s) for s in seqs], latency)
                 batch_results.append(results[i])
             if on_batch is not None:
                 on_batch(idx, batch_results)
         return results  # type: ignore[return-value]
+
+    def eos_token_ids(self) -> set[int]:
+        """The tokenizer's EOS plus any the model's generation config lists (chat models often stop on several)."""
+        ids = {self.tokenizer.eos_token_id}
+        configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if configured is not None:
+            ids.update(configured if isinstance(configured, list) else [configured])
+        return ids
+
+    def _decode_with_generate(self, model, rows, *, n, max_new_tokens, temperature, top_k, top_p, eos_token_ids,
+                              pad_token_id) -> list[list[int]]:
+        """transformers' `generate()` on left-padded rows: for models whose cache `decode_batch` does not model
+        (sliding-window or recurrent layers)."""
+        self.tokenizer.padding_side = "left"
+        batch = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(model.device)
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if temperature > 0 else \
+            dict(do_sample=False, temperature=None, top_p=None, top_k=None)  # None: quiet a config's own knobs
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, num_return_sequences=n,
+                             pad_token_id=pad_token_id, eos_token_id=sorted(eos_token_ids), **sampling)
+        answers = []
+        for seq in out[:, batch["input_ids"].shape[1] :].tolist():
+            ends = [k for k, t in enumerate(seq) if t in eos_token_ids]
+            answers.append(seq[: ends[0] + 1] if ends else seq)
+        return answers
