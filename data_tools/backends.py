@@ -94,11 +94,9 @@ class LocalBackend:
 
     def eos_token_ids(self) -> set[int]:
         """The tokenizer's EOS plus any the model's generation config lists (chat models often stop on several)."""
-        ids = {self.tokenizer.eos_token_id}
         configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        if configured is not None:
-            ids.update(configured if isinstance(configured, list) else [configured])
-        return ids
+        listed = configured if isinstance(configured, list) else [configured]
+        return {i for i in [self.tokenizer.eos_token_id, *listed] if i is not None}
 
     def _decode_with_generate(self, model, rows, *, n, max_new_tokens, temperature, top_k, top_p, eos_token_ids,
                               pad_token_id) -> list[list[int]]:
