@@ -102,14 +102,12 @@ class LocalBackend:
                               pad_token_id) -> list[list[int]]:
         """transformers' `generate()` on left-padded rows: for models whose cache `decode_batch` does not model
         (sliding-window or recurrent layers)."""
+        from data_tools.decode import cut_at_eos
+
         self.tokenizer.padding_side = "left"
         batch = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(model.device)
         sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if temperature > 0 else \
             dict(do_sample=False, temperature=None, top_p=None, top_k=None)  # None: quiet a config's own knobs
         out = model.generate(**batch, max_new_tokens=max_new_tokens, num_return_sequences=n,
                              pad_token_id=pad_token_id, eos_token_id=sorted(eos_token_ids), **sampling)
-        answers = []
-        for seq in out[:, batch["input_ids"].shape[1] :].tolist():
-            ends = [k for k, t in enumerate(seq) if t in eos_token_ids]
-            answers.append(seq[: ends[0] + 1] if ends else seq)
-        return answers
+        return [cut_at_eos(seq, eos_token_ids) for seq in out[:, batch["input_ids"].shape[1] :].tolist()]

@@ -152,13 +152,12 @@ def decode_batch(
         position = position + 1
         logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=position,
                        past_key_values=cache, use_cache=True).logits[:, -1]
-    out = torch.stack(generated, dim=1).tolist()
-    answers = []
-    for seq in out:
-        ids = []
-        for t in seq:
-            ids.append(t)
-            if t in eos_token_ids:
-                break
-        answers.append(ids)
-    return answers
+    return [cut_at_eos(seq, eos_token_ids) for seq in torch.stack(generated, dim=1).tolist()]
+
+
+def cut_at_eos(seq: list[int], eos_token_ids: set[int]) -> list[int]:
+    """`seq` up to and including its first EOS (the padding after it dropped); all of it when it has none."""
+    for k, token in enumerate(seq):
+        if token in eos_token_ids:
+            return seq[: k + 1]
+    return seq

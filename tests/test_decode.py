@@ -91,3 +91,17 @@ def test_preallocated_layer_refuses_to_overflow():
     assert layer.get_seq_length() == 2
     with pytest.raises(ValueError, match="cannot take"):
         layer.update(keys, keys)
+
+
+def test_models_without_a_plain_cache_fall_back_to_generate(tiny, monkeypatch):
+    """The generate() path (for sliding-window or recurrent caches) answers greedily like the decode loop."""
+    import data_tools.decode
+
+    model, tokenizer = tiny
+    backend = LocalBackend(model, tokenizer, batch_size=4)
+    greedy = Sampling(temperature=0.0, max_new_tokens=12)
+    ours = backend.generate(conversations(), greedy)
+    monkeypatch.setattr(data_tools.decode, "plain_cache_layout", lambda model: False)
+    fallback = backend.generate(conversations(), greedy)
+    assert [c.texts for c in fallback] == [c.texts for c in ours]
+    assert [c.completion_tokens for c in fallback] == [c.completion_tokens for c in ours]
