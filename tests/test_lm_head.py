@@ -1,25 +1,37 @@
-"""sft.lm_head: TRL's fused LM head scoring only label positions on a CPU gives the same loss, gradients and
-metrics as scoring every position (TRL's own CPU behaviour)."""
+"""sft.lm_head: on a CPU, TRL's fused LM head with promptbake's changes (label positions only, torch softmax
+kernels) gives the same loss, gradients and metrics as TRL's own CPU path, and leaves other cases to TRL."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import trl.trainer.utils as trl_utils
 from peft import LoraConfig, get_peft_model
+from trl.kernels import ChunkedLogProbFunction
 from trl.trainer.utils import add_fused_lm_head
 
-from sft.lm_head import score_label_positions_only
+import sft.lm_head as lm_head
+from sft.lm_head import CpuLogProbFunction, LogProbHead, use_fast_cpu_lm_head
 from sft.models import load_model_and_tokenizer
 
+OUTPUTS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
 
-def fused_loss_and_grads(model_dir, compact: bool, monkeypatch):
-    original = getattr(trl_utils._use_triton, "trl_original", trl_utils._use_triton)  # other tests switched it
-    monkeypatch.setattr(trl_utils, "_use_triton", original)
-    if compact:
-        score_label_positions_only()
+
+def trl_originals(monkeypatch):
+    """Put TRL's own switch and function back (other tests may have installed promptbake's)."""
+    use_triton = getattr(trl_utils._use_triton, "trl_original", trl_utils._use_triton)
+    function = getattr(trl_utils._ChunkedLogProbFunction, "trl_original", trl_utils._ChunkedLogProbFunction)
+    monkeypatch.setattr(trl_utils, "_use_triton", use_triton)
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", function)
+
+
+def fused_loss_and_grads(model_dir, ours: bool, monkeypatch):
+    trl_originals(monkeypatch)
+    if ours:
+        use_fast_cpu_lm_head()
         assert trl_utils._use_triton(torch.device("cpu")) is True
     else:
-        assert trl_utils._use_triton(torch.device("cpu")) is False  # TRL's own choice on a CPU
+        assert trl_utils._use_triton(torch.device("cpu")) is False  # TRL's own choice on a CPU: every position
     torch.manual_seed(0)
     model, _ = load_model_and_tokenizer(str(model_dir))
     add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
@@ -36,23 +48,77 @@ def fused_loss_and_grads(model_dir, compact: bool, monkeypatch):
     return out, grads
 
 
-def test_compact_scoring_matches_full_scoring(tiny_model_dir, monkeypatch):
-    full, full_grads = fused_loss_and_grads(tiny_model_dir, compact=False, monkeypatch=monkeypatch)
-    compact, compact_grads = fused_loss_and_grads(tiny_model_dir, compact=True, monkeypatch=monkeypatch)
-    torch.testing.assert_close(compact.loss, full.loss)
-    torch.testing.assert_close(compact.entropy, full.entropy)
-    assert torch.equal(compact.is_top1, full.is_top1)
-    assert full_grads.keys() == compact_grads.keys() and len(full_grads) > 0
-    for name in full_grads:
-        torch.testing.assert_close(compact_grads[name], full_grads[name], rtol=1e-4, atol=1e-6)
+def test_model_loss_metrics_and_grads_match_trl(tiny_model_dir, monkeypatch):
+    trl, trl_grads = fused_loss_and_grads(tiny_model_dir, ours=False, monkeypatch=monkeypatch)
+    ours, our_grads = fused_loss_and_grads(tiny_model_dir, ours=True, monkeypatch=monkeypatch)
+    torch.testing.assert_close(ours.loss, trl.loss)
+    torch.testing.assert_close(ours.entropy, trl.entropy)
+    assert torch.equal(ours.is_top1, trl.is_top1)
+    assert trl_grads.keys() == our_grads.keys() and len(trl_grads) > 0
+    for name in trl_grads:
+        torch.testing.assert_close(our_grads[name], trl_grads[name], rtol=1e-4, atol=1e-6)
 
 
-def test_switch_is_idempotent_and_leaves_gpus_to_trl(monkeypatch):
+@pytest.mark.parametrize("keep_logits", [True, False])
+def test_function_matches_trl_kernel(keep_logits, monkeypatch):
+    """Every output and the gradients of hidden states, weight and bias (through log-probs and entropy), with
+    temperature and logit scale, over several token chunks, keeping or recomputing the logits."""
+    monkeypatch.setattr(lm_head, "TOKENS_X_VOCAB_PER_CHUNK", 7 * 300)  # 7 tokens per chunk: 3 chunks
+    monkeypatch.setattr(lm_head, "KEEP_LOGITS_ELEMENTS", 1 << 30 if keep_logits else 0)
+    torch.manual_seed(0)
+    hidden, weight, bias = torch.randn(19, 16), torch.randn(300, 16), torch.randn(300)
+    targets = torch.randint(0, 300, (19,))
+    targets[3] = int((hidden[3] @ weight.t() + bias).argmax())  # at least one top-1 hit
+    results = []
+    for function in (ChunkedLogProbFunction, CpuLogProbFunction):
+        leaves = [t.clone().requires_grad_(True) for t in (hidden, weight, bias)]
+        out = function.apply(*leaves, targets, 0.7, 64, None, 1.3, OUTPUTS)
+        (out[0] * torch.linspace(1, 2, 19)).sum().add(out[1].sum() * 0.5).backward()
+        results.append((out, [leaf.grad for leaf in leaves]))
+    (trl_out, trl_grads), (our_out, our_grads) = results
+    for name, a, b in zip(OUTPUTS, our_out, trl_out):
+        if name == "is_top1":
+            assert torch.equal(a, b) and a.any()
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    for a, b in zip(our_grads, trl_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_other_dtypes_and_softcapping_stay_with_trl(monkeypatch):
+    calls = []
+
+    class Recorder:
+        @staticmethod
+        def apply(*args):
+            calls.append(args[0].dtype)
+            return "trl"
+
+    head = LogProbHead(Recorder)
+    weight, targets = torch.randn(50, 8), torch.randint(0, 50, (4,))
+    assert head.apply(torch.randn(4, 8).bfloat16(), weight.bfloat16(), None, targets, 1.0, 64) == "trl"
+    assert head.apply(torch.randn(4, 8), weight, None, targets, 1.0, 64, 30.0) == "trl"  # soft-capped logits
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert head.apply(torch.randn(4, 8), weight, None, targets, 1.0, 64) == "trl"
+    assert len(calls) == 3
+    out = head.apply(torch.randn(4, 8), weight, None, targets, 1.0, 64)
+    assert out[0].shape == (4,) and len(calls) == 3  # fp32 on a CPU: ours
+
+
+def test_install_is_idempotent_and_leaves_gpus_to_trl(monkeypatch):
     calls = []
     monkeypatch.setattr(trl_utils, "_use_triton", lambda device: calls.append(device.type) or False)
-    score_label_positions_only()
-    patched = trl_utils._use_triton
-    score_label_positions_only()
-    assert trl_utils._use_triton is patched  # not wrapped twice
-    assert patched(torch.device("cpu")) is True and calls == []
-    assert patched(torch.device("meta")) is False and calls == ["meta"]  # other devices: TRL decides
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", ChunkedLogProbFunction)
+    use_fast_cpu_lm_head()
+    switch, function = trl_utils._use_triton, trl_utils._ChunkedLogProbFunction
+    use_fast_cpu_lm_head()
+    assert trl_utils._use_triton is switch and trl_utils._ChunkedLogProbFunction is function  # not wrapped twice
+    assert function.trl_original is ChunkedLogProbFunction
+    assert switch(torch.device("cpu")) is True and calls == []
+    assert switch(torch.device("meta")) is False and calls == ["meta"]  # other devices: TRL decides
+
+
+def test_install_fails_loudly_when_trl_moves_its_head(monkeypatch):
+    monkeypatch.delattr(trl_utils, "_ChunkedLogProbFunction")
+    with pytest.raises(RuntimeError, match="revisit sft/lm_head.py"):
+        use_fast_cpu_lm_head()
