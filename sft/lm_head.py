@@ -63,8 +63,9 @@ class CpuLogProbFunction(torch.autograd.Function):
             if mean_logits is not None:
                 mean_logits[start:end] = z.mean(-1)
             if is_top1 is not None:
-                # argmax returns the first maximum: a tie with an earlier token is not a top-1 prediction (as TRL)
-                is_top1[start:end] = z.argmax(-1) == target.squeeze(-1)
+                # max returns the first maximum's index: a tie with an earlier token is not a top-1 prediction (as
+                # in TRL). Same answer as argmax, which took 10.5 ms here for 170 x 49k logits against max's 2.4 ms.
+                is_top1[start:end] = z.max(-1).indices == target.squeeze(-1)
             if keep:
                 kept.append(log_p)
         ctx.save_for_backward(hidden, weight, bias, targets, entropy if entropy is not None else log_probs)

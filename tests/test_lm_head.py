@@ -68,6 +68,10 @@ def test_function_matches_trl_kernel(keep_logits, monkeypatch):
     torch.manual_seed(0)
     hidden, weight, bias = torch.randn(19, 16), torch.randn(300, 16), torch.randn(300)
     targets = torch.randint(0, 300, (19,))
+    weight[250] = weight[10] = hidden[5] * 2  # tokens 10 and 250 tie for the maximum of rows 5 and 6
+    bias[250] = bias[10] = 0.0
+    hidden[6] = hidden[5]
+    targets[5], targets[6] = 250, 10  # a tie with an earlier token is not top-1; the earlier token is
     targets[3] = int((hidden[3] @ weight.t() + bias).argmax())  # at least one top-1 hit
     results = []
     for function in (ChunkedLogProbFunction, CpuLogProbFunction):
@@ -78,11 +82,11 @@ def test_function_matches_trl_kernel(keep_logits, monkeypatch):
     (trl_out, trl_grads), (our_out, our_grads) = results
     for name, a, b in zip(OUTPUTS, our_out, trl_out):
         if name == "is_top1":
-            assert torch.equal(a, b) and a.any()
+            assert torch.equal(a, b) and a[3] and not a[5] and a[6]
         else:
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
-    for a, b in zip(our_grads, trl_grads):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for a, b in zip(our_grads, trl_grads):  # the tied rows' large logits (~30) put fp32 rounding at ~2e-5
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_other_dtypes_and_softcapping_stay_with_trl(monkeypatch):
