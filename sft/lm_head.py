@@ -128,16 +128,22 @@ class LogProbHead:
                               logit_scale, outputs)
 
 
-def use_fast_cpu_lm_head() -> None:
-    """Install both CPU changes in TRL's fused LM head (idempotent; GPUs are left to TRL). Raises if a TRL
-    upgrade moved what they replace, so it fails here instead of silently going slow."""
+def use_fast_cpu_lm_head() -> bool:
+    """Install both CPU changes in TRL's fused LM head (idempotent; GPUs are left to TRL). Where this TRL
+    version does not have what they replace, warn (training still works, CPU steps are slower) and return
+    False, so a TRL upgrade that moves them is noticed instead of silently going slow."""
+    import warnings
+
+    import trl
     import trl.trainer.utils as trl_utils
 
     use_triton = getattr(trl_utils, "_use_triton", None)
     function = getattr(trl_utils, "_ChunkedLogProbFunction", None)
     if use_triton is None or function is None:
-        raise RuntimeError("trl.trainer.utils._use_triton / _ChunkedLogProbFunction are gone: TRL changed its fused "
-                           "LM head; revisit sft/lm_head.py for this TRL version")
+        warnings.warn(f"TRL {trl.__version__} has no trl.trainer.utils._use_triton / _ChunkedLogProbFunction: its "
+                      "fused LM head changed, so promptbake's CPU LM head is off (CPU steps slower); revisit "
+                      "sft/lm_head.py for this TRL version", RuntimeWarning, stacklevel=2)
+        return False
     if not hasattr(use_triton, "trl_original"):
         # Read by add_fused_lm_head only, for its compact-or-not decision; the tile kernels look up Triton through
         # their own module (trl.kernels.chunked_logprob) and keep their torch fallback on a CPU.
@@ -148,3 +154,4 @@ def use_fast_cpu_lm_head() -> None:
         trl_utils._use_triton = compact_everywhere
     if not isinstance(function, LogProbHead):
         trl_utils._ChunkedLogProbFunction = LogProbHead(function)
+    return True

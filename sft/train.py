@@ -28,15 +28,20 @@ from sft.recipe import (
     trainer_args,
 )
 
-# attention kernels that keep packed samples apart (they read sequence boundaries from position_ids)
-PACKING_SAFE_ATTENTION = ("flash_attention_2", "flash_attention_3")
+# Attention implementations that keep packed samples apart. TRL's padding-free batches carry each sample's
+# positions (restarting at 0) and no attention mask: flash attention reads the sequence boundaries from them,
+# and for sdpa and eager attention transformers (>= 5) builds a block-diagonal causal mask from them whenever
+# there is no attention mask and no cache. tests/test_methods.py checks that packed rows score as they would
+# alone under each of sdpa and eager. Any other kernel is refused rather than trusted.
+PACKING_SAFE_ATTENTION = ("flash_attention_2", "flash_attention_3", "sdpa", "eager")
 
 
 class SFTRecipe(BaseRecipe):
     output_dir: str = "runs/sft"
     packing: bool = False
-    """Pack several rows into each max_length sequence (no padding). Only with a flash-attention kernel:
-    with sdpa/eager attention, packed samples would attend to each other."""
+    """Pack several rows into each max_length sequence (best-fit decreasing, no padding). Samples stay apart
+    (see PACKING_SAFE_ATTENTION). With sdpa/eager attention the kernel computes the whole packed row under a
+    block mask (masked scores included), so attention costs more than for the same rows padded."""
 
 
 def main(recipe: SFTRecipe, resume: bool = False) -> Path:
@@ -52,8 +57,8 @@ def main(recipe: SFTRecipe, resume: bool = False) -> Path:
     model, tokenizer = load_for_training(recipe, precision)
     attention = getattr(model.config, "_attn_implementation", None)
     if recipe.packing and attention not in PACKING_SAFE_ATTENTION:
-        raise InputError(f"packing: the model runs {attention!r} attention, which would let packed samples attend "
-                         f"to each other; packing needs one of {PACKING_SAFE_ATTENTION} (a CUDA GPU)")
+        raise InputError(f"packing: the model runs {attention!r} attention, which is not known to keep packed "
+                         f"samples apart; packing needs one of {PACKING_SAFE_ATTENTION}")
     args = SFTConfig(**trainer_args(recipe, precision), max_length=recipe.training.max_length,
                      completion_only_loss=True, packing=recipe.packing, padding_free=recipe.packing)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, processing_class=tokenizer,

@@ -112,10 +112,8 @@ CASES = [
     ("chat template missing", {"r.yaml": "model: NOTEMPLATE\ndataset: {tmp}/d.jsonl\nreport_to: none\n",
                                "d.jsonl": ROW + "\n"},
      ["train", "sft", "{tmp}/r.yaml"], "its tokenizer has no chat template; promptbake needs one"),
-    ("packing with sdpa", {"r.yaml": "model: TINY\ndataset: {tmp}/d.jsonl\nreport_to: none\npacking: true\n",
-                           "d.jsonl": ROW + "\n"},
-     ["train", "sft", "{tmp}/r.yaml"],
-     "packing: the model runs 'sdpa' attention, which would let packed samples attend"),
+    ("packing not a boolean", {"r.yaml": "dataset: d.jsonl\npacking: sometimes\n"}, ["train", "sft", "{tmp}/r.yaml"],
+     "{tmp}/r.yaml:2: field 'packing': Input should be a valid boolean"),
     ("eval tuned arm without model", {"s.yaml": spec(), "inputs.jsonl": '{"input": "a"}\n',
                                       "e.yaml": "spec: {tmp}/s.yaml\neval_inputs: {tmp}/inputs.jsonl\n"
                                                 "arms: [tuned_unprompted]\n"},

@@ -113,16 +113,16 @@ def test_install_is_idempotent_and_leaves_gpus_to_trl(monkeypatch):
     calls = []
     monkeypatch.setattr(trl_utils, "_use_triton", lambda device: calls.append(device.type) or False)
     monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", ChunkedLogProbFunction)
-    use_fast_cpu_lm_head()
+    assert use_fast_cpu_lm_head() is True
     switch, function = trl_utils._use_triton, trl_utils._ChunkedLogProbFunction
-    use_fast_cpu_lm_head()
+    assert use_fast_cpu_lm_head() is True
     assert trl_utils._use_triton is switch and trl_utils._ChunkedLogProbFunction is function  # not wrapped twice
     assert function.trl_original is ChunkedLogProbFunction
     assert switch(torch.device("cpu")) is True and calls == []
     assert switch(torch.device("meta")) is False and calls == ["meta"]  # other devices: TRL decides
 
 
-def test_install_fails_loudly_when_trl_moves_its_head(monkeypatch):
+def test_install_warns_when_trl_moves_its_head(monkeypatch):
     monkeypatch.delattr(trl_utils, "_ChunkedLogProbFunction")
-    with pytest.raises(RuntimeError, match="revisit sft/lm_head.py"):
-        use_fast_cpu_lm_head()
+    with pytest.warns(RuntimeWarning, match="revisit sft/lm_head.py"):
+        assert use_fast_cpu_lm_head() is False

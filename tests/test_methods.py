@@ -72,6 +72,33 @@ def test_full_rejects_a_lora_section(tiny_model_dir):
         SFTRecipe(model=str(tiny_model_dir), dataset="x.jsonl", method="full", lora={"r": 8})
 
 
-def test_packing_is_refused_where_samples_would_mix(tiny_model_dir, rows, tmp_path):
-    with pytest.raises(InputError, match="packed samples attend to each other"):
-        train(recipe(tiny_model_dir, rows, tmp_path / "packed", "lora", packing=True))
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_rows_score_as_they_would_alone(attention, tiny_model_dir):
+    """What packing relies on: a padding-free batch from TRL's collator (positions restarting per sample, no
+    attention mask) gives each sample the logits it gets on its own."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from sft.models import load_model_and_tokenizer
+
+    model, _ = load_model_and_tokenizer(str(tiny_model_dir))
+    model.set_attn_implementation(attention)
+    samples = [torch.randint(0, 1000, (n,)).tolist() for n in (7, 12, 5)]
+    batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)([{"input_ids": s} for s in samples])
+    assert "attention_mask" not in batch and batch["input_ids"].shape == (1, 24)
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        start = 0
+        for sample in samples:
+            alone = model(input_ids=torch.tensor([sample]), use_cache=False).logits[0]
+            torch.testing.assert_close(packed[start:start + len(sample)], alone, rtol=1e-4, atol=1e-5)
+            start += len(sample)
+
+
+def test_packing_trains_and_unknown_kernels_are_refused(tiny_model_dir, rows, tmp_path, monkeypatch):
+    adapter_dir = train(recipe(tiny_model_dir, rows, tmp_path / "packed", "lora", packing=True))
+    assert (adapter_dir / "adapter_model.safetensors").exists()
+    import sft.train
+
+    monkeypatch.setattr(sft.train, "PACKING_SAFE_ATTENTION", ("flash_attention_2",))
+    with pytest.raises(InputError, match="'sdpa' attention, which is not known to keep packed samples apart"):
+        train(recipe(tiny_model_dir, rows, tmp_path / "refused", "lora", packing=True))
