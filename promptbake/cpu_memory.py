@@ -44,3 +44,17 @@ def keep_freed_memory_in_heap() -> bool:
     _done = all(mallopt(param, value) == 1 for param, value in
                 ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_TOP_PAD, TOP_PAD)))
     return _done
+
+
+def return_free_heap_memory() -> bool:
+    """Give the heap's free pages back to the system now (`malloc_trim(0)`), e.g. after a load step that freed
+    more than training will reuse; False where the C library is not glibc."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    malloc_trim.argtypes = [ctypes.c_size_t]
+    malloc_trim(0)
+    return True

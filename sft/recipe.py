@@ -153,7 +153,26 @@ def load_for_training(recipe: BaseRecipe, precision: str):
     if recipe.method == "full":
         # a run's adapter directory loads merged, with PEFT's inference-time freezing still on every weight
         model.requires_grad_(True)
+    if recipe.method == "qlora" and not torch.cuda.is_available():
+        own_unquantized_parameters(model)
     return model, tokenizer
+
+
+def own_unquantized_parameters(model) -> None:
+    """QLoRA on a CPU: quantizing reads the whole full-precision checkpoint through its file mapping, and the
+    parameters left unquantized (embeddings, norms) still point into that mapping, so all the pages read stay
+    resident with it (405 of the demo checkpoint's 513 MB), next to the freed full-precision copies in the heap.
+    Copying those parameters into their own memory lets the mapping go, and the heap is trimmed: 1005 -> 676 MB
+    resident after loading the demo model (LoRA: 558 MB)."""
+    import gc
+
+    from promptbake.cpu_memory import return_free_heap_memory
+
+    for param in model.parameters():
+        if param.device.type == "cpu" and param.dtype.is_floating_point:
+            param.data = param.data.clone()
+    gc.collect()  # the loader's last references to the mapping
+    return_free_heap_memory()
 
 
 def peft_config(recipe: BaseRecipe, task_type: str = "CAUSAL_LM"):

@@ -2,6 +2,7 @@
 fine-tuning train, and export merges adapters into a full-precision base."""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -102,3 +103,16 @@ def test_packing_trains_and_unknown_kernels_are_refused(tiny_model_dir, rows, tm
     monkeypatch.setattr(sft.train, "PACKING_SAFE_ATTENTION", ("flash_attention_2",))
     with pytest.raises(InputError, match="'sdpa' attention, which is not known to keep packed samples apart"):
         train(recipe(tiny_model_dir, rows, tmp_path / "refused", "lora", packing=True))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_qlora_parameters_leave_the_checkpoint_mapping(tiny_model_dir):
+    """QLoRA on a CPU: no parameter still points into the mapped checkpoint file, so its pages can go."""
+    from sft.recipe import load_for_training
+
+    model, _ = load_for_training(recipe(tiny_model_dir, "x.jsonl", "out", "qlora"), "fp32")
+    checkpoint = str(tiny_model_dir / "model.safetensors")
+    mapped = [tuple(int(x, 16) for x in line.split()[0].split("-"))
+              for line in open("/proc/self/maps") if line.rstrip().endswith(checkpoint)]
+    floats = [p for p in model.parameters() if p.dtype.is_floating_point]
+    assert floats and not any(start <= p.data_ptr() < end for p in floats for start, end in mapped)
