@@ -8,7 +8,7 @@ the `[tokens, vocab]` logits. That design is for GPUs, and on a CPU it costs twi
 
 1. Off Triton devices TRL projects every position, prompt and padding included, so that compilers with static
    shapes (Neuron) do not recompile per batch. On the demo batch (8 rows, 568 positions, ~160 completion tokens)
-   that wasted projection was 51% of a step. `score_label_positions_only` makes CPUs take TRL's compact path.
+   that wasted projection was 51% of a step. `use_fast_cpu_lm_head` makes CPUs take TRL's compact path.
 2. Off Triton devices each tile is folded by a chain of torch ops (scale, max, exp, sums, products, then in the
    backward the same again plus the gradient), ~20 passes over a tile of tokens x 32768 floats, and the backward
    projects every tile a second time. `CpuLogProbFunction` replaces that fold on CPU fp32 tensors: log_softmax,
