@@ -28,17 +28,23 @@ TOP_PAD = 256 * 1024**2
 _done = False
 
 
+def _glibc_function(name: str):
+    """glibc's `name`, or None where the C library is something else (musl, macOS): the allocator is left alone."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL("libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def keep_freed_memory_in_heap() -> bool:
     """Raise glibc's mmap/trim thresholds for this process (once); False where the C library is not glibc."""
     global _done
     if _done:
         return True
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and other C libraries: leave the allocator alone
+    mallopt = _glibc_function("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     _done = all(mallopt(param, value) == 1 for param, value in
@@ -49,11 +55,8 @@ def keep_freed_memory_in_heap() -> bool:
 def return_free_heap_memory() -> bool:
     """Give the heap's free pages back to the system now (`malloc_trim(0)`), e.g. after a load step that freed
     more than training will reuse; False where the C library is not glibc."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
+    malloc_trim = _glibc_function("malloc_trim")
+    if malloc_trim is None:
         return False
     malloc_trim.argtypes = [ctypes.c_size_t]
     malloc_trim(0)
