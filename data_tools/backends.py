@@ -39,7 +39,7 @@ class LocalBackend:
 
     @classmethod
     def from_name(cls, name: str, batch_size: int = 32) -> LocalBackend:
-        from sft.models import load_model_and_tokenizer
+        from promptbake.models import load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(name)
         return cls(model, tokenizer, batch_size)

@@ -34,6 +34,7 @@ from data_tools.inputs import InputItem, input_id, load_inputs, split_inputs
 from data_tools.scoring import all_pass, failures, repair, score
 from data_tools.spec import PromptSpec, Sampling, load_spec
 from promptbake.config import InputError
+from promptbake.entry import stage_parser
 from promptbake.io import append_jsonl, atomic_dir, recover_journal, write_json, write_jsonl
 
 JOURNAL = "samples.jsonl"
@@ -227,15 +228,16 @@ def print_summary(manifest: dict, out_dir: Path) -> None:
     Console().print(table)
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Build a checked SFT/preference dataset from a prompt spec.")
+def make_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
+    """`promptbake data build` (added to `subparsers`) or `python -m data_tools.build`."""
+    parser = stage_parser(subparsers, "build", "build a checked SFT/preference dataset from a prompt spec")
     parser.add_argument("spec", help="prompt spec YAML, e.g. configs/specs/demo_style.yaml")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. teacher.sampling.n=4")
+    parser.set_defaults(run=lambda args: main(load_spec(args.spec, args.overrides)))
     return parser
 
 
 if __name__ == "__main__":
-    from promptbake.cli import run_main
+    from promptbake.entry import run_command
 
-    args = make_parser().parse_args()
-    run_main(lambda: main(load_spec(args.spec, args.overrides)))
+    run_command(make_parser())

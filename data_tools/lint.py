@@ -24,7 +24,8 @@ from pydantic import Field, PositiveInt, field_validator
 
 from data_tools.checks import _valid_regex
 from data_tools.lint_report import html_page, markdown
-from promptbake.config import InputError, StrictModel, apply_overrides, validate
+from promptbake.config import DEFAULT_MODEL, InputError, StrictModel, apply_overrides, validate
+from promptbake.entry import stage_parser
 from promptbake.io import atomic_write_text, iter_jsonl, write_json
 
 # Values worth tracking, first match wins at each position: e-mails; phone-like digit runs (7+ characters of
@@ -39,7 +40,7 @@ class LintConfig(StrictModel):
     dataset: str
     """A build output directory (sft_train.jsonl, and optionally eval_inputs.jsonl, prefs_train.jsonl,
     manifest.json) or a single sft_train.jsonl file."""
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     """The model whose tokenizer and chat template measure row lengths (the one you will train)."""
     max_length: PositiveInt = 256
     """The training max_length: longer rows lose their end, EOS included, and are flagged."""
@@ -178,7 +179,7 @@ def invented_values(rows: list[dict], pattern: str, fraction: float) -> dict:
 
 def token_lengths(rows: list[dict], model: str) -> list[int]:
     """prompt + completion tokens as training renders them: the chat template over the whole conversation."""
-    from sft.models import load_tokenizer
+    from promptbake.models import load_tokenizer
 
     tok = load_tokenizer(model)
     lengths = []
@@ -342,16 +343,18 @@ def config_from_args(dataset: str, overrides: list[str] | tuple[str, ...] = ()) 
     return validate(LintConfig, data, "promptbake data lint")
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Lint a built dataset: duplicates, leakage, invented values, "
-                                                 "lengths, rule pass rates, missing-slot coverage.")
+def make_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
+    """`promptbake data lint` (added to `subparsers`) or `python -m data_tools.lint`."""
+    parser = stage_parser(subparsers, "lint", "lint a built dataset: duplicates, leakage, invented values, lengths, "
+                                              "rule pass rates, missing-slot coverage")
     parser.add_argument("dataset", help="a build output directory or an sft_train.jsonl")
-    parser.add_argument("overrides", nargs="*", help="key=value, e.g. spec=configs/specs/demo_style.yaml")
+    parser.add_argument("overrides", nargs="*",
+                        help="key=value, e.g. spec=configs/specs/demo_style.yaml max_length=128")
+    parser.set_defaults(run=lambda args: main(config_from_args(args.dataset, args.overrides)))
     return parser
 
 
 if __name__ == "__main__":
-    from promptbake.cli import run_main
+    from promptbake.entry import run_command
 
-    args = make_parser().parse_args()
-    run_main(lambda: main(config_from_args(args.dataset, args.overrides)))
+    run_command(make_parser())

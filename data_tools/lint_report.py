@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from html import escape
 
-from evals.report import CSS, PALETTE, arm_bars_svg, bar, md_cell, svg_open
+from promptbake.html import PALETTE, arm_bars_svg, bar, md_cell, page, svg_open
 
 SHOWN = 50  # findings listed per section in lint.md / lint.html; lint.json has them all
 
@@ -93,16 +93,8 @@ def html_page(report: dict) -> str:
                    + ("<ul>" + "".join(f"<li>{escape(i)}</li>" for i in items[:SHOWN]) + "</ul>" if items
                       else "<p>None.</p>") for h, items in sections(report))
     notes = "".join(f"<p><b>Note.</b> {escape(n)}</p>" for n in report["notes"])
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
-<title>lint: {escape(report['dataset'])}</title><style>{CSS}</style></head>
-<body><h1>Lint: {escape(report['dataset'])}</h1>
+    return page(f"lint: {report['dataset']}", f"""<h1>Lint: {escape(report['dataset'])}</h1>
 <p>{report['rows']} training rows, {report['eval_inputs']} eval inputs, {report['pref_rows']} preference rows:
 <b>{report['issues']} issues</b>.</p>{notes}
 <table><tr><th>check</th><th>issues</th></tr>{counts}</table>
-{''.join(plots)}{body}
-</body></html>
-"""
-
-
+{''.join(plots)}{body}""")

@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt, model_validator
 
 from data_tools.checks import Check
-from promptbake.config import InputError, StrictModel, load_config
+from promptbake.config import DEFAULT_MODEL, InputError, StrictModel, load_config
 
 
 class Rule(StrictModel):
@@ -151,7 +151,7 @@ class TeacherSpec(StrictModel):
     """`local`: a transformers model on this machine with batched generation. `openai`: any OpenAI-compatible
     endpoint (vLLM, llama.cpp server, Ollama, hosted APIs), see `endpoint`. `labels`: the inputs' own
     `label_field` answers are the samples. `logs`: the logged assistant answers of `chat_logs` inputs."""
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     """`local` backend: a short name, hub id, local directory or .gguf file."""
     endpoint: EndpointSpec | None = None
     """`openai` backend: where to send the requests."""

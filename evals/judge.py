@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 from pydantic import Field, PositiveInt
 
-from promptbake.config import StrictModel
+from promptbake.config import DEFAULT_MODEL, StrictModel
 
 
 class JudgeSpec(StrictModel):
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     """The judge: a short name, hub id, local directory or run adapter. Bigger judges are more reliable."""
     against: str = "base_prompted"
     """Every other arm is compared with this one."""

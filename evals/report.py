@@ -11,15 +11,12 @@ if escaping were ever missed.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from html import escape
 from pathlib import Path
 
+from promptbake.html import PALETTE, arm_bars_svg, bar, md_cell, page, svg_open
 from promptbake.io import atomic_write_text
 
-# Okabe-Ito: distinguishable under the common colour-vision deficiencies; arm i has colour i everywhere
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#999999", "#000000"]
 MD_DISAGREEMENTS = 20
 HTML_DISAGREEMENTS = 200  # past this the page gets slow to scroll; answers_<arm>.jsonl has them all
 
@@ -45,20 +42,6 @@ addEventListener("load", () => {
   document.getElementById("render-check").textContent =
     JSON.stringify({plots: plots, bars_rendered: bars, scripts: document.scripts.length});
 });
-"""
-
-CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; color: #222; max-width: 1200px; margin: 2rem auto; padding: 0 1rem; }
-table { border-collapse: collapse; margin: 1rem 0; }
-th, td { border: 1px solid #ddd; padding: 4px 8px; vertical-align: top; text-align: left; }
-th { white-space: nowrap; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.swatch { display: inline-block; width: 10px; height: 10px; margin-right: 5px; border-radius: 2px; }
-svg.plot { display: block; max-width: 100%; height: auto; margin: 1rem 0 2rem; }
-svg text { font: 11px system-ui, sans-serif; fill: #222; }
-.answer { white-space: pre-wrap; font: 12px ui-monospace, monospace; max-width: 45ch; margin: 4px 0; }
-.pass { color: #1a7f37; font-weight: 600; } .fail { color: #cf222e; font-weight: 600; }
-ul.failed { margin: 0; padding-left: 1.2em; font-size: 12px; }
 """
 
 
@@ -96,6 +79,8 @@ def table_rows(metrics: dict, arms: list[str], rule_ids: list[str]) -> list[tupl
             rows.append((f"rule {rule_id} (loose)", [pct(m.get("per_rule_loose", {}).get(rule_id)) for m in ms]))
     if any("label_match" in m for m in ms):
         rows.append(("label match", [pct(m.get("label_match")) for m in ms]))
+        for field in ms[0].get("label_match_per_field", {}):
+            rows.append((f"  label: {field}", [pct(m.get("label_match_per_field", {}).get(field)) for m in ms]))
     for key in (k for k in metrics if k.startswith("judge_vs_")):
         rows.append((f"judge win rate vs {key[len('judge_vs_'):]}",
                      [pct(metrics[key][arm]["win_rate"]) if arm in metrics[key] else "-" for arm in arms]))
@@ -131,14 +116,6 @@ def disagreements(records: dict[str, list[dict]], arms: list[str]) -> list[tuple
 
 # ---------------------------------------------------------------- Markdown
 
-def md_cell(text: str, limit: int | None = None) -> str:
-    """One table cell: a single line, pipes escaped, and HTML escaped since renderers pass tags through."""
-    text = " ".join(text.split())
-    if limit and len(text) > limit:
-        text = text[:limit - 1] + "…"
-    return escape(text, quote=False).replace("|", "\\|")
-
-
 def markdown(title: str, arms: list[str], rules: list[tuple[str, str]], rows: list[tuple[str, list[str]]],
              disagree: list[tuple[str, dict[str, dict]]]) -> str:
     lines = [f"# {md_cell(title)}", "", "| metric | " + " | ".join(arms) + " |",
@@ -162,18 +139,6 @@ def markdown(title: str, arms: list[str], rules: list[tuple[str, str]], rows: li
 
 
 # ---------------------------------------------------------------- SVG plots
-
-def svg_open(plot_id: str, title: str, width: float, height: float) -> str:
-    return (f'<svg class="plot" id="{plot_id}" xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" '
-            f'height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" role="img" '
-            f'aria-labelledby="{plot_id}-title"><title id="{plot_id}-title">{escape(title)}</title>')
-
-
-def bar(x: float, y: float, w: float, h: float, colour: str, tip: str) -> str:
-    # at least one unit tall/wide, so that a 0 value still shows as a mark next to its "0%" label
-    return (f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{max(w, 1):.1f}" height="{max(h, 1):.1f}" '
-            f'fill="{colour}"><title>{escape(tip)}</title></rect>')
-
 
 def adherence_svg(metrics: dict, arms: list[str], rule_ids: list[str]) -> str:
     """Grouped bars: one group for all rules then one per rule, one bar per arm, CI whiskers on all rules."""
@@ -224,24 +189,6 @@ def adherence_svg(metrics: dict, arms: list[str], rule_ids: list[str]) -> str:
     return "".join(parts)
 
 
-def arm_bars_svg(plot_id: str, title: str, axis: str, arms: list[str], values: list[float], fmt: str) -> str:
-    """Horizontal bars, one per arm (horizontal so that arm names stay readable)."""
-    left, area, row, top = 12 + 7 * max(len(a) for a in arms), 440, 26, 24
-    width, height = left + area + 90, top + row * len(arms) + 40
-    scale = max(values) or 1.0
-    parts = [svg_open(plot_id, title, width, height), f'<text x="{left}" y="14" font-weight="600">'
-             f'{escape(title)}</text>']
-    for i, (arm, value) in enumerate(zip(arms, values)):
-        y, w = top + i * row, area * value / scale
-        parts.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{escape(arm)}</text>')
-        parts.append(bar(left, y, w, row - 8, PALETTE[i % len(PALETTE)], f"{arm}: {value:{fmt}}"))
-        parts.append(f'<text x="{left + max(w, 1) + 5:.1f}" y="{y + 13}">{value:{fmt}}</text>')
-    base = top + row * len(arms)
-    parts.append(f'<line x1="{left}" x2="{left}" y1="{top - 4}" y2="{base}" stroke="#333"/>'
-                 f'<text x="{left + area / 2}" y="{base + 24}" text-anchor="middle">{escape(axis)}</text></svg>')
-    return "".join(parts)
-
-
 # ---------------------------------------------------------------- HTML
 
 def arm_header(arm: str, i: int) -> str:
@@ -271,16 +218,8 @@ def html_page(title: str, metrics: dict, arms: list[str], rules: list[tuple[str,
             if len(disagree) > len(shown) else "")
     disagree_html = (f"<table><tr><th>#</th><th>input</th>{headers}</tr>{drows}</table>{more}" if disagree
                      else "<p>None: every arm passed or failed the same inputs.</p>")
-    script_hash = base64.b64encode(hashlib.sha256(RENDER_CHECK_JS.encode()).digest()).decode()
-    csp = f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'"
     rule_list = "".join(f"<li><code>{escape(rule_id)}</code>: {escape(text)}</li>" for rule_id, text in rules)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{csp}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{escape(title)}</title><style>{CSS}</style></head>
-<body>
-<h1>{escape(title)}</h1>
+    return page(title, f"""<h1>{escape(title)}</h1>
 <p><b>How to read it.</b> {escape(HOW_TO_READ)}</p>
 <table><tr><th>metric</th>{headers}</tr>{table}</table>
 <h2>Rules</h2><ul>{rule_list}</ul>
@@ -293,7 +232,4 @@ def html_page(title: str, metrics: dict, arms: list[str], rules: list[tuple[str,
               arms, [metrics[a]["latency_s_per_request"] for a in arms], ".3f")}
 <h2>Inputs where the arms disagree on all rules ({len(disagree)})</h2>
 {disagree_html}
-<pre id="render-check" hidden></pre>
-<script>{RENDER_CHECK_JS}</script>
-</body></html>
-"""
+<pre id="render-check" hidden></pre>""", script=RENDER_CHECK_JS)

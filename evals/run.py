@@ -19,6 +19,7 @@ generated_tokens_per_request, latency_s_per_request, n; and vs_base_prompted: ar
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 from typing import Literal
@@ -30,7 +31,8 @@ from data_tools.scoring import all_pass, failures, score, score_loose
 from data_tools.spec import EndpointSpec, PromptSpec, Sampling, load_spec
 from evals.judge import JudgeSpec
 from evals.stats import mcnemar_exact, wilson_ci95
-from promptbake.config import InputError, StrictModel
+from promptbake.config import DEFAULT_MODEL, InputError, StrictModel, load_config
+from promptbake.entry import stage_parser
 from promptbake.io import iter_jsonl, write_json, write_jsonl
 
 Arm = Literal["base_prompted", "base_rules_only", "base_unprompted", "tuned_unprompted", "tuned_prompted"]
@@ -49,7 +51,7 @@ class EvalConfig(StrictModel):
     """The prompt spec whose rules are checked and whose prompt the prompted arms get."""
     eval_inputs: str
     """Held-out prompt-only rows (`eval_inputs.jsonl` from `promptbake data build`)."""
-    base_model: str = "smollm2-135m-instruct"
+    base_model: str = DEFAULT_MODEL
     tuned_model: str | None = None
     """A training run's adapter directory or an exported model; needed by the tuned_* arms."""
     base_endpoint: EndpointSpec | None = None
@@ -205,7 +207,7 @@ def main(config: EvalConfig) -> dict:
 
 def judge_arms(config: EvalConfig, spec: PromptSpec, items, records: dict[str, list[dict]]) -> dict:
     from evals.judge import win_rate
-    from sft.models import load_model_and_tokenizer
+    from promptbake.models import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(config.judge.model)
     questions = [text for text, _ in items]
@@ -271,14 +273,16 @@ def print_table(metrics: dict, arms: list[str], out: Path) -> None:
     Console().print(table)
 
 
+def make_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
+    """`promptbake eval` (added to `subparsers`) or `python -m evals.run`."""
+    parser = stage_parser(subparsers, "eval", "tuned model without the prompt vs base model with it")
+    parser.add_argument("config", help="eval config YAML, e.g. configs/evals/demo.yaml")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. limit=20")
+    parser.set_defaults(run=lambda args: main(load_config(EvalConfig, args.config, args.overrides)))
+    return parser
+
+
 if __name__ == "__main__":
-    import argparse
+    from promptbake.entry import run_command
 
-    from promptbake.cli import run_main
-    from promptbake.config import load_config
-
-    parser = argparse.ArgumentParser(description="Tuned-without-prompt vs base-with-prompt comparison.")
-    parser.add_argument("config")
-    parser.add_argument("overrides", nargs="*")
-    cli_args = parser.parse_args()
-    run_main(lambda: main(load_config(EvalConfig, cli_args.config, cli_args.overrides)))
+    run_command(make_parser())

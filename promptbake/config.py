@@ -13,6 +13,10 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+DEFAULT_MODEL = "smollm2-135m-instruct"
+"""The embedded default model (SmolLM2-135M-Instruct, shipped in a PyPI package): every config's `model`
+default. Here rather than in `promptbake.models` so that configs name it without importing torch."""
+
 
 class InputError(Exception):
     """Something the user gave (a file, a field, an argument) is wrong. The CLI prints it and exits 2."""

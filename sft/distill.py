@@ -30,10 +30,10 @@ from sft.recipe import (
     load_for_training,
     load_rows,
     peft_config,
-    run_trainer,
     setup_tracking,
     train_and_save,
     trainer_args,
+    trainer_parser,
 )
 
 
@@ -149,6 +149,14 @@ def main(recipe: DistillRecipe, resume: bool = False) -> Path:
     return train_and_save(trainer, recipe, tokenizer, rows_path, precision, resume)
 
 
+def make_parser(subparsers=None):
+    """`promptbake train distill` (added to `subparsers`) or `python -m sft.distill`."""
+    return trainer_parser(subparsers, "distill", DistillRecipe, main,
+                          "prompt baking: match the prompted base's distributions (KL)",
+                          "configs/distill/demo_distill.yaml")
+
+
 if __name__ == "__main__":
-    run_trainer(DistillRecipe, main, "Prompt baking by distillation (KL to the prompted base).",
-                "configs/distill/demo_distill.yaml")
+    from promptbake.entry import run_command
+
+    run_command(make_parser())

@@ -48,10 +48,10 @@ from sft.recipe import (
     load_for_training,
     load_rows,
     peft_config,
-    run_trainer,
     setup_tracking,
     train_and_save,
     trainer_args,
+    trainer_parser,
 )
 
 PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
@@ -127,7 +127,7 @@ def preference_args(recipe: BaseRecipe, precision: str) -> dict:
 
 def check_init_adapter(recipe: DPORecipe) -> None:
     """init_adapter must be an adapter directory trained on this recipe's base model."""
-    from sft.models import read_run_info
+    from promptbake.models import read_run_info
 
     path = Path(recipe.init_adapter)
     if not (path / "adapter_config.json").is_file():
@@ -151,5 +151,13 @@ def warn_truncation(dataset, n_rows: int, max_length: int) -> None:
               f" and {cut} truncated; raise training.max_length")
 
 
+def make_parser(subparsers=None):
+    """`promptbake train dpo` (added to `subparsers`) or `python -m sft.dpo`."""
+    return trainer_parser(subparsers, "dpo", DPORecipe, main,
+                          "DPO on preference rows (reference: the adapter-disabled base)", "configs/dpo/demo_dpo.yaml")
+
+
 if __name__ == "__main__":
-    run_trainer(DPORecipe, main, "DPO on preference rows (TRL DPOTrainer).", "configs/dpo/demo_dpo.yaml")
+    from promptbake.entry import run_command
+
+    run_command(make_parser())

@@ -10,14 +10,16 @@ compared with base+adapter on a few prompts; after writing, the saved directory 
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import torch
 
 from promptbake.config import InputError
+from promptbake.entry import stage_parser
 from promptbake.io import atomic_dir
-from sft.models import RUN_INFO_FILE, load_model_and_tokenizer
+from promptbake.models import RUN_INFO_FILE, load_model_and_tokenizer
 
 ATOL = 1e-3
 """Max absolute logit difference accepted (fp32). Merging reorders float sums, so ~1e-5 is typical."""
@@ -110,13 +112,16 @@ def save_verified(model, tokenizer, reference: torch.Tensor, info: dict, diff: f
     return out
 
 
+def make_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
+    """`promptbake export` (added to `subparsers`) or `python -m sft.export`."""
+    parser = stage_parser(subparsers, "export", "merge a run's LoRA adapter into its base and save safetensors")
+    parser.add_argument("run_dir", help="a training run directory (or its adapter/ directory)")
+    parser.add_argument("--out", help="where to write the merged model (default: RUN_DIR/merged)")
+    parser.set_defaults(run=lambda args: main(args.run_dir, args.out))
+    return parser
+
+
 if __name__ == "__main__":
-    import argparse
+    from promptbake.entry import run_command
 
-    from promptbake.cli import run_main
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run_dir")
-    parser.add_argument("--out")
-    cli_args = parser.parse_args()
-    run_main(lambda: main(cli_args.run_dir, cli_args.out))
+    run_command(make_parser())

@@ -13,7 +13,8 @@ from typing import Literal
 import torch
 from pydantic import Field, PositiveInt, model_validator
 
-from promptbake.config import InputError, StrictModel
+from promptbake.config import DEFAULT_MODEL, InputError, StrictModel, load_config
+from promptbake.entry import stage_parser
 from promptbake.io import atomic_dir
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -58,7 +59,7 @@ class TrainingSpec(StrictModel):
 
 
 class BaseRecipe(StrictModel):
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     """Base model: a short name, hub id, local directory or .gguf file."""
     dataset: str
     """A JSONL file written by `promptbake data build` (or the directory that holds it)."""
@@ -141,8 +142,8 @@ def quantization_for(recipe: BaseRecipe, precision: str):
 def load_for_training(recipe: BaseRecipe, precision: str):
     """The model to train and its tokenizer: full precision for lora/dora/full, 4-bit nf4 for qlora."""
     from promptbake.cpu_memory import keep_freed_memory_in_heap
+    from promptbake.models import load_model_and_tokenizer
     from sft.lm_head import use_fast_cpu_lm_head
-    from sft.models import load_model_and_tokenizer
 
     use_fast_cpu_lm_head()  # before any trainer is built: TRL looks both up at each forward
     if not torch.cuda.is_available():
@@ -250,8 +251,8 @@ def train_and_save(trainer, recipe: BaseRecipe, tokenizer, rows_path: Path, prec
                    resume: bool) -> Path:
     """Run the trainer (from the last complete checkpoint with `resume`) and save the result with a
     `promptbake_run.json` naming the base model; returns the adapter (or full model) directory."""
+    from promptbake.models import RUN_INFO_FILE
     from sft.fused_lora import fuse_lora_layers
-    from sft.models import RUN_INFO_FILE
     from sft.padding_mask import drop_mask_for_right_padding
 
     # same losses and gradients, less work per step
@@ -302,6 +303,7 @@ def sample_prompts(rows_path: Path, n: int) -> list[list[dict]]:
 def log_sample_completions(model, tokenizer, rows_path: Path, n: int = 4, max_new_tokens: int = 48) -> None:
     """Log a W&B table of the trained model's greedy answers to a few prompts (no system prompt, as served)."""
     import wandb
+
     from data_tools.backends import LocalBackend
     from data_tools.spec import Sampling
 
@@ -313,17 +315,14 @@ def log_sample_completions(model, tokenizer, rows_path: Path, n: int = 4, max_ne
     wandb.log({"samples/completions": table})
 
 
-def run_trainer(recipe_cls: type[BaseRecipe], main, description: str, example_config: str) -> None:
-    """The command line of every trainer module, `python -m sft.<trainer> CONFIG [key=value ...] [--resume]`:
-    the same run as `promptbake train <method>`."""
-    import argparse
-
-    from promptbake.cli import run_main
-    from promptbake.config import load_config
-
-    parser = argparse.ArgumentParser(description=description)
+def trainer_parser(subparsers, method: str, recipe_cls: type[BaseRecipe], main, help: str,
+                   example_config: str):
+    """The command line of every trainer: `promptbake train METHOD CONFIG [key=value ...] [--resume]` when
+    added to `subparsers`, else `python -m sft.<trainer> CONFIG ...`, the same run."""
+    parser = stage_parser(subparsers, method, help)
     parser.add_argument("config", help=f"recipe YAML, e.g. {example_config}")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. training.num_train_epochs=1")
     parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
-    args = parser.parse_args()
-    run_main(lambda: main(load_config(recipe_cls, args.config, args.overrides), resume=args.resume))
+    parser.set_defaults(run=lambda args: main(load_config(recipe_cls, args.config, args.overrides),
+                                              resume=args.resume))
+    return parser

@@ -33,9 +33,9 @@ from sft.recipe import (
     load_rows,
     peft_config,
     quantization_for,
-    run_trainer,
     setup_tracking,
     train_and_save,
+    trainer_parser,
 )
 
 
@@ -75,7 +75,7 @@ def load_sequence_classifier(recipe: RewardRecipe, precision: str):
     random: its initialisation follows training.seed, so a run is reproducible."""
     from transformers import AutoModelForSequenceClassification, set_seed
 
-    from sft.models import load_tokenizer, read_run_info, resolve_model_path
+    from promptbake.models import load_tokenizer, read_run_info, resolve_model_path
 
     path = resolve_model_path(recipe.model)
     if read_run_info(path) is not None:
@@ -122,7 +122,7 @@ def load_reward_model(path: str | Path) -> RewardScorer:
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
-    from sft.models import load_tokenizer, read_run_info, resolve_model_path
+    from promptbake.models import load_tokenizer, read_run_info, resolve_model_path
 
     path = Path(path)
     for sub in ("adapter", "model"):
@@ -152,6 +152,13 @@ def load_reward_model(path: str | Path) -> RewardScorer:
     return RewardScorer(model, tokenizer)
 
 
+def make_parser(subparsers=None):
+    """`promptbake train reward` (added to `subparsers`) or `python -m sft.reward`."""
+    return trainer_parser(subparsers, "reward", RewardRecipe, main,
+                          "a reward model on preference rows", "configs/reward/demo_reward.yaml")
+
+
 if __name__ == "__main__":
-    run_trainer(RewardRecipe, main, "Reward model on preference rows (TRL RewardTrainer).",
-                "configs/reward/demo_reward.yaml")
+    from promptbake.entry import run_command
+
+    run_command(make_parser())

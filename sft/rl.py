@@ -38,10 +38,10 @@ from sft.recipe import (
     load_for_training,
     load_rows,
     peft_config,
-    run_trainer,
     setup_tracking,
     train_and_save,
     trainer_args,
+    trainer_parser,
 )
 
 
@@ -143,6 +143,14 @@ def main(recipe: RLRecipe, resume: bool = False) -> Path:
     return train_and_save(trainer, recipe, tokenizer, rows_path, precision, resume)
 
 
+def make_parser(subparsers=None):
+    """`promptbake train rl` (added to `subparsers`) or `python -m sft.rl`."""
+    return trainer_parser(subparsers, "rl", RLRecipe, main,
+                          "online RL (GRPO) with the spec's checks and/or a reward model as reward",
+                          "configs/rl/demo_grpo.yaml")
+
+
 if __name__ == "__main__":
-    run_trainer(RLRecipe, main, "Online RL (GRPO) with the spec's checks as reward (TRL GRPOTrainer).",
-                "configs/rl/demo_grpo.yaml")
+    from promptbake.entry import run_command
+
+    run_command(make_parser())

@@ -22,10 +22,10 @@ from sft.recipe import (
     load_for_training,
     load_rows,
     peft_config,
-    run_trainer,
     setup_tracking,
     train_and_save,
     trainer_args,
+    trainer_parser,
 )
 
 # Attention implementations that keep packed samples apart. TRL's padding-free batches carry each sample's
@@ -81,5 +81,13 @@ def check_lengths(dataset, n_rows: int, max_length: int) -> None:
               f"{dropped} more are dropped with no response token left; raise training.max_length")
 
 
+def make_parser(subparsers=None):
+    """`promptbake train sft` (added to `subparsers`) or `python -m sft.train`."""
+    return trainer_parser(subparsers, "sft", SFTRecipe, main,
+                          "SFT (LoRA/QLoRA/DoRA/full) on prompt-completion rows", "configs/sft/demo_lora.yaml")
+
+
 if __name__ == "__main__":
-    run_trainer(SFTRecipe, main, "SFT on prompt-completion rows (TRL SFTTrainer).", "configs/sft/demo_lora.yaml")
+    from promptbake.entry import run_command
+
+    run_command(make_parser())

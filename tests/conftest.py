@@ -21,7 +21,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from sft.models import DEFAULT_MODEL, load_tokenizer
+    from promptbake.models import DEFAULT_MODEL, load_tokenizer
 
     tokenizer = load_tokenizer(DEFAULT_MODEL)
     config = LlamaConfig(

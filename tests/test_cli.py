@@ -41,3 +41,31 @@ def test_bad_row_in_training_data_names_the_line(tmp_path):
     result = promptbake("train", "sft", "configs/sft/demo_lora.yaml", f"dataset={rows}")
     assert result.returncode == 2
     assert f"{rows}:2: field 'prompt' must be a non-empty list of messages" in result.stderr
+
+
+@pytest.mark.parametrize("module", ["data_tools.build", "evals.run", "sft.train"])
+def test_python_dash_m_runs_the_same_command(module):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", module, "missing.yaml"], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2 and "missing.yaml: file not found" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("argv, module, module_argv", [
+    (["data", "build", "s.yaml", "a=1"], "data_tools.build", ["s.yaml", "a=1"]),
+    (["data", "lint", "runs/x", "spec=s.yaml"], "data_tools.lint", ["runs/x", "spec=s.yaml"]),
+    (["train", "dpo", "r.yaml", "beta=0.2", "--resume"], "sft.dpo", ["r.yaml", "beta=0.2", "--resume"]),
+    (["eval", "e.yaml", "limit=3"], "evals.run", ["e.yaml", "limit=3"]),
+    (["export", "runs/x", "--out", "m"], "sft.export", ["runs/x", "--out", "m"]),
+])
+def test_one_parser_per_stage(argv, module, module_argv):
+    """`promptbake ...` and `python -m MODULE ...` parse with the stage's own parser, to the same arguments."""
+    import importlib
+
+    from promptbake.cli import make_parser
+
+    ours = vars(make_parser(argv[0]).parse_args(argv))
+    own = vars(importlib.import_module(module).make_parser().parse_args(module_argv))
+    assert ours.pop("run").__code__ is own.pop("run").__code__  # one definition turns arguments into main(...)
+    assert own.items() <= ours.items()  # ours adds the command words
+

@@ -10,8 +10,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
+from promptbake.models import load_model_and_tokenizer
 from sft.fused_lora import _plain_adapter, fuse_lora_layers
-from sft.models import load_model_and_tokenizer
 
 
 class Block(nn.Module):

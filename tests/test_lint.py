@@ -91,7 +91,7 @@ def test_invented_value_is_flagged_with_its_rows(report):
 
 
 def test_lengths_flag_the_row_training_would_truncate(report, tiny_model_dir):
-    from sft.models import load_tokenizer
+    from promptbake.models import load_tokenizer
 
     tok = load_tokenizer(str(tiny_model_dir))
     prompt, completion = OTHER_ROWS[-1]

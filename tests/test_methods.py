@@ -79,7 +79,7 @@ def test_packed_rows_score_as_they_would_alone(attention, tiny_model_dir):
     attention mask) gives each sample the logits it gets on its own."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from sft.models import load_model_and_tokenizer
+    from promptbake.models import load_model_and_tokenizer
 
     model, _ = load_model_and_tokenizer(str(tiny_model_dir))
     model.set_attn_implementation(attention)

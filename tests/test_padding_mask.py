@@ -8,7 +8,7 @@ import copy
 import torch
 from peft import LoraConfig, get_peft_model
 
-from sft.models import load_model_and_tokenizer
+from promptbake.models import load_model_and_tokenizer
 from sft.padding_mask import drop_mask_for_right_padding
 
 

@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 
 from data_tools.spec import load_spec
 from promptbake.config import InputError, load_config
+from promptbake.models import load_model_and_tokenizer
 from sft import dpo, reward, rl
-from sft.models import load_model_and_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 THINGS = ["cats", "dogs", "rain", "snow", "tea", "bread", "maps", "ships"]

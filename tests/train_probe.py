@@ -34,7 +34,7 @@ def recording_step(self, model, inputs, *args, **kwargs):
 trl.SFTTrainer.training_step = recording_step
 
 if __name__ == "__main__":
-    from sft.recipe import run_trainer
-    from sft.train import SFTRecipe, main
+    from promptbake.entry import run_command
+    from sft.train import make_parser
 
-    run_trainer(SFTRecipe, main, "sft.train with per-rank batch records", "recipe.yaml")
+    run_command(make_parser())

