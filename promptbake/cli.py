@@ -7,6 +7,7 @@
     promptbake export runs/demo/sft [--out DIR]
     promptbake bake configs/specs/style_rules.yaml [key=value ...] [spec.KEY=VALUE ...]
     promptbake demo [--out runs/demo]     # bake on the demo spec
+    promptbake --verbose ...   # every library warning and W&B's console output too
 
 Each stage module adds its own command with `make_parser(subparsers)` and runs the same parser as
 `python -m MODULE`; this file only lists them. Exit codes: 0 done, 2 bad input (the message names the file,
@@ -19,7 +20,7 @@ import argparse
 import importlib
 import sys
 
-from promptbake.entry import configure_logging, run_main, stage_parser
+from promptbake.entry import add_verbose_flag, configure_logging, run_main, stage_parser
 
 # group -> (its help, the stage modules whose commands it holds); None: commands directly under `promptbake`
 STAGES: dict[str | None, tuple[str | None, list[str]]] = {
@@ -48,6 +49,7 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     (the first word of the command line) only the stages it can reach are imported: `data` imports only the
     data tools; a word that names no group, the top-level stages. Without it, every stage is."""
     parser = argparse.ArgumentParser(prog="promptbake", description=__doc__.split("\n")[0])
+    add_verbose_flag(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     for group, (help_text, modules) in STAGES.items():
         target = commands
@@ -62,10 +64,13 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
-    configure_logging()  # before any stage is imported: some libraries warn as they are imported
+    flags = argparse.ArgumentParser(add_help=False)
+    add_verbose_flag(flags)
+    verbose = flags.parse_known_args(argv)[0].verbose
+    configure_logging(verbose)  # before any stage is imported: some libraries warn as they are imported
     command = next((a for a in argv if not a.startswith("-")), None)
     args = make_parser(command).parse_args(argv)
-    run_main(lambda: args.run(args))
+    run_main(lambda: args.run(args), verbose=args.verbose)
 
 
 if __name__ == "__main__":

@@ -68,4 +68,41 @@ def test_one_parser_per_stage(argv, module, module_argv):
     own = vars(importlib.import_module(module).make_parser().parse_args(module_argv))
     assert ours.pop("run").__code__ is own.pop("run").__code__  # one definition turns arguments into main(...)
     assert own.items() <= ours.items()  # ours adds the command words
+    assert ours["verbose"] is False
 
+
+@pytest.mark.parametrize("argv", [["--verbose", "eval", "e.yaml"], ["eval", "e.yaml", "--verbose"]])
+def test_verbose_before_or_after_the_command(argv):
+    from promptbake.cli import make_parser
+
+    assert make_parser("eval").parse_args(argv).verbose is True
+
+
+# what transformers 5.x raises from inside generate/forward and TRL's trainer setup, word for word
+UPSTREAM_WARNINGS = [
+    "`past_key_values` is deprecated and will be removed in version 5.40.0 for `LlamaForCausalLM.forward`. "
+    "Use `cache` instead.",
+    "`is_gradient_checkpointing` is deprecated and will be removed in v6. Use `is_activation_checkpointing` instead.",
+    "`gradient_checkpointing` is deprecated and will be removed in v6. Use `activation_checkpointing` instead.",
+]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_quiet_unless_verbose(verbose, monkeypatch):
+    import warnings
+
+    from promptbake.entry import configure_logging
+
+    for name in ("WANDB_SILENT", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+        monkeypatch.setenv(name, "unset")  # recorded, so that the test leaves the environment as it found it
+        monkeypatch.delenv(name)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        configure_logging(verbose=verbose)
+        for message in UPSTREAM_WARNINGS:
+            warnings.warn(message, FutureWarning, stacklevel=1)
+        warnings.warn("`max_length` is deprecated", FutureWarning, stacklevel=1)  # not one of ours: shown
+    shown = [str(w.message) for w in caught]
+    assert shown == (UPSTREAM_WARNINGS if verbose else []) + ["`max_length` is deprecated"]
+    assert os.environ.get("WANDB_SILENT") == (None if verbose else "true")
+    assert os.environ.get("HF_DATASETS_DISABLE_PROGRESS_BARS") == (None if verbose else "1")
