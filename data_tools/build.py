@@ -10,6 +10,8 @@ Writes to `output_dir`:
     prefs_train.jsonl  TRL preference rows {"prompt", "chosen", "rejected"} (a passing and a failing sample)
     eval_inputs.jsonl  TRL prompt-only rows for the held-out inputs (the evals answer these), with `label`
                        when the spec names a label column
+    val_inputs.jsonl   the same for the validation slice (`split.validation_size` > 0), carved from the
+                       training inputs: scored while training, never trained on
     rejects.jsonl      inputs with no passing sample, with every sample's failed checks
     samples.jsonl      the journal of raw teacher samples; a killed build resumes from it
     manifest.json      spec hash, teacher, sampling, counts, pass rate per rule, time (written last)
@@ -30,7 +32,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_tools.backends import Completion, LocalBackend
-from data_tools.inputs import InputItem, input_id, load_inputs, split_inputs
+from data_tools.inputs import InputItem, carve_validation, input_id, load_inputs, split_inputs
 from data_tools.scoring import all_pass, failures, repair, score
 from data_tools.spec import PromptSpec, Sampling, load_spec
 from promptbake.config import InputError
@@ -65,15 +67,15 @@ def read_journal(spec: PromptSpec, out_dir: Path) -> dict[tuple[int, str], list[
     return done
 
 
-def generate_missing(spec: PromptSpec, texts: list[str], out_dir: Path, done: dict, sampling: Sampling,
-                     round_no: int, backend_cache: dict) -> dict[str, list[str]]:
+def generate_missing(spec: PromptSpec, texts: list[str], inputs: dict[str, InputItem], out_dir: Path, done: dict,
+                     sampling: Sampling, round_no: int, backend_cache: dict) -> dict[str, list[str]]:
     """Teacher samples of one round for every input in `texts`, generating only what the journal lacks;
-    returns input id -> samples."""
+    returns input id -> samples. The teacher's prompt carries the input's label hint when the spec has one."""
     todo = [t for t in texts if (round_no, input_id(t)) not in done]
     if todo:
         if "backend" not in backend_cache:  # load the model once, only when something is left to generate
             backend_cache["backend"] = make_backend(spec)
-        conversations = [spec.prompted_messages(t) for t in todo]
+        conversations = [spec.prompted_messages(t, hint=spec.hint_for(inputs[t].label)) for t in todo]
         label = "teacher" if round_no == 1 else f"teacher round {round_no}"
         bar = tqdm(total=len(texts), initial=len(texts) - len(todo), desc=label, unit="input")
 
@@ -90,22 +92,23 @@ def generate_missing(spec: PromptSpec, texts: list[str], out_dir: Path, done: di
     return {input_id(t): done[(round_no, input_id(t))] for t in texts}
 
 
-def teacher_samples(spec: PromptSpec, inputs: dict[str, InputItem], train: list[str], out_dir: Path
-                    ) -> tuple[dict[str, list[str]], dict]:
-    """Every training input's samples (round 1, then a retry round for inputs where nothing passed)."""
+def teacher_samples(spec: PromptSpec, inputs: dict[str, InputItem], train: list[str], out_dir: Path,
+                    cache: dict | None = None) -> tuple[dict[str, list[str]], dict]:
+    """Every training input's samples (round 1, then a retry round for inputs where nothing passed);
+    `cache` holds the loaded teacher across calls."""
     if spec.teacher.backend == "labels":
         return {input_id(t): [inputs[t].label] for t in train}, {}
     if spec.teacher.backend == "logs":
         return {input_id(t): [inputs[t].logged] for t in train}, {}
     done = read_journal(spec, out_dir)
-    cache: dict = {}
-    samples = generate_missing(spec, train, out_dir, done, spec.teacher.sampling, 1, cache)
+    cache = {} if cache is None else cache
+    samples = generate_missing(spec, train, inputs, out_dir, done, spec.teacher.sampling, 1, cache)
     stats = {}
     if spec.teacher.retry is not None:
         failing = [t for t in train if select(spec, t, samples[input_id(t)], inputs[t].label)["chosen"] is None]
         retry = spec.teacher.sampling.model_copy(update={"n": spec.teacher.retry.n,
                                                          "temperature": spec.teacher.retry.temperature})
-        more = generate_missing(spec, failing, out_dir, done, retry, 2, cache)
+        more = generate_missing(spec, failing, inputs, out_dir, done, retry, 2, cache)
         for key, extra in more.items():
             samples[key] = samples[key] + extra
         rescued = sum(select(spec, t, samples[input_id(t)], inputs[t].label)["chosen"] is not None for t in failing)
@@ -113,9 +116,34 @@ def teacher_samples(spec: PromptSpec, inputs: dict[str, InputItem], train: list[
     return samples, stats
 
 
-def select(spec: PromptSpec, text: str, samples: list[str], label: str | None = None) -> dict:
-    """Score one input's samples: pick the best passing answer (raw before repaired), a rejected one for a
-    preference pair, or report why every sample failed. `label` feeds label_match checks."""
+def add_synthesized(spec: PromptSpec, inputs: dict[str, InputItem], train: list[str], out_dir: Path,
+                    cache: dict) -> list[str]:
+    """Inputs the teacher writes, seeded by the training inputs, when the spec has fewer than
+    `synthesis.min_inputs` distinct ones; added to `inputs`, never close to any given input."""
+    from data_tools.synthesize import synthesize_inputs
+
+    if spec.synthesis.min_inputs <= len(inputs):
+        return []
+    print(f"[promptbake] {len(inputs)} distinct inputs, fewer than synthesis.min_inputs="
+          f"{spec.synthesis.min_inputs}: the teacher writes {spec.synthesis.min_inputs - len(inputs)} more "
+          "(training side only)", flush=True)
+
+    def generate(conversations, sampling):
+        if "backend" not in cache:
+            cache["backend"] = make_backend(spec)
+        return [c.texts for c in cache["backend"].generate(conversations, sampling)]
+
+    target = spec.synthesis.min_inputs - len(inputs)
+    new = synthesize_inputs(spec, target, train, list(inputs), out_dir, generate)
+    for text in new:
+        inputs[text] = InputItem()
+    return new
+
+
+def select(spec: PromptSpec, text: str, samples: list[str], label: str | dict | None = None) -> dict:
+    """Score one input's samples: pick the best passing answer (raw before repaired, then the input's own
+    label when it passes every check and `teacher.label_fallback` allows), a rejected one for a preference
+    pair, or report why every sample failed. `label` feeds the checks that compare with it."""
     scored = [(s, score(spec.rules, text, s, label)) for s in samples]
     raw_pass = [s for s, r in scored if all_pass(r)]
     failing = [s for s, r in scored if not all_pass(r)]
@@ -125,8 +153,12 @@ def select(spec: PromptSpec, text: str, samples: list[str], label: str | None = 
         # a repair that had to cut mid-sentence leaves a fragment: prefer one that ends a sentence
         fixed.sort(key=lambda f: not f.rstrip().endswith((".", "!", "?")))
         chosen, repaired = (fixed[0], True) if fixed else (None, False)
-    return {"chosen": chosen, "repaired": repaired, "rejected": failing[0] if failing else None,
-            "scored": scored}
+    from_label = False
+    if chosen is None and spec.teacher.label_fallback and isinstance(label, str) \
+            and all_pass(score(spec.rules, text, label, label)):
+        chosen, from_label = label, True
+    return {"chosen": chosen, "repaired": repaired, "from_label": from_label,
+            "rejected": failing[0] if failing else None, "scored": scored}
 
 
 def main(spec: PromptSpec) -> dict:
@@ -139,11 +171,15 @@ def main(spec: PromptSpec) -> dict:
     inputs = load_inputs(spec)
     texts = list(inputs)
     train, held_out = split_inputs(texts, spec.split.eval_fraction, spec.split.seed)
-    samples, retry_stats = teacher_samples(spec, inputs, train, out_dir)
+    train, validation = carve_validation(train, spec.split.validation_size, spec.split.seed)
+    cache: dict = {}
+    synthesized = add_synthesized(spec, inputs, train, out_dir, cache)
+    train = train + synthesized
+    samples, retry_stats = teacher_samples(spec, inputs, train, out_dir, cache)
 
     sft_rows, pref_rows, rejects = [], [], []
     rule_passes: Counter[str] = Counter()
-    n_samples = n_raw_all_pass = n_repaired = 0
+    n_samples = n_raw_all_pass = n_repaired = n_from_labels = 0
     for text in train:
         picked = select(spec, text, samples[input_id(text)], inputs[text].label)
         for _, results in picked["scored"]:
@@ -155,6 +191,7 @@ def main(spec: PromptSpec) -> dict:
                                                        for s, r in picked["scored"]]})
             continue
         n_repaired += picked["repaired"]
+        n_from_labels += picked["from_label"]
         answer = [{"role": "assistant", "content": picked["chosen"]}]
         sft_rows.append({"prompt": user_prompt(text), "completion": answer})
         if picked["rejected"] is not None and picked["rejected"] != picked["chosen"]:
@@ -166,10 +203,9 @@ def main(spec: PromptSpec) -> dict:
                          f"see {out_dir / 'rejects.jsonl'}")
     write_jsonl(out_dir / "sft_train.jsonl", sft_rows)
     write_jsonl(out_dir / "prefs_train.jsonl", pref_rows)
-    # prompt-only rows; a reference answer, when the inputs have one, rides along as `label`
-    write_jsonl(out_dir / "eval_inputs.jsonl",
-                [{"prompt": user_prompt(t), **({"label": inputs[t].label} if inputs[t].label is not None else {})}
-                 for t in held_out])
+    write_jsonl(out_dir / "eval_inputs.jsonl", prompt_only_rows(held_out, inputs))
+    if validation:
+        write_jsonl(out_dir / "val_inputs.jsonl", prompt_only_rows(validation, inputs))
     elapsed = time.time() - start
     checked = [r.id for r in spec.rules if r.check is not None]
     manifest = {
@@ -178,9 +214,12 @@ def main(spec: PromptSpec) -> dict:
         "spec_hash": spec.content_hash(),
         "teacher": spec.teacher.model_dump(mode="json"),
         "counts": {
-            "inputs": len(texts), "train_inputs": len(train), "eval_inputs": len(held_out),
-            "samples": n_samples, "sft_rows": len(sft_rows), "sft_rows_raw": len(sft_rows) - n_repaired,
-            "sft_rows_repaired": n_repaired, "pref_rows": len(pref_rows), "rejects": len(rejects),
+            "inputs": len(texts), "synthesized_inputs": len(synthesized), "train_inputs": len(train),
+            "val_inputs": len(validation),
+            "eval_inputs": len(held_out),
+            "samples": n_samples, "sft_rows": len(sft_rows), "sft_rows_raw": len(sft_rows) - n_repaired - n_from_labels,
+            "sft_rows_repaired": n_repaired, "sft_rows_from_labels": n_from_labels, "pref_rows": len(pref_rows),
+            "rejects": len(rejects),
             **retry_stats,
         },
         "raw_pass_rate_per_rule": {rid: rule_passes[rid] / max(n_samples, 1) for rid in checked},
@@ -192,6 +231,12 @@ def main(spec: PromptSpec) -> dict:
     write_json(out_dir / "manifest.json", manifest)  # last: its presence means the build finished
     print_summary(manifest, out_dir)
     return manifest
+
+
+def prompt_only_rows(texts: list[str], inputs: dict[str, InputItem]) -> list[dict]:
+    """TRL prompt-only rows; a reference answer, when the inputs have one, rides along as `label`."""
+    return [{"prompt": user_prompt(t), **({"label": inputs[t].label} if inputs[t].label is not None else {})}
+            for t in texts]
 
 
 def save_datasets(out_dir: Path) -> None:
@@ -218,14 +263,21 @@ def print_summary(manifest: dict, out_dir: Path) -> None:
     table = Table(title=f"dataset {manifest['spec']} -> {out_dir}")
     table.add_column("what")
     table.add_column("value", justify="right")
-    for key in ("train_inputs", "eval_inputs", "samples", "sft_rows", "sft_rows_repaired", "pref_rows", "rejects",
-                "retry_inputs", "retry_rescued"):
+    for key in ("synthesized_inputs", "train_inputs", "val_inputs", "eval_inputs", "samples", "sft_rows",
+                "sft_rows_repaired", "sft_rows_from_labels", "pref_rows", "rejects", "retry_inputs", "retry_rescued"):
         if key in c:
             table.add_row(key, str(c[key]))
     table.add_row("raw all-rules pass rate", f"{manifest['raw_all_rules_pass_rate']:.0%}")
     for rule_id, rate in manifest["raw_pass_rate_per_rule"].items():
         table.add_row(f"raw pass: {rule_id}", f"{rate:.0%}")
     Console().print(table)
+    if c.get("sft_rows_from_labels"):
+        print(f"[promptbake] {c['sft_rows_from_labels']} of {c['sft_rows']} training rows take the input's own label "
+              "as the answer: every teacher sample failed for them, and the label passes every check")
+    if c["rejects"] > c["sft_rows"]:
+        print(f"[promptbake] the prompted teacher failed most inputs ({c['rejects']} rejected, {c['sft_rows']} kept): "
+              "see rejects.jsonl; a stronger teacher, more examples, or `teacher.hint` from the inputs' labels "
+              "would give the model more to learn from")
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import itertools
+import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_tools.spec import PromptSpec
 from promptbake.config import InputError
 from promptbake.io import iter_jsonl
+
+log = logging.getLogger(__name__)
 
 
 def input_id(text: str) -> str:
@@ -21,23 +24,38 @@ def input_id(text: str) -> str:
 
 @dataclass(frozen=True)
 class InputItem:
-    label: str | None = None
-    """Reference answer from the input's label column."""
+    label: str | dict | None = None
+    """Reference answer from the input's label column (a dict of columns with `label_fields`)."""
     logged: str | None = None
     """The answer a prompted model gave in production (`chat_logs` inputs)."""
+    line: int | None = field(default=None, compare=False)
+    """Where the input stands in its file (line number; row index for a saved dataset), for messages."""
 
 
-def _read_rows(path: Path, field: str, label_field: str | None) -> list[tuple[str, InputItem]]:
-    """Inputs (and labels) from a JSONL, CSV, text file or a saved `datasets` directory; errors name the line."""
+def _read_rows(path: Path, field: str, label_field: str | None, label_fields: list[str] = ()
+               ) -> list[tuple[str, InputItem]]:
+    """Inputs (and labels) from a JSONL, CSV, text file or a saved `datasets` directory; errors name the line.
+    With `label_fields` the label is a dict of those columns (JSON values as they are), else the string in
+    `label_field`."""
     suffix = path.suffix.lower()
     items: list[tuple[str, InputItem]] = []
+    columns = list(label_fields) or ([label_field] if label_field else [])
 
-    def add(where: str, value, label) -> None:
+    def add(where: str, line: int, value, row) -> None:
         if not isinstance(value, str) or not value.strip():
             raise InputError(f"{where}: field {field!r} is missing or not a non-empty string")
-        if label_field and not isinstance(label, str):
-            raise InputError(f"{where}: label field {label_field!r} is missing or not a string")
-        items.append((value, InputItem(label=label if label_field else None)))
+        for column in columns:
+            got = row.get(column)
+            if got is None or (label_field and not isinstance(got, str)):
+                raise InputError(f"{where}: label field {column!r} is missing"
+                                 f"{' or not a string' if label_field else ''}")
+        label = {c: row[c] for c in label_fields} if label_fields else row.get(label_field) if label_field else None
+        items.append((value, InputItem(label=label, line=line)))
+
+    def require(header: list[str], where: str, what: str = "") -> None:
+        for column in (field, *columns):
+            if column not in header:
+                raise InputError(f"{where}: no column {column!r} in {what}{header}")
 
     if path.is_dir():
         from datasets import load_from_disk
@@ -50,31 +68,27 @@ def _read_rows(path: Path, field: str, label_field: str | None) -> list[tuple[st
             if "train" not in data:
                 raise InputError(f"{path}: a DatasetDict without a 'train' split ({list(data)})")
             data = data["train"]
-        for column in (field, label_field):
-            if column and column not in data.column_names:
-                raise InputError(f"{path}: no column {column!r} in {data.column_names}")
+        require(data.column_names, str(path))
         for i, row in enumerate(data):
-            add(f"{path}[{i}]", row[field], row.get(label_field) if label_field else None)
+            add(f"{path}[{i}]", i, row[field], row)
     elif suffix in (".jsonl", ".json"):
         for lineno, obj in iter_jsonl(path):
-            add(f"{path}:{lineno}", obj.get(field), obj.get(label_field) if label_field else None)
+            add(f"{path}:{lineno}", lineno, obj.get(field), obj)
     elif suffix == ".csv":
         try:
             with open(path, encoding="utf-8", newline="") as f:
                 reader = csv.DictReader(f)
-                header = reader.fieldnames or []
-                for column in (field, label_field):
-                    if column and column not in header:
-                        raise InputError(f"{path}:1: no column {column!r} in the header {header}")
+                require(reader.fieldnames or [], f"{path}:1", "the header ")
                 for row in reader:
-                    add(f"{path}:{reader.line_num}", row.get(field), row.get(label_field) if label_field else None)
+                    add(f"{path}:{reader.line_num}", reader.line_num, row.get(field), row)
         except UnicodeDecodeError as e:
             raise InputError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
     else:
-        if label_field:
-            raise InputError(f"{path}: a plain text file has no columns; `label_field` needs JSONL or CSV")
+        if columns:
+            raise InputError(f"{path}: a plain text file has no columns; labels need JSONL or CSV")
         try:
-            items = [(line, InputItem()) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            lines = path.read_text(encoding="utf-8").splitlines()
+            items = [(line, InputItem(line=n)) for n, line in enumerate(lines, 1) if line.strip()]
         except UnicodeDecodeError as e:
             raise InputError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
     return items
@@ -97,7 +111,7 @@ def _read_chat_logs(path: Path, system_prompts: list[str]) -> list[tuple[str, In
         system = next((m["content"] for m in messages if m["role"] == "system"), None)
         if system_prompts and system not in system_prompts:
             continue
-        items.append((messages[-2]["content"], InputItem(logged=messages[-1]["content"])))
+        items.append((messages[-2]["content"], InputItem(logged=messages[-1]["content"], line=lineno)))
     return items
 
 
@@ -124,10 +138,18 @@ def load_inputs(spec: PromptSpec) -> dict[str, InputItem]:
     elif src.format == "chat_logs":
         items, where = _read_chat_logs(spec.inputs_path(), src.system_prompts), str(spec.inputs_path())
     else:
-        items, where = _read_rows(spec.inputs_path(), src.field, src.label_field), str(spec.inputs_path())
+        items = _read_rows(spec.inputs_path(), src.field, src.label_field, src.label_fields)
+        where = str(spec.inputs_path())
     inputs: dict[str, InputItem] = {}
+    repeats: list[int | None] = []
     for text, item in items:
-        inputs.setdefault(" ".join(text.split()) if src.path is None else text.strip(), item)
+        key = " ".join(text.split()) if src.path is None else text.strip()
+        if key in inputs:
+            repeats.append(item.line)
+        else:
+            inputs[key] = item
+    if repeats:
+        report_duplicates(where, repeats, len(items), len(inputs))
     if not inputs:
         raise InputError(f"{where}: no inputs (the file is empty"
                          f"{' or no log carries one of the allowed system prompts' if src.system_prompts else ''})")
@@ -135,6 +157,15 @@ def load_inputs(spec: PromptSpec) -> dict[str, InputItem]:
         keep = set(random.Random(spec.split.seed).sample(list(inputs), src.limit))
         inputs = {t: item for t, item in inputs.items() if t in keep}
     return inputs
+
+
+def report_duplicates(where: str, repeats: list[int | None], n_items: int, n_distinct: int) -> None:
+    """Say that repeated inputs were dropped, how many, and where the first repeats stand: a file that looks
+    large may hold few distinct inputs, and that changes how much a model can learn from it."""
+    lines = [str(n) for n in repeats if n is not None][:5]
+    at = f" (repeats at line {', '.join(lines)}{', ...' if len(repeats) > len(lines) else ''})" if lines else ""
+    log.warning("%s: %d of %d inputs repeat an earlier one and were dropped%s; %d distinct inputs remain",
+                where, len(repeats), n_items, at, n_distinct)
 
 
 def split_inputs(texts: list[str], eval_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -145,3 +176,17 @@ def split_inputs(texts: list[str], eval_fraction: float, seed: int) -> tuple[lis
     random.Random(seed).shuffle(order)
     n_eval = min(max(1, round(len(order) * eval_fraction)), len(order) - 1)
     return order[n_eval:], order[:n_eval]
+
+
+def carve_validation(train: list[str], size: int, seed: int) -> tuple[list[str], list[str]]:
+    """Set `size` of the training inputs aside as a validation slice (seeded, independent of source order);
+    at least one input stays on the training side."""
+    if size == 0:
+        return train, []
+    if size >= len(train):
+        raise InputError(f"split.validation_size={size} leaves no training input (only {len(train)} after the "
+                         "eval split)")
+    order = sorted(train, key=input_id)
+    random.Random(seed + 1).shuffle(order)  # +1: not the permutation that chose the eval split
+    val = set(order[:size])
+    return [t for t in train if t not in val], [t for t in train if t in val]

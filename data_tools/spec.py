@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import string
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from data_tools.checks import Check
 from promptbake.config import DEFAULT_MODEL, InputError, StrictModel, load_config
@@ -62,8 +64,15 @@ class InputsSpec(StrictModel):
     label_field: str | None = None
     """Optional JSONL key or CSV column with a reference answer; held-out rows carry it as `label`, and the
     evals report how often an arm's answer matches it (`label_match` checks use it too)."""
+    label_fields: list[str] = []
+    """Several label columns instead of one (e.g. [category, urgent]): the label is then a dict of them, which
+    `python` checks receive as their third argument and the evals match field by field against the answer's
+    JSON. Every row must carry every field."""
     system_prompts: list[str] = []
     """`chat_logs` only: use a log only if its system prompt is one of these (empty: any)."""
+    checks: list[Check] = []
+    """Optional checks an input must pass (applied to the input text as the response): synthesized inputs
+    are kept only if they pass, e.g. [{kind: max_words, n: 40}, {kind: ends_with, suffix: "?"}]."""
     template: str | None = None
     """A `str.format` template such as "Why is {thing} useful for {who}?"."""
     slots: dict[str, list[str | int | float]] = {}
@@ -91,9 +100,17 @@ class InputsSpec(StrictModel):
                 raise ValueError(f"missing variants for {unknown}, which are not template slots")
         elif self.missing:
             raise ValueError("`missing` variants need a `template`")
-        if self.format == "chat_logs" and (self.path is None or self.label_field):
+        if self.format == "chat_logs" and (self.path is None or self.label_field or self.label_fields):
             raise ValueError("`chat_logs` reads a JSONL `path` of messages; it takes no `label_field`")
+        if self.label_field and self.label_fields:
+            raise ValueError("give `label_field` (one column) or `label_fields` (several), not both")
+        if self.label_fields and self.template is not None:
+            raise ValueError("`label_fields` are columns of an input file; a `template` has none")
         return self
+
+    def label_names(self) -> list[str]:
+        """The names a teacher hint may use: the label fields, or `label` for a single label column."""
+        return list(self.label_fields) or (["label"] if self.label_field else [])
 
 
 class Sampling(StrictModel):
@@ -162,11 +179,40 @@ class TeacherSpec(StrictModel):
     """Apply the checks' deterministic repairs to failing samples and re-check them."""
     retry: RetrySpec | None = None
     """Resample only the inputs with no passing sample, once, with these settings (generating backends)."""
+    hint: str | None = None
+    """Privileged context from the input's labels, for the teacher only: a `str.format` template over the label
+    fields (`{label}` for a single `label_field`), e.g. "The correct category is {category}; urgent: {urgent}.",
+    appended to the teacher's system prompt for that input. Never part of a training row or of an eval arm's
+    prompt: the tuned model learns to answer right without it."""
+    label_fallback: bool = True
+    """When every sample of an input fails, take the input's label as its answer if the label itself passes
+    every check (a label that is the whole answer: an extraction, a call, a short reply). The manifest
+    counts these rows."""
+
+
+class SynthesisSpec(StrictModel):
+    """New training inputs written by the teacher when the spec has too few (data_tools/synthesize.py)."""
+
+    min_inputs: int = Field(0, ge=0)
+    """When the spec has fewer distinct inputs than this, the teacher writes the difference (training side
+    only). 0: never. Not for specs with labels (a synthesized input has none)."""
+    seeds_per_request: PositiveInt = 4
+    """Given inputs shown as seeds in each request (a fresh random draw each time)."""
+    samples_per_request: PositiveInt = 4
+    temperature: float = Field(1.0, gt=0.0)
+    max_new_tokens: PositiveInt = 64
+    max_rounds: PositiveInt = 4
+    near_duplicate: float = Field(0.6, gt=0.0, le=1.0)
+    """Character 3-gram Jaccard similarity at or above which a candidate counts as a duplicate."""
 
 
 class SplitSpec(StrictModel):
     eval_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     """Share of inputs held out for evaluation; no input is on both sides."""
+    validation_size: int = Field(0, ge=0)
+    """Training inputs set aside (seeded) as a validation slice: the teacher does not answer them and no
+    training row comes from them; `val_inputs.jsonl` lists them for the checks-scored validation that
+    `promptbake bake` runs while training. Taken from the train side only, never from the eval split."""
     seed: int = 0
 
 
@@ -178,6 +224,7 @@ class PromptSpec(StrictModel):
     inputs: InputsSpec
     teacher: TeacherSpec = TeacherSpec()
     split: SplitSpec = SplitSpec()
+    synthesis: SynthesisSpec = SynthesisSpec()
     output_dir: str = "runs/data"
     """Where the dataset is written, relative to the working directory."""
 
@@ -196,6 +243,32 @@ class PromptSpec(StrictModel):
             raise ValueError(f"teacher.retry resamples, but backend {self.teacher.backend!r} does not generate")
         return self
 
+    @field_validator("teacher")
+    @classmethod
+    def _hint_names_label_fields(cls, teacher: TeacherSpec, info: ValidationInfo) -> TeacherSpec:
+        # a field validator, so that the error points at the spec's `teacher:` line; `inputs` is validated first
+        inputs = info.data.get("inputs")
+        if teacher.hint is None or inputs is None:
+            return teacher
+        names = inputs.label_names()
+        if not names:
+            raise ValueError("teacher.hint needs labels: set `inputs.label_field` or `inputs.label_fields`")
+        try:
+            used = {f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(teacher.hint) if f}
+        except ValueError as e:
+            raise ValueError(f"teacher.hint is not a valid format template ({e})") from None
+        unknown = sorted(used - set(names))
+        if unknown:
+            raise ValueError(f"teacher.hint names {unknown}, which the inputs lack (label fields: {names})")
+        return teacher
+
+    @model_validator(mode="after")
+    def _synthesis_needs_unlabelled_inputs(self):
+        if self.synthesis.min_inputs and (self.inputs.label_names() or self.inputs.format == "chat_logs"):
+            raise ValueError("synthesis.min_inputs: synthesized inputs would have no labels or logged answers; "
+                             "these inputs carry them")
+        return self
+
     @model_validator(mode="after")
     def _unique_rule_ids(self):
         ids = [r.id for r in self.rules]
@@ -210,13 +283,21 @@ class PromptSpec(StrictModel):
         head = self.system_prompt.strip()
         return f"{head}\n\nFollow these rules:\n{rules}" if head else f"Follow these rules:\n{rules}"
 
-    def prompted_messages(self, user_input: str, with_examples: bool = True) -> list[dict]:
-        """The conversation the teacher (and the prompted eval arm) sees for one input."""
-        messages = [{"role": "system", "content": self.full_system_prompt()}]
+    def prompted_messages(self, user_input: str, with_examples: bool = True, hint: str | None = None) -> list[dict]:
+        """The conversation the teacher (and the prompted eval arm) sees for one input; `hint` (the teacher's
+        only) ends the system prompt."""
+        system = self.full_system_prompt() + (f"\n\n{hint}" if hint else "")
+        messages = [{"role": "system", "content": system}]
         if with_examples:
             for ex in self.examples:
                 messages += [{"role": "user", "content": ex.input}, {"role": "assistant", "content": ex.output}]
         return messages + [{"role": "user", "content": user_input}]
+
+    def hint_for(self, label) -> str | None:
+        """The teacher hint for an input with this label (None without a hint or a label)."""
+        if self.teacher.hint is None or label is None:
+            return None
+        return self.teacher.hint.format(**(label if isinstance(label, dict) else {"label": label}))
 
     def inputs_path(self) -> Path:
         assert self.inputs.path is not None
@@ -228,8 +309,24 @@ class PromptSpec(StrictModel):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+@contextmanager
+def importable_folder(folder: Path):
+    """Put the spec's folder on the import path while its checks load, so that a `python` check module
+    sitting beside the spec imports without PYTHONPATH; an imported function stays cached afterwards."""
+    entry = str(folder.resolve())
+    added = entry not in sys.path
+    if added:
+        sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        if added and entry in sys.path:
+            sys.path.remove(entry)
+
+
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PromptSpec:
-    spec = load_config(PromptSpec, path, overrides)
+    with importable_folder(Path(path).parent):
+        spec = load_config(PromptSpec, path, overrides)
     spec.source = str(path)
     if spec.inputs.path is not None and not spec.inputs_path().exists():
         raise InputError(f"{path}: field 'inputs.path': file not found: {spec.inputs_path()}")

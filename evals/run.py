@@ -20,12 +20,14 @@ generated_tokens_per_request, latency_s_per_request, n; and vs_base_prompted: ar
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
+from data_tools.check_base import extract_json_object
 from data_tools.checks import normalise_label
 from data_tools.scoring import all_pass, failures, score, score_loose
 from data_tools.spec import EndpointSpec, PromptSpec, Sampling, load_spec
@@ -99,8 +101,8 @@ def read_eval_inputs(path: str, limit: int | None) -> list[tuple[str, str | None
                 or prompt[-1].get("role") != "user":
             raise InputError(f"{path}:{lineno}: field 'prompt' must be a list of messages ending with a user turn")
         label = row.get("label")
-        if label is not None and not isinstance(label, str):
-            raise InputError(f"{path}:{lineno}: field 'label' must be a string")
+        if label is not None and not isinstance(label, (str, dict)):
+            raise InputError(f"{path}:{lineno}: field 'label' must be a string or an object of label fields")
         items.append((prompt[-1]["content"], label))
     if not items:
         raise InputError(f"{path}: no eval inputs (the file is empty)")
@@ -141,8 +143,9 @@ def run_arm(backend, spec: PromptSpec, items: list[tuple[str, str | None]], prom
             loose.append(all(results_loose.values()))
             record = {"input": text, "answer": answer, "all_rules": strict[-1], "failed": failures(results)}
             if label is not None:
-                matches.append(normalise_label(answer) == normalise_label(label))
-                record.update(label=label, label_match=matches[-1])
+                fields = label_matches(answer, label)
+                matches.append(fields)
+                record.update(label=label, label_match=all(fields.values()), label_match_fields=fields)
             records.append(record)
     n = len(strict)
     metrics = {
@@ -159,9 +162,37 @@ def run_arm(backend, spec: PromptSpec, items: list[tuple[str, str | None]], prom
         "throughput_requests_per_s": len(texts) / wall,
     }
     if matches:
-        metrics["label_match"] = sum(matches) / len(matches)
-        metrics["label_match_ci95"] = list(wilson_ci95(sum(matches), len(matches)))
+        whole = [all(m.values()) for m in matches]
+        metrics["label_match"] = sum(whole) / len(whole)
+        metrics["label_match_ci95"] = list(wilson_ci95(sum(whole), len(whole)))
+        names = list(dict.fromkeys(k for m in matches for k in m))
+        if names != ["label"]:
+            metrics["label_match_per_field"] = {k: sum(m.get(k, False) for m in matches) / len(matches) for k in names}
     return records, strict, metrics
+
+
+def label_matches(answer: str, label: str | dict) -> dict[str, bool]:
+    """Field -> whether the answer agrees with the label on it. A dict label (several label columns), or a
+    label that is itself a JSON object, is matched field by field against the answer's JSON object (a field
+    the answer lacks, or an answer with no JSON, does not match); a plain string label is one field, `label`,
+    compared whole after normalisation. Matching a whole JSON answer as a string would count a reordered key
+    or an extra space as wrong."""
+    expected = label if isinstance(label, dict) else None
+    if expected is None:
+        found = extract_json_object(label)
+        expected = json.loads(found) if found is not None and isinstance(json.loads(found), dict) else None
+    if expected is None:
+        return {"label": normalise_label(answer) == normalise_label(label)}
+    found = extract_json_object(answer)
+    got = json.loads(found) if found is not None else None
+    got = got if isinstance(got, dict) else {}
+    return {k: k in got and same_value(got[k], v) for k, v in expected.items()}
+
+
+def same_value(got, expected) -> bool:
+    if isinstance(expected, str) and isinstance(got, str):
+        return normalise_label(got) == normalise_label(expected)
+    return got == expected
 
 
 def main(config: EvalConfig) -> dict:
@@ -257,6 +288,8 @@ def print_table(metrics: dict, arms: list[str], out: Path) -> None:
     table.add_row("all rules (loose)", *[f"{metrics[a]['all_rules_adherence_loose']:.1%}" for a in arms])
     if all("label_match" in metrics[a] for a in arms):
         table.add_row("label match", *[f"{metrics[a]['label_match']:.1%}" for a in arms])
+        for field in metrics[arms[0]].get("label_match_per_field", {}):
+            table.add_row(f"  label: {field}", *[f"{metrics[a]['label_match_per_field'][field]:.1%}" for a in arms])
     judge = next((k for k in metrics if k.startswith("judge_vs_")), None)
     if judge:
         table.add_row(f"judge win rate vs {judge[len('judge_vs_'):]}",

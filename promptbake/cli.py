@@ -26,7 +26,7 @@ from promptbake.entry import add_verbose_flag, configure_logging, run_main, stag
 STAGES: dict[str | None, tuple[str | None, list[str]]] = {
     "data": ("dataset tools", ["data_tools.build", "data_tools.lint"]),
     "train": ("train a model", ["sft.train", "sft.distill", "sft.dpo", "sft.reward", "sft.rl"]),
-    None: (None, ["evals.run", "sft.export"]),
+    None: (None, ["evals.run", "sft.export", "promptbake.bake"]),
 }
 
 

@@ -44,8 +44,9 @@ class SFTRecipe(BaseRecipe):
     block mask (masked scores included), so attention costs more than for the same rows padded."""
 
 
-def main(recipe: SFTRecipe, resume: bool = False) -> Path:
-    """Train and return the adapter directory (or the model directory for full fine-tuning)."""
+def main(recipe: SFTRecipe, resume: bool = False, callbacks: list | None = None) -> Path:
+    """Train and return the adapter directory (or the model directory for full fine-tuning). `callbacks`
+    (transformers TrainerCallbacks, e.g. sft.validation.ValidationCallback) join the trainer's own."""
     from trl import SFTConfig, SFTTrainer
 
     rows_path = dataset_file(recipe.dataset, "sft_train.jsonl")
@@ -55,14 +56,18 @@ def main(recipe: SFTRecipe, resume: bool = False) -> Path:
     print(f"[promptbake] sft method={recipe.method} precision={precision} model={recipe.model} "
           f"rows={len(train_rows)} tracking={tracking}")
     model, tokenizer = load_for_training(recipe, precision)
+    # transformers 5 has a public setter (set_attn_implementation) but no getter: the config's property is read,
+    # and a transformers without it refuses packing rather than trusting an unknown kernel
     attention = getattr(model.config, "_attn_implementation", None)
     if recipe.packing and attention not in PACKING_SAFE_ATTENTION:
-        raise InputError(f"packing: the model runs {attention!r} attention, which is not known to keep packed "
-                         f"samples apart; packing needs one of {PACKING_SAFE_ATTENTION}")
+        known = f"runs {attention!r} attention" if attention else "does not say which attention kernel it runs"
+        raise InputError(f"packing: the model {known}, which is not known to keep packed samples apart; packing "
+                         f"needs one of {PACKING_SAFE_ATTENTION}")
     args = SFTConfig(**trainer_args(recipe, precision), max_length=recipe.training.max_length,
                      completion_only_loss=True, packing=recipe.packing, padding_free=recipe.packing)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, processing_class=tokenizer,
-                         peft_config=peft_config(recipe))
+                         peft_config=peft_config(recipe),
+                         callbacks=callbacks)
     check_lengths(trainer.train_dataset, len(train_rows), recipe.training.max_length)
     return train_and_save(trainer, recipe, tokenizer, rows_path, precision, resume)
 

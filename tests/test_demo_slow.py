@@ -1,4 +1,5 @@
-"""Integration: `promptbake demo` on the real SmolLM2-135M-Instruct, shrunk to a handful of inputs and steps.
+"""Integration: `promptbake demo` (a bake of the demo spec) on the real SmolLM2-135M-Instruct, shrunk to a
+handful of inputs and steps.
 
 Runs the real command line in a subprocess (as a user would), with W&B offline, and checks every artefact.
 """
@@ -20,7 +21,8 @@ def test_demo_end_to_end_on_the_default_model(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)}
     env.pop("WANDB_API_KEY", None)
     result = subprocess.run(
-        [sys.executable, "-m", "promptbake.cli", "demo", "--out", str(out), "inputs.limit=12"],
+        [sys.executable, "-m", "promptbake.cli", "demo", "--out", str(out), "spec.inputs.limit=12",
+         "synthesis_min_inputs=0", "budget.min_steps=6", "budget.max_steps=6"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1200,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -40,6 +42,10 @@ def test_demo_end_to_end_on_the_default_model(tmp_path):
     tokens = {arm: metrics[arm]["prompt_tokens_per_request"] for arm in ("base_prompted", "tuned_unprompted")}
     assert tokens["tuned_unprompted"] * 4 < tokens["base_prompted"]
 
-    merged = out / "sft" / "merged"
+    merged = out / "merged"
     assert (merged / "model.safetensors").exists() and (merged / "tokenizer.json").exists()
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert verdict["tuned_unprompted"] == metrics["tuned_unprompted"]["all_rules_adherence"]
+    assert verdict["statement"] in result.stdout and verdict["statement"] in (out / "report.md").read_text()
+    assert list(json.loads((out / "bake.json").read_text())["stages"]) == ["data", "sft", "eval", "export"]
     assert list(tmp_path.glob("wandb/offline-run-*")), "W&B offline run files were not written"

@@ -1,0 +1,349 @@
+"""Bake a prompt spec into a model in one run: data -> SFT chosen by validation -> final eval with a verdict ->
+merged weights, all under one run directory, each stage resumable after a kill.
+
+    promptbake bake configs/specs/style_rules.yaml [key=value ...] [spec.KEY=VALUE ...]
+
+Defaults need no per-spec tuning: the training length comes from the data (a step budget with a floor, not a
+fixed epoch count), a validation slice carved from the training inputs is answered by the model at intervals
+and scored by the spec's checks, the best adapter is kept and training stops when validation adherence stops
+improving. The eval compares the tuned model without the prompt with the prompted base and states a verdict;
+when the tuned model does not win, the verdict says why, from the run's own data, and what to try first.
+
+Run directory (default `runs/bake/<spec name>`):
+    bake.json      the spec and config the bake ran with, and each finished stage (a re-run skips them)
+    data/          the dataset build (val_inputs.jsonl: the validation slice)
+    sft/           training: checkpoints/, validation.jsonl (the curve), best_adapter/, adapter/ (last step)
+    eval/          metrics.json, answers, report.md/html
+    merged/        the kept adapter merged into the base weights
+    report.md      verdict, diagnosis, the validation curve
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from promptbake.config import InputError, StrictModel, apply_overrides, load_config, validate
+from promptbake.io import atomic_write_text, iter_jsonl, write_json
+from promptbake.models import DEFAULT_MODEL
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+STATE_FILE = "bake.json"
+
+
+class BudgetSpec(StrictModel):
+    """How long SFT may train, from the number of training rows: ceil(epochs * rows / batch) optimizer steps,
+    at least `min_steps` and at most `max_steps`. Validation usually stops the run before the budget ends."""
+
+    epochs: float = Field(8.0, gt=0)
+    """Passes over the rows the budget allows. Few rows need many passes to learn a format: 35 rows at 3
+    epochs (15 steps) taught a closing phrase to 11% of answers, at 8 epochs to all of them."""
+    min_steps: PositiveInt = 60
+    """The floor: a small dataset still gets enough optimizer steps."""
+    max_steps: PositiveInt = 240
+    """The ceiling: bounds the time of a large dataset (~1.7 s a step for the default model on 2 CPU cores)."""
+
+
+class ValidationSpec(StrictModel):
+    """The validation slice: training inputs the teacher never answers, scored by the spec's checks while
+    training. Its size is `fraction` of the training inputs, at most `max_inputs`; when that is under
+    `min_inputs` it is raised to `min_inputs` if `min_train_inputs` still remain for training, and otherwise
+    there is no validation and training runs the whole budget (the bake says so)."""
+
+    fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    min_inputs: PositiveInt = 8
+    max_inputs: PositiveInt = 24
+    min_train_inputs: PositiveInt = 32
+    evaluations: PositiveInt = 8
+    """Measurements over the budget (plus one before the first step): every ceil(budget / evaluations) steps."""
+    patience: PositiveInt = 3
+    """Stop after this many measurements without a better one."""
+
+
+class BakeConfig(StrictModel):
+    spec: str
+    """The prompt spec to bake in."""
+    output_dir: str | None = None
+    """The run directory; default runs/bake/<spec name>."""
+    model: str = DEFAULT_MODEL
+    """The model to tune and the base the eval compares with (the teacher is the spec's `teacher.model`)."""
+    recipe: str = str(CONFIGS / "sft" / "bake_lora.yaml")
+    """The SFT recipe; the bake sets its model, dataset, output_dir and step budget."""
+    budget: BudgetSpec = BudgetSpec()
+    validation: ValidationSpec = ValidationSpec()
+    synthesis_min_inputs: int = Field(100, ge=0)
+    """A spec with fewer distinct inputs gets new ones written by its teacher, up to this many in all (training
+    side only; not for specs with labels or logs). A spec's own `synthesis.min_inputs` wins; 0 turns it off."""
+    eval_batch_size: PositiveInt = 16
+    export: bool = True
+    """Merge the kept adapter into standalone weights at the end."""
+    report_to: Literal["wandb", "none"] = "wandb"
+
+
+def load_bake(spec_path: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[BakeConfig, list[str]]:
+    """The bake config from `key=value` overrides; `spec.KEY=VALUE` ones are returned for the spec."""
+    spec_overrides = [o[len("spec."):] for o in overrides if o.startswith("spec.")]
+    data: dict = {"spec": spec_path}
+    apply_overrides(data, [o for o in overrides if not o.startswith("spec.")])
+    return validate(BakeConfig, data, "bake overrides"), spec_overrides
+
+
+def validation_size(n_train: int, v: ValidationSpec, n_given: int | None = None) -> int:
+    """How many of the training inputs to set aside. `n_train` counts the training inputs there will be,
+    synthesized ones included; the slice comes from the `n_given` given ones, at most half of them."""
+    n = min(v.max_inputs, round(v.fraction * n_train))
+    if n < v.min_inputs:
+        n = v.min_inputs if n_train - v.min_inputs >= v.min_train_inputs else 0
+    if n_given is not None and n > n_given // 2:
+        n = n_given // 2 if n_given // 2 >= v.min_inputs else 0
+    return n
+
+
+def synthesis_target(spec, config: BakeConfig) -> int:
+    """The spec's synthesis.min_inputs, else the bake's default where synthesis can apply (no labels)."""
+    if spec.synthesis.min_inputs:
+        return spec.synthesis.min_inputs
+    if spec.inputs.label_names() or spec.inputs.format == "chat_logs":
+        return 0
+    return config.synthesis_min_inputs
+
+
+def budget_steps(rows: int, batch: int, b: BudgetSpec) -> int:
+    return min(b.max_steps, max(b.min_steps, math.ceil(b.epochs * rows / batch)))
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def changed_fields(old: dict, new: dict) -> list[str]:
+    a, b = flat(old), flat(new)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+class RunState:
+    """bake.json: what the run was started with, and each stage once it finished."""
+
+    def __init__(self, run: Path, spec_dump: dict, config_dump: dict, source: str):
+        self.path = run / STATE_FILE
+        if self.path.exists():
+            self.data = json.loads(self.path.read_text())
+            for what, old, new in (("spec", self.data["spec"], spec_dump), ("bake config", self.data["config"],
+                                                                             config_dump)):
+                changed = changed_fields(old, new)
+                if changed:
+                    raise InputError(f"{source}: {run} holds a bake of a different {what} (changed: "
+                                     f"{', '.join(changed)}); choose another output_dir or delete {run}")
+            print(f"[promptbake] resuming the bake in {run} (done: {', '.join(self.data['stages']) or 'nothing'})")
+        else:
+            self.data = {"spec": spec_dump, "config": config_dump, "stages": {}}
+            self.save()
+
+    def done(self, stage: str) -> dict | None:
+        return self.data["stages"].get(stage)
+
+    def finish(self, stage: str, result: dict) -> None:
+        self.data["stages"][stage] = result
+        self.save()
+
+    def save(self) -> None:
+        write_json(self.path, self.data)
+
+
+def read_items(path: Path) -> list[tuple[str, str | None]]:
+    return [(row["prompt"][-1]["content"], row.get("label")) for _, row in iter_jsonl(path)]
+
+
+def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Run (or resume) the whole bake; returns the verdict."""
+    from data_tools.inputs import load_inputs, split_inputs
+    from data_tools.spec import load_spec
+    from evals.run import EvalConfig
+    from sft.train import SFTRecipe
+
+    start = time.time()
+    # Everything is loaded and checked before any model is: a bad spec, override or recipe fails here.
+    user_spec = load_spec(config.spec, spec_overrides)
+    run = Path(config.output_dir or f"runs/bake/{user_spec.name}")
+    texts = list(load_inputs(user_spec))
+    train, _ = split_inputs(texts, user_spec.split.eval_fraction, user_spec.split.seed)
+    synth = synthesis_target(user_spec, config)
+    n_val = validation_size(len(train) + max(0, synth - len(texts)), config.validation, len(train))
+    spec = load_spec(config.spec, [*spec_overrides, f"output_dir={run / 'data'}", f"split.validation_size={n_val}",
+                                   f"synthesis.min_inputs={synth}"])
+    recipe = load_config(SFTRecipe, config.recipe, [f"model={config.model}", f"dataset={run / 'data'}",
+                                                    f"output_dir={run / 'sft'}", f"report_to={config.report_to}"])
+    eval_tokens = max(64, spec.teacher.sampling.max_new_tokens)
+    eval_config = EvalConfig(spec=config.spec, eval_inputs=str(run / "data" / "eval_inputs.jsonl"),
+                             base_model=config.model, tuned_model=str(run / "sft" / "best_adapter"),
+                             sampling={"max_new_tokens": eval_tokens}, batch_size=config.eval_batch_size,
+                             report_to=config.report_to, output_dir=str(run / "eval"))
+    state = RunState(run, user_spec.model_dump(mode="json", exclude={"output_dir"}),
+                     config.model_dump(mode="json", exclude={"output_dir"}), config.spec)
+    if n_val == 0:
+        print(f"[promptbake] {len(train)} training inputs are too few for a validation slice of "
+              f"{config.validation.min_inputs} (with {config.validation.min_train_inputs} left to train on): "
+              f"training runs its whole budget and keeps the last step")
+    stage_times: dict[str, float] = {}
+
+    def stage(name: str, title: str, fn) -> dict:
+        done = state.done(name)
+        if done is not None:
+            print(f"\n=== {title}: done earlier ===", flush=True)
+            return done
+        print(f"\n=== {title} ===", flush=True)
+        t0 = time.time()
+        result = fn()
+        stage_times[name] = time.time() - t0
+        state.finish(name, {**result, "time_s": round(stage_times[name], 1)})
+        return result
+
+    manifest = stage("data", "1/4 data: the prompted teacher answers the training inputs", lambda: build(spec))
+    sft = stage("sft", "2/4 train: SFT on bare inputs, validated by the spec's checks",
+                lambda: train_sft(config, spec, recipe, run, manifest))
+    metrics = stage("eval", "3/4 eval: base WITH the prompt vs tuned WITHOUT it",
+                    lambda: evaluate(eval_config.model_copy(update={"tuned_model": sft["tuned_model"]})))
+    if config.export:
+        stage("export", "4/4 export: merge the kept adapter into standalone weights",
+              lambda: export(sft["tuned_model"], run / "merged"))
+
+    from promptbake.verdict import verdict
+
+    curve = [json.loads(line) for line in (run / "sft" / "validation.jsonl").read_text().splitlines()] \
+        if (run / "sft" / "validation.jsonl").exists() else []
+    result = verdict(metrics, manifest, curve, sft["budget_steps"], sft.get("truncated_rows", 0))
+    result.update(spec=spec.name, run_dir=str(run), time_s=round(time.time() - start, 1), stage_times_s=stage_times,
+                  kept_step=sft.get("kept_step"), budget_steps=sft["budget_steps"])
+    write_json(run / "verdict.json", result)
+    atomic_write_text(run / "report.md", report_markdown(result, metrics, curve, sft))
+    print_verdict(result, metrics, run)
+    return result
+
+
+def build(spec) -> dict:
+    from data_tools.build import main as build_main
+
+    return build_main(spec)
+
+
+def train_sft(config: BakeConfig, spec, recipe, run: Path, manifest: dict) -> dict:
+    """SFT for a budget set by the data; with a validation slice, the best-scoring step is kept."""
+    from sft.train import main as train_main
+    from sft.validation import BEST_DIR, ValidationCallback
+
+    rows = manifest["counts"]["sft_rows"]
+    t = recipe.training
+    steps = budget_steps(rows, t.per_device_train_batch_size * t.gradient_accumulation_steps, config.budget)
+    val_path = run / "data" / "val_inputs.jsonl"
+    callbacks = []
+    every = None
+    if val_path.exists():
+        every = math.ceil(steps / config.validation.evaluations)
+        run_info = {"base_model": recipe.model, "method": recipe.method, "dataset": str(run / "data")}
+        callbacks.append(ValidationCallback(spec, read_items(val_path), run / "sft", every=every,
+                                            patience=config.validation.patience, run_info=run_info,
+                                            max_new_tokens=max(64, spec.teacher.sampling.max_new_tokens),
+                                            batch_size=config.eval_batch_size))
+    print(f"[promptbake] budget: {steps} optimizer steps for {rows} rows "
+          f"({steps * t.per_device_train_batch_size * t.gradient_accumulation_steps / rows:.1f} epochs at most)"
+          + (f"; validation on {manifest['counts'].get('val_inputs', 0)} inputs every {every} steps"
+             if every else "; no validation slice: the last step is kept"))
+    recipe = recipe.model_copy(update={"training": t.model_copy(update={
+        "max_steps": steps, "save_steps": every or max(10, steps // 4), "save_total_limit": 1})})
+    last = train_main(recipe, resume=True, callbacks=callbacks)
+    best = run / "sft" / BEST_DIR
+    tuned = best if best.exists() else last
+    kept_step = json.loads((best / "promptbake_run.json").read_text()).get("step") if best.exists() else steps
+    return {"tuned_model": str(tuned), "budget_steps": steps, "kept_step": kept_step, "validation_every": every,
+            "truncated_rows": truncated_rows(recipe, run / "data" / "sft_train.jsonl")}
+
+
+def truncated_rows(recipe, rows_path: Path) -> int:
+    """Training rows longer than max_length (they lose their end, and the EOS the model must learn)."""
+    from promptbake.models import load_tokenizer
+
+    tok = load_tokenizer(recipe.model)
+    n = 0
+    for _, row in iter_jsonl(rows_path):
+        ids = tok.apply_chat_template(row["prompt"] + row["completion"], tokenize=True)
+        n += len(ids["input_ids"] if isinstance(ids, dict) else ids) > recipe.training.max_length
+    return n
+
+
+def evaluate(eval_config) -> dict:
+    from evals.run import main as eval_main
+
+    return eval_main(eval_config)
+
+
+def export(tuned_model: str, out: Path) -> dict:
+    from sft.export import main as export_main
+
+    return {"merged": str(export_main(tuned_model, out))}
+
+
+def report_markdown(result: dict, metrics: dict, curve: list[dict], sft: dict) -> str:
+    base, tuned = metrics["base_prompted"], metrics["tuned_unprompted"]
+    lines = [f"# bake: {result['spec']}", "", f"**Verdict:** {result['statement']}", ""]
+    if result["diagnosis"]:
+        lines += ["## Diagnosis", "", *[f"- {d}" for d in result["diagnosis"]], "",
+                  f"**Try first:** {result['try_first']}", ""]
+    lines += ["## Per rule (held-out inputs)", "", "| rule | base_prompted | tuned_unprompted |", "|---|---|---|"]
+    lines += [f"| all rules | {base['all_rules_adherence']:.1%} | {tuned['all_rules_adherence']:.1%} |"]
+    lines += [f"| {rid} | {v:.1%} | {tuned['per_rule'].get(rid, 0):.1%} |" for rid, v in base["per_rule"].items()]
+    lines += ["", f"Training budget {sft['budget_steps']} steps; kept step {sft.get('kept_step')}.", ""]
+    if curve:
+        rule_ids = list(curve[0]["per_rule"])
+        lines += ["## Validation curve", "", "| step | loss | all rules | " + " | ".join(rule_ids) + " |",
+                  "|---" * (3 + len(rule_ids)) + "|"]
+        for p in curve:
+            loss = f"{p['loss']:.3f}" if p["loss"] is not None else "-"
+            lines.append(f"| {p['step']} | {loss} | {p['all_rules']:.0%} | "
+                         + " | ".join(f"{p['per_rule'][r]:.0%}" for r in rule_ids) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def print_verdict(result: dict, metrics: dict, run: Path) -> None:
+    times = ", ".join(f"{k} {v:.0f} s" for k, v in result["stage_times_s"].items())
+    print(f"\n=== bake {result['spec']} done in {result['time_s']:.0f} s{f' ({times})' if times else ''} ===")
+    print(result["statement"])
+    for d in result["diagnosis"]:
+        print(f"  - {d}")
+    if result["try_first"]:
+        print(f"try first: {result['try_first']}")
+    base, tuned = metrics["base_prompted"], metrics["tuned_unprompted"]
+    print(f"prompt tokens per request: {base['prompt_tokens_per_request']:.0f} -> "
+          f"{tuned['prompt_tokens_per_request']:.0f}; latency per request: "
+          f"{base['latency_s_per_request']:.2f} s -> {tuned['latency_s_per_request']:.2f} s")
+    print(f"run directory: {run}  (report: {run / 'report.md'})")
+
+
+def make_parser(subparsers=None):
+    """`promptbake bake` (added to `subparsers`) or `python -m promptbake.bake`."""
+    from promptbake.entry import stage_parser
+
+    parser = stage_parser(subparsers, "bake", "the whole loop for one spec: data, validated SFT, eval with a "
+                                              "verdict, merged weights")
+    parser.add_argument("spec", help="prompt spec YAML, e.g. configs/specs/style_rules.yaml")
+    parser.add_argument("overrides", nargs="*", help="bake overrides (e.g. budget.max_steps=120 "
+                                                     "output_dir=runs/x) and spec overrides prefixed with `spec.` "
+                                                     "(e.g. spec.inputs.limit=40)")
+    parser.set_defaults(run=lambda args: main(*load_bake(args.spec, args.overrides)))
+    return parser
+
+
+if __name__ == "__main__":
+    from promptbake.entry import run_command
+
+    run_command(make_parser())

@@ -1,0 +1,149 @@
+"""`promptbake bake` on a tiny random model: the stages, the validation slice and curve, the kept adapter, the
+verdict, resume after a finished stage, and the refusal of a changed spec."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from data_tools.inputs import load_inputs
+from data_tools.spec import load_spec
+from promptbake.bake import BudgetSpec, ValidationSpec, budget_steps, load_bake, validation_size
+from promptbake.bake import main as bake
+from promptbake.config import InputError
+from promptbake.verdict import verdict
+
+FAST = ["report_to=none", "export=false", "budget.min_steps=4", "budget.max_steps=6", "validation.fraction=0.3",
+        "validation.min_inputs=2", "validation.min_train_inputs=4", "validation.evaluations=3",
+        "validation.patience=2", "eval_batch_size=8"]
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_budget_comes_from_the_data():
+    b = BudgetSpec(epochs=8, min_steps=60, max_steps=240)
+    assert budget_steps(35, 8, b) == 60      # few rows: the floor
+    assert budget_steps(100, 8, b) == 100    # 8 epochs of 100 rows at batch 8
+    assert budget_steps(1000, 8, b) == 240   # many rows: the ceiling
+
+
+def test_validation_slice_size_or_none():
+    v = ValidationSpec(fraction=0.2, min_inputs=8, max_inputs=24, min_train_inputs=32)
+    assert validation_size(84, v) == 17
+    assert validation_size(500, v) == 24          # capped
+    assert validation_size(40, v) == 8            # raised to the minimum: 32 inputs still train
+    assert validation_size(30, v) == 0            # too few: no validation, a fixed budget
+
+
+@pytest.fixture(scope="module")
+def bake_spec(tiny_model_dir, tmp_path_factory) -> Path:
+    from conftest import TINY_SPEC
+
+    tmp = tmp_path_factory.mktemp("bake-spec")
+    (tmp / "spec.yaml").write_text(TINY_SPEC.format(model=tiny_model_dir, out=tmp / "data"))
+    return tmp / "spec.yaml"
+
+
+@pytest.fixture(scope="module")
+def bake_run(bake_spec, tiny_model_dir, tmp_path_factory):
+    """One bake shared by the tests that read it (training is the slow part)."""
+    tiny_spec = bake_spec
+    out = tmp_path_factory.mktemp("bake-run") / "bake"
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "sft" / "bake_lora.yaml"
+    overrides = [*FAST, f"model={tiny_model_dir}", f"output_dir={out}", f"recipe={recipe}"]
+    config, spec_overrides = load_bake(str(tiny_spec), overrides)
+    result = bake(config, spec_overrides)
+    return out, result, overrides
+
+
+def test_bake_runs_every_stage_with_a_validation_slice(bake_run, bake_spec):
+    out, result, _ = bake_run
+    state = json.loads((out / "bake.json").read_text())
+    assert list(state["stages"]) == ["data", "sft", "eval"]
+    # the validation slice: from the training side, never trained on, never in the eval split
+    val = {r["prompt"][0]["content"] for r in lines(out / "data" / "val_inputs.jsonl")}
+    trained = {r["prompt"][0]["content"] for r in lines(out / "data" / "sft_train.jsonl")}
+    held_out = {r["prompt"][0]["content"] for r in lines(out / "data" / "eval_inputs.jsonl")}
+    assert len(val) == 3 and not val & trained and not val & held_out
+    assert len(val) + len(held_out) + json.loads((out / "data" / "manifest.json").read_text())[
+        "counts"]["train_inputs"] == len(load_inputs(load_spec(bake_spec)))
+    # the curve: step 0 (before training), then every ceil(6 / 3) = 2 steps, until the budget or a stop
+    curve = lines(out / "sft" / "validation.jsonl")
+    steps = [p["step"] for p in curve]
+    assert steps[0] == 0 and steps == sorted(steps) and all(s % 2 == 0 for s in steps) and steps[-1] <= 6
+    assert set(curve[0]["per_rule"]) == {"lowercase", "no_commas", "short", "prefix"}
+    # the kept adapter is the best point of the curve (earliest among equals)
+    best = max(curve, key=lambda p: (p["all_rules"], sum(p["per_rule"].values()) / 4))
+    info = json.loads((out / "sft" / "best_adapter" / "promptbake_run.json").read_text())
+    assert info["step"] == best["step"] and (out / "sft" / "best_adapter" / "adapter_config.json").exists()
+    assert state["stages"]["sft"]["tuned_model"] == str(out / "sft" / "best_adapter")
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert result["tuned_unprompted"] == metrics["tuned_unprompted"]["all_rules_adherence"]
+    assert result == json.loads((out / "verdict.json").read_text())
+    report = (out / "report.md").read_text()
+    assert result["statement"] in report and "## Validation curve" in report
+
+
+def test_bake_resumes_finished_stages_and_refuses_a_changed_spec(bake_run, bake_spec, capsys, monkeypatch):
+    tiny_spec = bake_spec
+    out, result, overrides = bake_run
+    import sft.train
+
+    monkeypatch.setattr(sft.train, "main", lambda *a, **k: pytest.fail("a finished SFT stage ran again"))
+    config, spec_overrides = load_bake(str(tiny_spec), overrides)
+    again = bake(config, spec_overrides)
+    assert "2/4 train: SFT on bare inputs, validated by the spec's checks: done earlier" in capsys.readouterr().out
+    assert again["tuned_unprompted"] == result["tuned_unprompted"]
+
+    config, spec_overrides = load_bake(str(tiny_spec), [*overrides, "spec.teacher.sampling.n=3"])
+    with pytest.raises(InputError, match=r"different spec \(changed: teacher\.sampling\.n\)"):
+        bake(config, spec_overrides)
+    config, spec_overrides = load_bake(str(tiny_spec), [*overrides, "budget.max_steps=9"])
+    with pytest.raises(InputError, match=r"different bake config \(changed: budget\.max_steps\)"):
+        bake(config, spec_overrides)
+
+
+def test_bad_bake_override_fails_before_any_model_loads(tiny_spec, tmp_path):
+    with pytest.raises(InputError, match="budget.min_steps"):
+        load_bake(str(tiny_spec), ["budget.min_steps=0"])
+    config, spec_overrides = load_bake(str(tiny_spec), [f"output_dir={tmp_path / 'b'}"])
+    with pytest.raises(InputError, match="teacher.sampling.n"):
+        bake(config, ["teacher.sampling.n=0"])
+    assert not (tmp_path / "b").exists()
+
+
+def metrics_for(base: float, tuned: float, p: float, per_rule_tuned: dict, per_rule_base: dict) -> dict:
+    return {"base_prompted": {"all_rules_adherence": base, "per_rule": per_rule_base, "n": 40},
+            "tuned_unprompted": {"all_rules_adherence": tuned, "per_rule": per_rule_tuned, "n": 40},
+            "vs_base_prompted": {"tuned_unprompted": p}}
+
+
+MANIFEST = {"counts": {"sft_rows": 80, "rejects": 10}, "raw_pass_rate_per_rule": {"a": 0.9, "b": 0.4},
+            "raw_all_rules_pass_rate": 0.35}
+
+
+def point(step, all_rules, a=0.5, b=0.5):
+    return {"step": step, "loss": 1.0, "all_rules": all_rules, "per_rule": {"a": a, "b": b}}
+
+
+def test_verdict_wins_by_margin_or_absolute():
+    won = verdict(metrics_for(0.2, 0.31, 0.01, {"a": 1, "b": 0.31}, {"a": 1, "b": 0.2}), MANIFEST, [], 60)
+    assert won["won"] and won["relation"] == "beats" and won["diagnosis"] == [] and won["try_first"] is None
+    assert verdict(metrics_for(0.9, 0.95, 0.5, {}, {}), MANIFEST, [], 60)["won"]
+    close = verdict(metrics_for(0.2, 0.29, 0.3, {"a": 1, "b": 0.3}, {"a": 1, "b": 0.2}), MANIFEST, [], 60)
+    assert not close["won"] and close["relation"] == "is not distinguishable from"
+
+
+def test_diagnosis_reads_under_and_over_training_from_the_curve():
+    m = metrics_for(0.5, 0.3, 0.04, {"a": 0.9, "b": 0.3}, {"a": 0.9, "b": 0.5})
+    rising = verdict(m, MANIFEST, [point(0, 0.0), point(30, 0.2), point(60, 0.4)], 60)
+    assert rising["relation"] == "loses to"
+    assert any(d.startswith("under-trained") for d in rising["diagnosis"])
+    assert rising["try_first"] == "raise budget.max_steps (now 60)"
+    falling = verdict(m, MANIFEST, [point(0, 0.0), point(30, 0.6), point(60, 0.3)], 60)
+    assert any(d.startswith("over-trained after step 30") for d in falling["diagnosis"])
+    assert "weakest rule after tuning: b" in " ".join(falling["diagnosis"])
+    thin = verdict(m, {**MANIFEST, "counts": {"sft_rows": 12, "rejects": 30}}, [], 60)
+    assert "only 12 training rows" in " ".join(thin["diagnosis"]) and "more distinct inputs" in thin["try_first"]
