@@ -8,7 +8,9 @@ and accumulates the low-rank product into it in place (`addmm_` with alpha = sca
 the scaling on the rank-r side and accumulates the input gradient in place too. On the demo LoRA run (CPU,
 r=16 on every linear layer) steps got ~4% faster and the first step, which allocates every buffer, ~7%.
 
-`fuse_lora_layers` switches every plain LoRA linear layer of a model to it. Each call still checks that the
+`fused_lora_layers` switches every plain LoRA linear layer of a model to it for a block (the training call) and
+gives each its PEFT forward back after it; it does so only while PEFT's `lora.Linear` has the forward and the
+state fields recorded below, and otherwise leaves PEFT alone with one warning. Each call still checks that the
 layer is in the plain state the function computes (one active adapter, not merged, adapters enabled, no
 dropout, no DoRA or other variant, no LoRA bias, no autocast, one dtype); anything else goes through PEFT's own
 forward, so merging, disabling adapters (DPO's reference model), dropout and DoRA behave exactly as in PEFT.
@@ -17,8 +19,18 @@ Weights, state dicts and saved adapters are untouched: only the forward's arithm
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
+
+from sft.fast_paths import check_upstream, fall_back
+
+PEFT_FORWARD_PARAMETERS = ("self", "x", "args", "kwargs")
+"""`peft.tuners.lora.layer.Linear.forward`, which the fused forward stands in for (PEFT 0.21)."""
+PEFT_LAYER_STATE = ("base_layer", "fan_in_fan_out", "disable_adapters", "merged", "active_adapters", "lora_A",
+                    "lora_B", "lora_variant", "lora_bias", "lora_dropout", "scaling")
+"""The fields of a PEFT LoRA layer that `_plain_adapter` and the fused forward read."""
 
 
 class LoraLinearFunction(torch.autograd.Function):
@@ -83,20 +95,34 @@ def _fused_forward(layer):
         return LoraLinearFunction.apply(x, base.weight, base.bias, layer.lora_A[name].weight,
                                         layer.lora_B[name].weight, layer.scaling[name])
 
-    forward.promptbake_fused = True  # type: ignore[attr-defined]
     return forward
 
 
-def fuse_lora_layers(model: nn.Module) -> int:
+@contextmanager
+def fused_lora_layers(model: nn.Module):
     """Route every plain LoRA linear layer of `model` (PEFT's `lora.Linear` over an `nn.Linear`) through
-    LoraLinearFunction; returns how many layers were switched (0 for full fine-tuning or quantized bases)."""
+    LoraLinearFunction for the block, and give each its PEFT forward back after it. Yields how many layers were
+    switched: 0 for full fine-tuning, quantized bases, or a PEFT whose `lora.Linear` changed (one warning).
+    A layer whose forward is already replaced on the instance (an enclosing block, accelerate's device hooks)
+    is left as it is."""
     from peft.tuners.lora.layer import Linear as LoraLinear
 
-    count = 0
-    for module in model.modules():
-        if type(module) is not LoraLinear or type(module.base_layer) is not nn.Linear or module.fan_in_fan_out:
-            continue
-        if not getattr(module.forward, "promptbake_fused", False):
-            module.forward = _fused_forward(module)
-        count += 1
-    return count
+    lora = [module for module in model.modules() if type(module) is LoraLinear]
+    if not lora or not check_upstream("fused_lora", "peft.tuners.lora.layer.Linear.forward", LoraLinear.forward,
+                                      PEFT_FORWARD_PARAMETERS):
+        yield 0
+        return
+    missing = [name for name in PEFT_LAYER_STATE if not hasattr(lora[0], name)]
+    if missing:
+        fall_back("fused_lora", f"peft's lora.Linear has no {', '.join(missing)}")
+        yield 0
+        return
+    layers = [layer for layer in lora if type(layer.base_layer) is nn.Linear and not layer.fan_in_fan_out
+              and "forward" not in vars(layer)]
+    for layer in layers:
+        layer.forward = _fused_forward(layer)
+    try:
+        yield len(layers)
+    finally:
+        for layer in layers:
+            del layer.forward  # the instance attribute: PEFT's own forward answers again

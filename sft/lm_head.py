@@ -8,7 +8,7 @@ the `[tokens, vocab]` logits. That design is for GPUs, and on a CPU it costs twi
 
 1. Off Triton devices TRL projects every position, prompt and padding included, so that compilers with static
    shapes (Neuron) do not recompile per batch. On the demo batch (8 rows, 568 positions, ~160 completion tokens)
-   that wasted projection was 51% of a step. `use_fast_cpu_lm_head` makes CPUs take TRL's compact path.
+   that wasted projection was 51% of a step. `fast_cpu_lm_head` makes CPUs take TRL's compact path.
 2. Off Triton devices each tile is folded by a chain of torch ops (scale, max, exp, sums, products, then in the
    backward the same again plus the gradient), ~20 passes over a tile of tokens x 32768 floats, and the backward
    projects every tile a second time. `CpuLogProbFunction` replaces that fold on CPU fp32 tensors: log_softmax,
@@ -17,12 +17,18 @@ the `[tokens, vocab]` logits. That design is for GPUs, and on a CPU it costs twi
    tokens: TRL 199 ms, this 100 ms per forward + backward (the three projections alone are ~70 ms).
 
 Both give the same loss, gradients and metrics (tests/test_lm_head.py compares them with TRL's own paths). GPUs
-and other devices, bf16/fp16 or autocast, and soft-capped logits keep TRL's implementation unchanged.
+and other devices, bf16/fp16 or autocast, and soft-capped logits keep TRL's implementation unchanged. Both replace
+private names of TRL, so they are installed only around a training call that sft/fast_paths.py finds them fit
+for, and only while TRL's functions take the parameters recorded below.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
+
+from sft.fast_paths import check_upstream
 
 TOKENS_X_VOCAB_PER_CHUNK = 1 << 23
 """Logits held at once while folding: 8M floats (32 MiB); 170 tokens of a 49k vocabulary."""
@@ -128,30 +134,40 @@ class LogProbHead:
                               logit_scale, outputs)
 
 
-def use_fast_cpu_lm_head() -> bool:
-    """Install both CPU changes in TRL's fused LM head (idempotent; GPUs are left to TRL). Where this TRL
-    version does not have what they replace, warn (training still works, CPU steps are slower) and return
-    False, so a TRL upgrade that moves them is noticed instead of silently going slow."""
-    import warnings
+USE_TRITON_PARAMETERS = ("device",)
+"""`trl.trainer.utils._use_triton`, TRL's compact-or-not switch that `fast_cpu_lm_head` wraps (TRL 1.16)."""
+LOG_PROB_PARAMETERS = ("ctx", "hidden", "weight", "bias", "targets", "temperature", "chunk_size",
+                       "final_logit_softcapping", "logit_scale", "outputs")
+"""`trl.trainer.utils._ChunkedLogProbFunction.forward`, whose arguments `CpuLogProbFunction` takes (TRL 1.16)."""
 
-    import trl
+
+@contextmanager
+def fast_cpu_lm_head():
+    """Both CPU changes in TRL's fused LM head for the block; TRL's own switch and function are back after it.
+    TRL's fused forward (`add_fused_lm_head`) looks both up in trl.trainer.utils at each call, so installing them
+    after the trainer patched its model, just around `trainer.train()`, is enough. Yields True when installed;
+    False, with nothing changed, where this TRL lacks either or takes other parameters (one RuntimeWarning:
+    training still works, CPU steps are slower)."""
     import trl.trainer.utils as trl_utils
 
     use_triton = getattr(trl_utils, "_use_triton", None)
     function = getattr(trl_utils, "_ChunkedLogProbFunction", None)
-    if use_triton is None or function is None:
-        warnings.warn(f"TRL {trl.__version__} has no trl.trainer.utils._use_triton / _ChunkedLogProbFunction: its "
-                      "fused LM head changed, so promptbake's CPU LM head is off (CPU steps slower); revisit "
-                      "sft/lm_head.py for this TRL version", RuntimeWarning, stacklevel=2)
-        return False
-    if not hasattr(use_triton, "trl_original"):
-        # Read by add_fused_lm_head only, for its compact-or-not decision; the tile kernels look up Triton through
-        # their own module (trl.kernels.chunked_logprob) and keep their torch fallback on a CPU.
-        def compact_everywhere(device: torch.device) -> bool:
-            return device.type == "cpu" or use_triton(device)
+    if isinstance(function, LogProbHead):  # an enclosing block installed it and will restore TRL's
+        yield True
+        return
+    if not (check_upstream("lm_head", "trl.trainer.utils._use_triton", use_triton, USE_TRITON_PARAMETERS)
+            and check_upstream("lm_head", "trl.trainer.utils._ChunkedLogProbFunction.forward",
+                               getattr(function, "forward", None), LOG_PROB_PARAMETERS)):
+        yield False
+        return
 
-        compact_everywhere.trl_original = use_triton  # type: ignore[attr-defined]
-        trl_utils._use_triton = compact_everywhere
-    if not isinstance(function, LogProbHead):
-        trl_utils._ChunkedLogProbFunction = LogProbHead(function)
-    return True
+    # Read by add_fused_lm_head only, for its compact-or-not decision; the tile kernels look up Triton through
+    # their own module (trl.kernels.chunked_logprob) and keep their torch fallback on a CPU.
+    def compact_everywhere(device: torch.device) -> bool:
+        return device.type == "cpu" or use_triton(device)
+
+    trl_utils._use_triton, trl_utils._ChunkedLogProbFunction = compact_everywhere, LogProbHead(function)
+    try:
+        yield True
+    finally:
+        trl_utils._use_triton, trl_utils._ChunkedLogProbFunction = use_triton, function

@@ -1,4 +1,5 @@
-"""promptbake.cpu_memory: glibc keeps freed blocks below the raised mmap threshold in the heap."""
+"""promptbake.cpu_memory: glibc keeps freed blocks below the raised mmap threshold in the heap, and the block
+form hands the heap's free pages back when it ends."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import sys
 
 import pytest
 
-from promptbake.cpu_memory import MMAP_THRESHOLD, keep_freed_memory_in_heap
+import promptbake.cpu_memory as cpu_memory
+from promptbake.cpu_memory import MMAP_THRESHOLD, freed_memory_kept_in_heap, keep_freed_memory_in_heap
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
@@ -27,3 +29,13 @@ def test_thresholds_are_raised_once():
     header = ctypes.c_size_t.from_address(first - ctypes.sizeof(ctypes.c_size_t)).value
     libc.free(first)
     assert header & 0x2 == 0, "a block under the threshold was still served by mmap"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+def test_block_trims_the_heap_when_it_ends(monkeypatch):
+    trims = []
+    monkeypatch.setattr(cpu_memory, "return_free_heap_memory", lambda: trims.append(1) or True)
+    with pytest.raises(KeyboardInterrupt), freed_memory_kept_in_heap() as kept:
+        assert kept is True and trims == []
+        raise KeyboardInterrupt  # a run stopped mid-training
+    assert trims == [1]

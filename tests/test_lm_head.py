@@ -3,6 +3,8 @@ kernels) gives the same loss, gradients and metrics as TRL's own CPU path, and l
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 import trl.trainer.utils as trl_utils
@@ -12,26 +14,14 @@ from trl.trainer.utils import add_fused_lm_head
 
 import sft.lm_head as lm_head
 from promptbake.models import load_model_and_tokenizer
-from sft.lm_head import CpuLogProbFunction, LogProbHead, use_fast_cpu_lm_head
+from sft.lm_head import CpuLogProbFunction, LogProbHead, fast_cpu_lm_head
 
 OUTPUTS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
 
 
-def trl_originals(monkeypatch):
-    """Put TRL's own switch and function back (other tests may have installed promptbake's)."""
-    use_triton = getattr(trl_utils._use_triton, "trl_original", trl_utils._use_triton)
-    function = getattr(trl_utils._ChunkedLogProbFunction, "trl_original", trl_utils._ChunkedLogProbFunction)
-    monkeypatch.setattr(trl_utils, "_use_triton", use_triton)
-    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", function)
-
-
-def fused_loss_and_grads(model_dir, ours: bool, monkeypatch):
-    trl_originals(monkeypatch)
-    if ours:
-        use_fast_cpu_lm_head()
-        assert trl_utils._use_triton(torch.device("cpu")) is True
-    else:
-        assert trl_utils._use_triton(torch.device("cpu")) is False  # TRL's own choice on a CPU: every position
+def fused_loss_and_grads(model_dir, ours: bool):
+    """The model is patched by TRL first and the head installed afterwards, as trainer.train() comes after the
+    trainer patched its model: TRL must look the head up at each forward for ours to be used."""
     torch.manual_seed(0)
     model, _ = load_model_and_tokenizer(str(model_dir))
     add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
@@ -42,15 +32,28 @@ def fused_loss_and_grads(model_dir, ours: bool, monkeypatch):
     mask[1, 15:] = 0  # padding
     labels = ids.masked_fill(mask == 0, -100)
     labels[:, :8] = -100  # the prompt
-    out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
-    out.loss.backward()
+    calls = []
+
+    class Spy(CpuLogProbFunction):
+        @staticmethod
+        def forward(ctx, *args):
+            calls.append(args[0].shape)
+            return CpuLogProbFunction.forward(ctx, *args)
+
+    with pytest.MonkeyPatch.context() as patch, fast_cpu_lm_head() if ours else nullcontext():
+        patch.setattr(lm_head, "CpuLogProbFunction", Spy)
+        # ours scores label positions only; TRL's own choice on a CPU is every position
+        assert trl_utils._use_triton(torch.device("cpu")) is ours
+        out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+        out.loss.backward()
+    assert calls == ([(int((labels[:, 1:] != -100).sum()), 32)] if ours else [])
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return out, grads
 
 
-def test_model_loss_metrics_and_grads_match_trl(tiny_model_dir, monkeypatch):
-    trl, trl_grads = fused_loss_and_grads(tiny_model_dir, ours=False, monkeypatch=monkeypatch)
-    ours, our_grads = fused_loss_and_grads(tiny_model_dir, ours=True, monkeypatch=monkeypatch)
+def test_model_loss_metrics_and_grads_match_trl(tiny_model_dir):
+    trl, trl_grads = fused_loss_and_grads(tiny_model_dir, ours=False)
+    ours, our_grads = fused_loss_and_grads(tiny_model_dir, ours=True)
     torch.testing.assert_close(ours.loss, trl.loss)
     torch.testing.assert_close(ours.entropy, trl.entropy)
     assert torch.equal(ours.is_top1, trl.is_top1)
@@ -109,20 +112,30 @@ def test_other_dtypes_and_softcapping_stay_with_trl(monkeypatch):
     assert out[0].shape == (4,) and len(calls) == 3  # fp32 on a CPU: ours
 
 
-def test_install_is_idempotent_and_leaves_gpus_to_trl(monkeypatch):
+def test_block_installs_and_puts_trl_back(monkeypatch):
     calls = []
-    monkeypatch.setattr(trl_utils, "_use_triton", lambda device: calls.append(device.type) or False)
+
+    def use_triton(device):
+        calls.append(device.type)
+        return False
+
+    monkeypatch.setattr(trl_utils, "_use_triton", use_triton)
     monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", ChunkedLogProbFunction)
-    assert use_fast_cpu_lm_head() is True
-    switch, function = trl_utils._use_triton, trl_utils._ChunkedLogProbFunction
-    assert use_fast_cpu_lm_head() is True
-    assert trl_utils._use_triton is switch and trl_utils._ChunkedLogProbFunction is function  # not wrapped twice
-    assert function.trl_original is ChunkedLogProbFunction
-    assert switch(torch.device("cpu")) is True and calls == []
-    assert switch(torch.device("meta")) is False and calls == ["meta"]  # other devices: TRL decides
+    with fast_cpu_lm_head() as installed:
+        switch, function = trl_utils._use_triton, trl_utils._ChunkedLogProbFunction
+        assert installed and isinstance(function, LogProbHead) and function.trl_original is ChunkedLogProbFunction
+        assert switch(torch.device("cpu")) is True and calls == []
+        assert switch(torch.device("meta")) is False and calls == ["meta"]  # other devices: TRL decides
+        with fast_cpu_lm_head() as nested:  # not wrapped twice, and the outer block restores
+            assert nested and trl_utils._use_triton is switch and trl_utils._ChunkedLogProbFunction is function
+        assert trl_utils._ChunkedLogProbFunction is function
+    assert trl_utils._use_triton is use_triton and trl_utils._ChunkedLogProbFunction is ChunkedLogProbFunction
+    with pytest.raises(KeyboardInterrupt), fast_cpu_lm_head():
+        raise KeyboardInterrupt  # a run stopped mid-training
+    assert trl_utils._use_triton is use_triton and trl_utils._ChunkedLogProbFunction is ChunkedLogProbFunction
 
 
-def test_install_warns_when_trl_moves_its_head(monkeypatch):
+def test_block_warns_when_trl_moves_its_head(monkeypatch):
     monkeypatch.delattr(trl_utils, "_ChunkedLogProbFunction")
-    with pytest.warns(RuntimeWarning, match="revisit sft/lm_head.py"):
-        assert use_fast_cpu_lm_head() is False
+    with pytest.warns(RuntimeWarning, match="revisit sft/lm_head.py"), fast_cpu_lm_head() as installed:
+        assert installed is False and not hasattr(trl_utils, "_ChunkedLogProbFunction")
