@@ -18,6 +18,10 @@ Greedy answers equal `generate()`'s (tests/test_decode.py checks it token for to
 
 from __future__ import annotations
 
+import functools
+import inspect
+import warnings
+
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
@@ -56,10 +60,31 @@ class PreallocatedLayer(DynamicLayer):
         return self.keys, self.values
 
 
+DYNAMIC_LAYER_SIGNATURES = {
+    "__init__": ("self", "kwargs"),
+    "update": ("self", "key_states", "value_states", "args", "kwargs"),
+}
+"""`DynamicLayer`'s methods that `PreallocatedLayer` calls or overrides, with their parameters (transformers 5.24)."""
+
+
+@functools.cache
+def dynamic_layer_as_recorded() -> bool:
+    """True when transformers' `DynamicLayer` still has `DYNAMIC_LAYER_SIGNATURES`; otherwise one warning, and
+    LocalBackend decodes with `generate()` instead (slower, same answers)."""
+    found = {name: tuple(inspect.signature(getattr(DynamicLayer, name)).parameters)
+             for name in DYNAMIC_LAYER_SIGNATURES}
+    if found == DYNAMIC_LAYER_SIGNATURES:
+        return True
+    warnings.warn(f"transformers' DynamicLayer changed ({found}, not {DYNAMIC_LAYER_SIGNATURES}): local decoding "
+                  "falls back to generate() (slower); revisit data_tools/decode.py", RuntimeWarning, stacklevel=2)
+    return False
+
+
 def plain_cache_layout(model) -> bool:
     """True when the model's cache is one plain full-attention layer per decoder layer (no sliding windows or
-    recurrent states), the layout `PreallocatedLayer` replaces."""
-    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+    recurrent states), the layout `PreallocatedLayer` replaces, and `DynamicLayer` is the one it was written for."""
+    layers = DynamicCache(config=model.config).layers
+    return all(type(layer) is DynamicLayer for layer in layers) and dynamic_layer_as_recorded()
 
 
 def new_cache(model, rows: int, capacity: int) -> DynamicCache:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -113,9 +114,23 @@ def main(recipe: DPORecipe, resume: bool = False) -> Path:
                          train_dataset=train_rows, processing_class=tokenizer, peft_config=adapter)
     warn_truncation(trainer.train_dataset, len(train_rows), recipe.training.max_length)
     save_dir = train_and_save(trainer, recipe, tokenizer, rows_path, precision, resume)
-    # PeftModel.save_pretrained writes every adapter; the frozen "ref" copy of init_adapter is not the result
-    shutil.rmtree(save_dir / "ref", ignore_errors=True)
+    drop_reference_adapter(trainer.model, save_dir)
     return save_dir
+
+
+def drop_reference_adapter(model, save_dir: Path) -> None:
+    """PeftModel.save_pretrained writes every adapter the model holds: the trained one at the top, any other in a
+    subdirectory of its name. With init_adapter, TRL holds a frozen copy of the starting adapter named "ref"
+    (DPOTrainer.__init__), which is not the result: its directory is removed, and only when the model holds an
+    adapter of that name besides the trained one. Any other extra adapter (a TRL that renamed its copy) stays,
+    with a warning, rather than being guessed at."""
+    extra = set(getattr(model, "peft_config", {})) - {getattr(model, "active_adapter", None)}
+    if "ref" in extra:
+        shutil.rmtree(save_dir / "ref", ignore_errors=True)
+    if extra - {"ref"}:
+        warnings.warn(f"{save_dir}: saved with adapters {sorted(extra - {'ref'})} besides the trained one; TRL's "
+                      "reference copy is no longer named 'ref' (revisit sft/dpo.py); the trained adapter is the "
+                      "one at the top of the directory", RuntimeWarning, stacklevel=2)
 
 
 def preference_args(recipe: BaseRecipe, precision: str) -> dict:
