@@ -10,6 +10,7 @@ Writes to `output_dir`:
     prefs_train.jsonl  TRL preference rows {"prompt", "chosen", "rejected"} (a passing and a failing sample)
     eval_inputs.jsonl  TRL prompt-only rows for the held-out inputs (the evals answer these), with `label`
                        when the spec names a label column
+    train_inputs.jsonl the same for the training inputs (what on-policy rounds sample answers to)
     val_inputs.jsonl   the same for the validation slice (`split.validation_size` > 0), carved from the
                        training inputs: scored while training, never trained on
     rejects.jsonl      inputs with no passing sample, with every sample's failed checks
@@ -204,6 +205,7 @@ def main(spec: PromptSpec) -> dict:
     write_jsonl(out_dir / "sft_train.jsonl", sft_rows)
     write_jsonl(out_dir / "prefs_train.jsonl", pref_rows)
     write_jsonl(out_dir / "eval_inputs.jsonl", prompt_only_rows(held_out, inputs))
+    write_jsonl(out_dir / "train_inputs.jsonl", prompt_only_rows(train, inputs))  # on-policy rounds answer these
     if validation:
         write_jsonl(out_dir / "val_inputs.jsonl", prompt_only_rows(validation, inputs))
     elapsed = time.time() - start

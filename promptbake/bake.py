@@ -31,6 +31,7 @@ from pydantic import Field, PositiveInt
 from promptbake.config import InputError, StrictModel, apply_overrides, load_config, validate
 from promptbake.io import atomic_write_text, iter_jsonl, write_json
 from promptbake.models import DEFAULT_MODEL
+from sft.rounds import RoundsSpec
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 STATE_FILE = "bake.json"
@@ -79,6 +80,8 @@ class BakeConfig(StrictModel):
     synthesis_min_inputs: int = Field(100, ge=0)
     """A spec with fewer distinct inputs gets new ones written by its teacher, up to this many in all (training
     side only; not for specs with labels or logs). A spec's own `synthesis.min_inputs` wins; 0 turns it off."""
+    rounds: RoundsSpec = RoundsSpec()
+    """On-policy rounds after SFT (dpo or rft), kept while validation adherence improves; off by default."""
     eval_batch_size: PositiveInt = 16
     export: bool = True
     """Merge the kept adapter into standalone weights at the end."""
@@ -212,11 +215,16 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
     manifest = stage("data", "1/4 data: the prompted teacher answers the training inputs", lambda: build(spec))
     sft = stage("sft", "2/4 train: SFT on bare inputs, validated by the spec's checks",
                 lambda: train_sft(config, spec, recipe, run, manifest))
+    tuned = sft["tuned_model"]
+    if config.rounds.method != "none":
+        rounds = stage("rounds", f"2b/4 on-policy rounds ({config.rounds.method}): the tuned model learns from "
+                                 "its own checked answers", lambda: preference_rounds(config, spec, recipe, run, sft))
+        tuned = rounds["tuned_model"]
     metrics = stage("eval", "3/4 eval: base WITH the prompt vs tuned WITHOUT it",
-                    lambda: evaluate(eval_config.model_copy(update={"tuned_model": sft["tuned_model"]})))
+                    lambda: evaluate(eval_config.model_copy(update={"tuned_model": tuned})))
     if config.export:
         stage("export", "4/4 export: merge the kept adapter into standalone weights",
-              lambda: export(sft["tuned_model"], run / "merged"))
+              lambda: export(tuned, run / "merged"))
 
     from promptbake.verdict import verdict
 
@@ -267,6 +275,30 @@ def train_sft(config: BakeConfig, spec, recipe, run: Path, manifest: dict) -> di
     kept_step = json.loads((best / "promptbake_run.json").read_text()).get("step") if best.exists() else steps
     return {"tuned_model": str(tuned), "budget_steps": steps, "kept_step": kept_step, "validation_every": every,
             "truncated_rows": truncated_rows(recipe, run / "data" / "sft_train.jsonl")}
+
+
+def preference_rounds(config: BakeConfig, spec, recipe, run: Path, sft: dict) -> dict:
+    """Up to `rounds.max_rounds` on-policy rounds from the SFT adapter; each is kept only when its best
+    validation point beats the adapter it started from (its own step 0)."""
+    from sft.rounds import run_round, summary_line, teacher_answers
+
+    val_path = run / "data" / "val_inputs.jsonl"
+    if not val_path.exists():
+        print("[promptbake] on-policy rounds need a validation slice to tell whether they help; skipped")
+        return {"tuned_model": sft["tuned_model"], "rounds": []}
+    current, results = sft["tuned_model"], []
+    for k in range(1, config.rounds.max_rounds + 1):
+        result = run_round(k, current, config.rounds, spec, read_items(run / "data" / "train_inputs.jsonl"),
+                           read_items(val_path), teacher_answers(run / "data" / "sft_train.jsonl"), config.model,
+                           recipe, run / "rounds" / str(k), config.validation.evaluations,
+                           config.validation.patience, max(64, spec.teacher.sampling.max_new_tokens),
+                           config.eval_batch_size, config.report_to)
+        results.append(result)
+        print(f"[promptbake] {summary_line(result)}", flush=True)
+        if not result["trained"] or result["best"]["step"] == 0:
+            break  # nothing to train on, or no step beat the adapter it started from: keep that one
+        current = result["adapter"]
+    return {"tuned_model": current, "rounds": results}
 
 
 def truncated_rows(recipe, rows_path: Path) -> int:

@@ -87,8 +87,9 @@ class DPORecipe(BaseRecipe):
         return self
 
 
-def main(recipe: DPORecipe, resume: bool = False) -> Path:
-    """Train and return the adapter directory (or the model directory for full fine-tuning)."""
+def main(recipe: DPORecipe, resume: bool = False, callbacks: list | None = None) -> Path:
+    """Train and return the adapter directory (or the model directory for full fine-tuning). `callbacks`
+    (transformers TrainerCallbacks, e.g. sft.validation.ValidationCallback) join the trainer's own."""
     from trl import DPOConfig, DPOTrainer
 
     rows_path = dataset_file(recipe.dataset, "prefs_train.jsonl")
@@ -111,7 +112,8 @@ def main(recipe: DPORecipe, resume: bool = False) -> Path:
                      loss_type=[recipe.loss_type], precompute_ref_log_probs=recipe.precompute_ref_log_probs)
     full_copy = recipe.method == "full" and not recipe.precompute_ref_log_probs
     trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model) if full_copy else None, args=args,
-                         train_dataset=train_rows, processing_class=tokenizer, peft_config=adapter)
+                         train_dataset=train_rows, processing_class=tokenizer, peft_config=adapter,
+                         callbacks=callbacks)
     warn_truncation(trainer.train_dataset, len(train_rows), recipe.training.max_length)
     save_dir = train_and_save(trainer, recipe, tokenizer, rows_path, precision, resume)
     drop_reference_adapter(trainer.model, save_dir)

@@ -157,7 +157,9 @@ class ValidationCallback(TrainerCallback):
         from promptbake.models import RUN_INFO_FILE
 
         with atomic_dir(self.out_dir / BEST_DIR) as tmp:
-            model.save_pretrained(str(tmp))
+            # only the adapter being trained: DPO holds a frozen copy of its starting adapter beside it
+            active = getattr(model, "active_adapter", None)
+            model.save_pretrained(str(tmp), **({"selected_adapters": [active]} if isinstance(active, str) else {}))
             self.tokenizer.save_pretrained(str(tmp))
             info = {**self.run_info, "step": self.curve[-1].step, "validation": asdict(self.curve[-1])}
             (tmp / RUN_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")

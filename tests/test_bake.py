@@ -2,6 +2,7 @@
 verdict, resume after a finished stage, and the refusal of a changed spec."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,10 @@ from data_tools.inputs import load_inputs
 from data_tools.spec import load_spec
 from promptbake.bake import BudgetSpec, ValidationSpec, budget_steps, load_bake, validation_size
 from promptbake.bake import main as bake
-from promptbake.config import InputError
+from promptbake.config import InputError, load_config
 from promptbake.verdict import verdict
 
-FAST = ["report_to=none", "export=false", "budget.min_steps=4", "budget.max_steps=6", "validation.fraction=0.3",
+FAST = ["report_to=none", "export=false", "synthesis_min_inputs=0", "budget.min_steps=4", "budget.max_steps=6", "validation.fraction=0.3",
         "validation.min_inputs=2", "validation.min_train_inputs=4", "validation.evaluations=3",
         "validation.patience=2", "eval_batch_size=8"]
 
@@ -147,3 +148,33 @@ def test_diagnosis_reads_under_and_over_training_from_the_curve():
     assert "weakest rule after tuning: b" in " ".join(falling["diagnosis"])
     thin = verdict(m, {**MANIFEST, "counts": {"sft_rows": 12, "rejects": 30}}, [], 60)
     assert "only 12 training rows" in " ".join(thin["diagnosis"]) and "more distinct inputs" in thin["try_first"]
+
+
+@pytest.mark.parametrize("method", ["dpo", "rft"])
+def test_on_policy_round_trains_on_the_models_own_checked_answers(bake_run, bake_spec, method):
+    from promptbake.bake import preference_rounds
+    from sft.train import SFTRecipe
+
+    out, _, overrides = bake_run
+    config, spec_overrides = load_bake(str(bake_spec), [*overrides, f"rounds.method={method}", "rounds.max_rounds=1",
+                                                        "rounds.samples=2", "rounds.min_pairs=1", "rounds.epochs=1"])
+    spec = load_spec(bake_spec, [f"output_dir={out / 'data'}"])
+    recipe = load_config(SFTRecipe, config.recipe, [f"model={config.model}", f"dataset={out / 'data'}",
+                                                    "report_to=none"])
+    sft = json.loads((out / "bake.json").read_text())["stages"]["sft"]
+    result = preference_rounds(config, spec, recipe, out, sft)
+    (only,) = result["rounds"]
+    samples = lines(out / "rounds" / "1" / "samples.jsonl")
+    train_inputs = {r["prompt"][0]["content"] for r in lines(out / "data" / "train_inputs.jsonl")}
+    assert {s["input"] for s in samples} == train_inputs and all(len(s["answers"]) == 2 for s in samples)
+    rows_file = out / "rounds" / "1" / "data" / ("prefs_train.jsonl" if method == "dpo" else "sft_train.jsonl")
+    if only["trained"]:
+        assert len(lines(rows_file)) == only["rows"] >= 1
+        curve = lines(out / "rounds" / "1" / "validation.jsonl")
+        assert curve[0]["step"] == 0 and only["best"]["step"] == max(
+            curve, key=lambda p: (p["all_rules"], sum(p["per_rule"].values()) / 4))["step"]
+        # kept only if it beat its own starting point (step 0)
+        assert result["tuned_model"] == (only["adapter"] if only["best"]["step"] > 0 else sft["tuned_model"])
+    else:  # rft with a random model: no answer of its own passes, nothing to train on
+        assert method == "rft" and only["rows"] == 0 and result["tuned_model"] == sft["tuned_model"]
+    shutil.rmtree(out / "rounds")

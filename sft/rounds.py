@@ -1,0 +1,158 @@
+"""On-policy rounds after SFT: the tuned model answers every training input n times, the spec's checks sort its
+own answers, and it trains on what they say, for up to k rounds while validation adherence improves.
+
+    dpo  chosen = one of its answers that passes every check (the teacher's answer when none does),
+         rejected = one that fails; DPO continues the adapter, with the adapter as it started as reference
+    rft  rejection-sampling fine-tuning: SFT on its own passing answers (one per input), continuing the adapter
+
+Each round writes `<run>/rounds/<k>/`: `samples.jsonl` (the answers and their checks, the journal a killed
+round resumes from), `prefs_train.jsonl` or `sft_train.jsonl`, and the training run (its validation curve and
+best adapter). A round is kept only when its best validation point beats the adapter it started from.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from data_tools.scoring import all_pass, score
+from data_tools.spec import PromptSpec, Sampling
+from promptbake.config import StrictModel
+from promptbake.io import iter_jsonl, write_json, write_jsonl
+
+
+class RoundsSpec(StrictModel):
+    method: Literal["none", "dpo", "rft"] = "none"
+    """none: SFT only. dpo: preference pairs from the tuned model's own answers. rft: SFT on its own passing
+    answers."""
+    max_rounds: PositiveInt = 2
+    samples: PositiveInt = 4
+    """Answers per training input (sampled at `temperature`): more give more inputs with both a passing and a
+    failing answer."""
+    temperature: float = Field(1.0, gt=0.0)
+    min_pairs: PositiveInt = 8
+    """A round with fewer pairs (dpo) or rows (rft) than this is not trained (the model already passes nearly
+    everything, or nearly nothing)."""
+    epochs: float = Field(2.0, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
+    """DPO's rate (rft uses the SFT recipe's)."""
+    beta: float = Field(0.1, gt=0)
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def sample_answers(adapter: str, spec: PromptSpec, items: list[tuple[str, object]], rounds: RoundsSpec,
+                   max_new_tokens: int, batch_size: int, out: Path) -> list[dict]:
+    """Every training input answered `rounds.samples` times by the adapter's model, each answer scored;
+    journaled in `out/samples.jsonl` (a finished journal is reused)."""
+    from data_tools.backends import LocalBackend
+
+    path = out / "samples.jsonl"
+    if path.exists():
+        return [row for _, row in iter_jsonl(path)]
+    backend = LocalBackend.from_name(adapter, batch_size)
+    sampling = Sampling(n=rounds.samples, temperature=rounds.temperature, top_p=0.95, top_k=50,
+                        max_new_tokens=max_new_tokens, seed=len(str(out)))
+    completions = backend.generate([user(text) for text, _ in items], sampling)
+    records = []
+    for (text, label), c in zip(items, completions):
+        passed = [all_pass(score(spec.rules, text, answer, label)) for answer in c.texts]
+        records.append({"input": text, "answers": c.texts, "passed": passed})
+    write_jsonl(path, records)
+    return records
+
+
+def preference_rows(records: list[dict], teacher: dict[str, str]) -> list[dict]:
+    """One pair per input that has a failing answer and something passing to prefer to it: one of the model's
+    own passing answers, else the teacher's answer from the SFT data."""
+    rows = []
+    for r in records:
+        good = [a for a, ok in zip(r["answers"], r["passed"]) if ok] or ([teacher[r["input"]]] if r["input"] in
+                                                                        teacher else [])
+        bad = [a for a, ok in zip(r["answers"], r["passed"]) if not ok]
+        if good and bad:
+            rows.append({"prompt": user(r["input"]), "chosen": [{"role": "assistant", "content": good[0]}],
+                         "rejected": [{"role": "assistant", "content": bad[0]}]})
+    return rows
+
+
+def rft_rows(records: list[dict]) -> list[dict]:
+    """One SFT row per input with a passing answer of the model's own (the shortest: the least to go wrong)."""
+    rows = []
+    for r in records:
+        good = sorted((a for a, ok in zip(r["answers"], r["passed"]) if ok), key=len)
+        if good:
+            rows.append({"prompt": user(r["input"]), "completion": [{"role": "assistant", "content": good[0]}]})
+    return rows
+
+
+def best_point(run_dir: Path) -> dict | None:
+    from sft.validation import read_curve
+
+    curve = read_curve(run_dir)
+    if not curve:
+        return None
+    best = max(curve, key=lambda p: p.key)
+    return {"step": best.step, "all_rules": best.all_rules, "key": list(best.key)}
+
+
+def run_round(k: int, adapter: str, rounds: RoundsSpec, spec: PromptSpec, train_items, val_items, teacher: dict,
+              base_model: str, sft_recipe, out: Path, every_evals: int, patience: int, max_new_tokens: int,
+              batch_size: int, report_to: str) -> dict:
+    """One round from `adapter`; returns what it did (and where its best adapter is, if it trained)."""
+    from sft.validation import BEST_DIR, ValidationCallback
+
+    out.mkdir(parents=True, exist_ok=True)
+    records = sample_answers(adapter, spec, train_items, rounds, max_new_tokens, batch_size, out)
+    pass_rate = sum(sum(r["passed"]) for r in records) / max(1, sum(len(r["passed"]) for r in records))
+    rows = preference_rows(records, teacher) if rounds.method == "dpo" else rft_rows(records)
+    summary = {"round": k, "start_adapter": adapter, "sample_pass_rate": round(pass_rate, 3), "rows": len(rows)}
+    print(f"[promptbake] round {k} ({rounds.method}): the tuned model's own answers pass every check "
+          f"{pass_rate:.0%} of the time; {len(rows)} {'pairs' if rounds.method == 'dpo' else 'rows'}", flush=True)
+    if len(rows) < rounds.min_pairs:
+        return {**summary, "trained": False, "reason": f"fewer than rounds.min_pairs={rounds.min_pairs}"}
+    data = out / "data"
+    data.mkdir(exist_ok=True)
+    write_jsonl(data / ("prefs_train.jsonl" if rounds.method == "dpo" else "sft_train.jsonl"), rows)
+    batch = sft_recipe.training.per_device_train_batch_size
+    steps = max(4, math.ceil(rounds.epochs * len(rows) / batch))
+    every = max(1, math.ceil(steps / every_evals))
+    run_info = {"base_model": base_model if rounds.method == "dpo" else adapter, "method": "lora",
+                "dataset": str(data)}
+    callback = ValidationCallback(spec, val_items, out, every=every, patience=patience, run_info=run_info,
+                                  max_new_tokens=max_new_tokens, batch_size=batch_size)
+    training = sft_recipe.training.model_copy(update={"max_steps": steps, "save_steps": every, "save_total_limit": 1})
+    if rounds.method == "dpo":
+        from sft.dpo import DPORecipe
+        from sft.dpo import main as dpo_main
+
+        recipe = DPORecipe(model=base_model, init_adapter=adapter, dataset=str(data), output_dir=str(out),
+                           beta=rounds.beta, report_to=report_to, precision=sft_recipe.precision,
+                           training=training.model_copy(update={"learning_rate": rounds.learning_rate}))
+        dpo_main(recipe, resume=True, callbacks=[callback])
+    else:
+        from sft.train import main as sft_main
+
+        recipe = sft_recipe.model_copy(update={"model": adapter, "dataset": str(data), "output_dir": str(out),
+                                               "training": training})
+        sft_main(recipe, resume=True, callbacks=[callback])
+    write_json(out / "round.json", summary)
+    return {**summary, "trained": True, "steps": steps, "best": best_point(out),
+            "adapter": str(out / BEST_DIR)}
+
+
+def teacher_answers(sft_rows_path: Path) -> dict[str, str]:
+    return {row["prompt"][-1]["content"]: row["completion"][-1]["content"] for _, row in iter_jsonl(sft_rows_path)}
+
+
+def summary_line(result: dict) -> str:
+    if not result["trained"]:
+        return f"round {result['round']}: not trained ({result['reason']})"
+    best = result["best"]
+    return f"round {result['round']}: best validation all rules {best['all_rules']:.0%} at step {best['step']}"
+
