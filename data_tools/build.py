@@ -69,14 +69,16 @@ def read_journal(spec: PromptSpec, out_dir: Path) -> dict[tuple[int, str], list[
 
 
 def generate_missing(spec: PromptSpec, texts: list[str], inputs: dict[str, InputItem], out_dir: Path, done: dict,
-                     sampling: Sampling, round_no: int, backend_cache: dict) -> dict[str, list[str]]:
+                     sampling: Sampling, round_no: int, backend_cache: dict, hint: str | None = None
+                     ) -> dict[str, list[str]]:
     """Teacher samples of one round for every input in `texts`, generating only what the journal lacks;
-    returns input id -> samples. The teacher's prompt carries the input's label hint when the spec has one."""
+    returns input id -> samples. The teacher's prompt carries the input's label hint when the spec has one
+    (or from the template `hint`)."""
     todo = [t for t in texts if (round_no, input_id(t)) not in done]
     if todo:
         if "backend" not in backend_cache:  # load the model once, only when something is left to generate
             backend_cache["backend"] = make_backend(spec)
-        conversations = [spec.prompted_messages(t, hint=spec.hint_for(inputs[t].label)) for t in todo]
+        conversations = [spec.prompted_messages(t, hint=spec.hint_for(inputs[t].label, hint)) for t in todo]
         label = "teacher" if round_no == 1 else f"teacher round {round_no}"
         bar = tqdm(total=len(texts), initial=len(texts) - len(todo), desc=label, unit="input")
 
@@ -114,6 +116,19 @@ def teacher_samples(spec: PromptSpec, inputs: dict[str, InputItem], train: list[
             samples[key] = samples[key] + extra
         rescued = sum(select(spec, t, samples[input_id(t)], inputs[t].label)["chosen"] is not None for t in failing)
         stats = {"retry_inputs": len(failing), "retry_rescued": rescued}
+    failing = [t for t in train if not any(all_pass(score(spec.rules, t, s, inputs[t].label))
+                                           for s in samples[input_id(t)])]
+    if (spec.teacher.auto_hint and spec.teacher.hint is None and spec.inputs.label_names()
+            and len(failing) > len(train) / 2):
+        print(f"[promptbake] the prompted teacher failed {len(failing)} of {len(train)} training inputs: those get "
+              "one more round with their labels as a hint (teacher.auto_hint)", flush=True)
+        more = generate_missing(spec, failing, inputs, out_dir, done, spec.teacher.sampling, 3, cache,
+                                hint=spec.automatic_hint())
+        for key, extra in more.items():
+            samples[key] = samples[key] + extra
+        stats["hinted_inputs"] = len(failing)
+        stats["hinted_rescued"] = sum(any(all_pass(score(spec.rules, t, s, inputs[t].label))
+                                          for s in samples[input_id(t)]) for t in failing)
     return samples, stats
 
 
@@ -266,7 +281,8 @@ def print_summary(manifest: dict, out_dir: Path) -> None:
     table.add_column("what")
     table.add_column("value", justify="right")
     for key in ("synthesized_inputs", "train_inputs", "val_inputs", "eval_inputs", "samples", "sft_rows",
-                "sft_rows_repaired", "sft_rows_from_labels", "pref_rows", "rejects", "retry_inputs", "retry_rescued"):
+                "sft_rows_repaired", "sft_rows_from_labels", "pref_rows", "rejects", "retry_inputs", "retry_rescued",
+                "hinted_inputs", "hinted_rescued"):
         if key in c:
             table.add_row(key, str(c[key]))
     table.add_row("raw all-rules pass rate", f"{manifest['raw_all_rules_pass_rate']:.0%}")

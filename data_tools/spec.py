@@ -184,6 +184,9 @@ class TeacherSpec(StrictModel):
     fields (`{label}` for a single `label_field`), e.g. "The correct category is {category}; urgent: {urgent}.",
     appended to the teacher's system prompt for that input. Never part of a training row or of an eval arm's
     prompt: the tuned model learns to answer right without it."""
+    auto_hint: bool = True
+    """When the teacher, without a hint, fails most training inputs and the inputs have labels, the failing
+    inputs get one more round with the labels as a hint (see `automatic_hint`), and the build says so."""
     label_fallback: bool = True
     """When every sample of an input fails, take the input's label as its answer if the label itself passes
     every check (a label that is the whole answer: an extraction, a call, a short reply). The manifest
@@ -293,11 +296,22 @@ class PromptSpec(StrictModel):
                 messages += [{"role": "user", "content": ex.input}, {"role": "assistant", "content": ex.output}]
         return messages + [{"role": "user", "content": user_input}]
 
-    def hint_for(self, label) -> str | None:
-        """The teacher hint for an input with this label (None without a hint or a label)."""
-        if self.teacher.hint is None or label is None:
+    def hint_for(self, label, template: str | None = None) -> str | None:
+        """The teacher hint for an input with this label, from `template` or else `teacher.hint` (None
+        without either, or without a label)."""
+        template = template or self.teacher.hint
+        if template is None or label is None:
             return None
-        return self.teacher.hint.format(**(label if isinstance(label, dict) else {"label": label}))
+        return template.format(**(label if isinstance(label, dict) else {"label": label}))
+
+    def automatic_hint(self) -> str:
+        """The hint a build falls back to when the teacher fails most inputs and the inputs have labels."""
+        names = self.inputs.label_names()
+        if names == ["label"]:
+            return ("The reference answer for this message is: {label}\nWrite your answer so that it agrees with "
+                    "the reference and follows every rule.")
+        values = ", ".join(f"{n}: {{{n}}}" for n in names)
+        return f"The correct values for this message are {values}. Use them, and follow every rule."
 
     def inputs_path(self) -> Path:
         assert self.inputs.path is not None

@@ -87,7 +87,7 @@ def test_the_teacher_sees_the_hint_and_the_rows_never_do(tmp_path, tiny_model_di
         assert "correct category" not in row["input"]
 
 
-def test_label_that_passes_every_check_becomes_the_answer(tmp_path, tiny_model_dir, capsys):
+def test_label_that_passes_every_check_becomes_the_answer(tmp_path, tiny_model_dir, capsys, monkeypatch):
     (tmp_path / "q.jsonl").write_text("".join(json.dumps({"input": f"question {i}", "label": f"answer {i}"}) + "\n"
                                               for i in range(8)))
     (tmp_path / "s.yaml").write_text(f"""\
@@ -100,15 +100,31 @@ inputs: {{path: q.jsonl, label_field: label}}
 teacher: {{model: {tiny_model_dir}, repair: false, sampling: {{n: 1, temperature: 1.0, max_new_tokens: 4}}}}
 output_dir: {tmp_path / 'data'}
 """)
+    seen = []
+    original = LocalBackend.generate
+
+    def recording(self, conversations, sampling, on_batch=None):
+        seen.extend(conversations)
+        return original(self, conversations, sampling, on_batch=on_batch)
+
+    monkeypatch.setattr(LocalBackend, "generate", recording)
     manifest = build.main(load_spec(tmp_path / "s.yaml"))
     c = manifest["counts"]
     assert c["sft_rows_from_labels"] == c["sft_rows"] == c["train_inputs"] == 6 and c["sft_rows_raw"] == 0
+    # the teacher failed every input, so each got one more round with its label as a hint (teacher.auto_hint)
+    assert c["hinted_inputs"] == 6 and len(seen) == 12
+    assert all("reference answer" not in conv[0]["content"] for conv in seen[:6])
+    assert all(conv[0]["content"].endswith(f"The reference answer for this message is: "
+                                           f"{conv[-1]['content'].replace('question', 'answer')}\nWrite your answer "
+                                           "so that it agrees with the reference and follows every rule.")
+               for conv in seen[6:])
     rows = [json.loads(x) for x in (tmp_path / "data" / "sft_train.jsonl").read_text().splitlines()]
     assert all(r["completion"][0]["content"] == r["prompt"][0]["content"].replace("question", "answer") for r in rows)
     assert "6 of 6 training rows take the input's own label as the answer" in capsys.readouterr().out
     # switched off, the same build has nothing to train on and says so
     with pytest.raises(InputError, match="no teacher sample passed every check"):
-        build.main(load_spec(tmp_path / "s.yaml", ["teacher.label_fallback=false", f"output_dir={tmp_path / 'd2'}"]))
+        build.main(load_spec(tmp_path / "s.yaml", ["teacher.label_fallback=false", "teacher.auto_hint=false",
+                                                   f"output_dir={tmp_path / 'd2'}"]))
 
 
 def test_label_match_is_per_field_for_json_answers():
