@@ -29,7 +29,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt
 
 from promptbake.config import InputError, StrictModel, apply_overrides, load_config, validate
-from promptbake.io import atomic_write_text, iter_jsonl, write_json
+from promptbake.io import iter_jsonl, write_json
 from promptbake.models import DEFAULT_MODEL
 from sft.rounds import RoundsSpec
 
@@ -226,6 +226,7 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
         stage("export", "4/4 export: merge the kept adapter into standalone weights",
               lambda: export(tuned, run / "merged"))
 
+    from promptbake.bake_report import print_verdict, write_reports
     from promptbake.verdict import verdict
 
     curve = [json.loads(line) for line in (run / "sft" / "validation.jsonl").read_text().splitlines()] \
@@ -234,7 +235,7 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
     result.update(spec=spec.name, run_dir=str(run), time_s=round(time.time() - start, 1), stage_times_s=stage_times,
                   kept_step=sft.get("kept_step"), budget_steps=sft["budget_steps"])
     write_json(run / "verdict.json", result)
-    atomic_write_text(run / "report.md", report_markdown(result, metrics, curve, sft))
+    write_reports(run, result, metrics, curve, sft, rounds_done=state.done("rounds"))
     print_verdict(result, metrics, run)
     return result
 
@@ -267,8 +268,10 @@ def train_sft(config: BakeConfig, spec, recipe, run: Path, manifest: dict) -> di
           f"({steps * t.per_device_train_batch_size * t.gradient_accumulation_steps / rows:.1f} epochs at most)"
           + (f"; validation on {manifest['counts'].get('val_inputs', 0)} inputs every {every} steps"
              if every else "; no validation slice: the last step is kept"))
+    # a loss logged at least as often as validation measures, so that every point of the curve has one
     recipe = recipe.model_copy(update={"training": t.model_copy(update={
-        "max_steps": steps, "save_steps": every or max(10, steps // 4), "save_total_limit": 1})})
+        "max_steps": steps, "save_steps": every or max(10, steps // 4), "save_total_limit": 1,
+        "logging_steps": min(t.logging_steps, every or t.logging_steps)})})
     last = train_main(recipe, resume=True, callbacks=callbacks)
     best = run / "sft" / BEST_DIR
     tuned = best if best.exists() else last
@@ -323,42 +326,6 @@ def export(tuned_model: str, out: Path) -> dict:
     from sft.export import main as export_main
 
     return {"merged": str(export_main(tuned_model, out))}
-
-
-def report_markdown(result: dict, metrics: dict, curve: list[dict], sft: dict) -> str:
-    base, tuned = metrics["base_prompted"], metrics["tuned_unprompted"]
-    lines = [f"# bake: {result['spec']}", "", f"**Verdict:** {result['statement']}", ""]
-    if result["diagnosis"]:
-        lines += ["## Diagnosis", "", *[f"- {d}" for d in result["diagnosis"]], "",
-                  f"**Try first:** {result['try_first']}", ""]
-    lines += ["## Per rule (held-out inputs)", "", "| rule | base_prompted | tuned_unprompted |", "|---|---|---|"]
-    lines += [f"| all rules | {base['all_rules_adherence']:.1%} | {tuned['all_rules_adherence']:.1%} |"]
-    lines += [f"| {rid} | {v:.1%} | {tuned['per_rule'].get(rid, 0):.1%} |" for rid, v in base["per_rule"].items()]
-    lines += ["", f"Training budget {sft['budget_steps']} steps; kept step {sft.get('kept_step')}.", ""]
-    if curve:
-        rule_ids = list(curve[0]["per_rule"])
-        lines += ["## Validation curve", "", "| step | loss | all rules | " + " | ".join(rule_ids) + " |",
-                  "|---" * (3 + len(rule_ids)) + "|"]
-        for p in curve:
-            loss = f"{p['loss']:.3f}" if p["loss"] is not None else "-"
-            lines.append(f"| {p['step']} | {loss} | {p['all_rules']:.0%} | "
-                         + " | ".join(f"{p['per_rule'][r]:.0%}" for r in rule_ids) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def print_verdict(result: dict, metrics: dict, run: Path) -> None:
-    times = ", ".join(f"{k} {v:.0f} s" for k, v in result["stage_times_s"].items())
-    print(f"\n=== bake {result['spec']} done in {result['time_s']:.0f} s{f' ({times})' if times else ''} ===")
-    print(result["statement"])
-    for d in result["diagnosis"]:
-        print(f"  - {d}")
-    if result["try_first"]:
-        print(f"try first: {result['try_first']}")
-    base, tuned = metrics["base_prompted"], metrics["tuned_unprompted"]
-    print(f"prompt tokens per request: {base['prompt_tokens_per_request']:.0f} -> "
-          f"{tuned['prompt_tokens_per_request']:.0f}; latency per request: "
-          f"{base['latency_s_per_request']:.2f} s -> {tuned['latency_s_per_request']:.2f} s")
-    print(f"run directory: {run}  (report: {run / 'report.md'})")
 
 
 def make_parser(subparsers=None):

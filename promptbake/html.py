@@ -90,3 +90,44 @@ def arm_bars_svg(plot_id: str, title: str, axis: str, arms: list[str], values: l
     parts.append(f'<line x1="{left}" x2="{left}" y1="{top - 4}" y2="{base}" stroke="#333"/>'
                  f'<text x="{left + area / 2}" y="{base + 24}" text-anchor="middle">{escape(axis)}</text></svg>')
     return "".join(parts)
+
+
+def line_chart_svg(plot_id: str, title: str, x_label: str, xs: list[float], series: dict[str, list[float | None]],
+                   y_max: float = 1.0, y_fmt: str = ".0%") -> str:
+    """Lines over shared x values, one colour per series (None leaves a gap), y from 0 to `y_max`, with a
+    legend; each point carries its value as a tooltip."""
+    left, top, area_w, area_h = 56, 28, 520, 220
+    legend_w = 12 + 7 * max((len(name) for name in series), default=0)
+    width, height = left + area_w + 30 + legend_w, top + area_h + 48
+    x_max = max(xs) or 1.0
+
+    def px(x: float) -> float:
+        return left + area_w * x / x_max
+
+    def py(y: float) -> float:
+        return top + area_h * (1 - min(y, y_max) / y_max)
+
+    parts = [svg_open(plot_id, title, width, height), f'<text x="{left}" y="16" font-weight="600">{escape(title)}'
+             "</text>"]
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = py(tick * y_max)
+        parts.append(f'<line x1="{left}" x2="{left + area_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
+                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick * y_max:{y_fmt}}</text>')
+    for x in xs:
+        parts.append(f'<text x="{px(x):.1f}" y="{top + area_h + 16}" text-anchor="middle">{x:g}</text>')
+    for i, (name, ys) in enumerate(series.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        points = [(px(x), py(y), x, y) for x, y in zip(xs, ys) if y is not None]
+        if len(points) > 1:
+            path = " ".join(f"{a:.1f},{b:.1f}" for a, b, _, _ in points)
+            parts.append(f'<polyline class="line" points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        for a, b, x, y in points:
+            parts.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{colour}"><title>{escape(name)} at {x:g}: '
+                         f'{y:{y_fmt}}</title></circle>')
+        ly = top + 14 * i
+        parts.append(f'<rect x="{left + area_w + 30}" y="{ly}" width="10" height="10" fill="{colour}"/>'
+                     f'<text x="{left + area_w + 44}" y="{ly + 9}">{escape(name)}</text>')
+    parts.append(f'<line x1="{left}" x2="{left + area_w}" y1="{top + area_h}" y2="{top + area_h}" stroke="#333"/>'
+                 f'<text x="{left + area_w / 2}" y="{top + area_h + 36}" text-anchor="middle">{escape(x_label)}</text>'
+                 "</svg>")
+    return "".join(parts)

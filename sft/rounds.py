@@ -126,7 +126,8 @@ def run_round(k: int, adapter: str, rounds: RoundsSpec, spec: PromptSpec, train_
                 "dataset": str(data)}
     callback = ValidationCallback(spec, val_items, out, every=every, patience=patience, run_info=run_info,
                                   max_new_tokens=max_new_tokens, batch_size=batch_size)
-    training = sft_recipe.training.model_copy(update={"max_steps": steps, "save_steps": every, "save_total_limit": 1})
+    training = sft_recipe.training.model_copy(update={"max_steps": steps, "save_steps": every, "save_total_limit": 1,
+                                                      "logging_steps": min(sft_recipe.training.logging_steps, every)})
     if rounds.method == "dpo":
         from sft.dpo import DPORecipe
         from sft.dpo import main as dpo_main

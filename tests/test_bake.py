@@ -14,9 +14,9 @@ from promptbake.bake import main as bake
 from promptbake.config import InputError, load_config
 from promptbake.verdict import verdict
 
-FAST = ["report_to=none", "export=false", "synthesis_min_inputs=0", "budget.min_steps=4", "budget.max_steps=6", "validation.fraction=0.3",
-        "validation.min_inputs=2", "validation.min_train_inputs=4", "validation.evaluations=3",
-        "validation.patience=2", "eval_batch_size=8"]
+FAST = ["report_to=none", "export=false", "synthesis_min_inputs=0", "budget.min_steps=4", "budget.max_steps=6",
+        "validation.fraction=0.3", "validation.min_inputs=2", "validation.min_train_inputs=4",
+        "validation.evaluations=3", "validation.patience=2", "eval_batch_size=8"]
 
 
 def lines(path: Path) -> list[dict]:
@@ -85,6 +85,9 @@ def test_bake_runs_every_stage_with_a_validation_slice(bake_run, bake_spec):
     assert result == json.loads((out / "verdict.json").read_text())
     report = (out / "report.md").read_text()
     assert result["statement"] in report and "## Validation curve" in report
+    page = (out / "report.html").read_text()
+    # one point per measured step on the all-rules line, and the loss chart beside it
+    assert page.count('<title>all rules at ') == len(curve) and 'id="curve-0-loss"' in page
 
 
 def test_bake_resumes_finished_stages_and_refuses_a_changed_spec(bake_run, bake_spec, capsys, monkeypatch):

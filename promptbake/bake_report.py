@@ -1,0 +1,99 @@
+"""The bake's report: `report.md` and `report.html` in the run directory, with the verdict, the diagnosis when
+the tuned model did not win, adherence per rule on the held-out inputs, and the validation curve (steps vs
+all-rules and per-rule adherence, and the training loss) of SFT and of each on-policy round.
+
+    write_reports(run, verdict, metrics, curve, sft, rounds_done)
+"""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+
+from promptbake.html import line_chart_svg, page
+from promptbake.io import atomic_write_text, iter_jsonl
+
+
+def report_markdown(result: dict, metrics: dict, curve: list[dict], sft: dict) -> str:
+    """The report as Markdown (to paste into a PR or an issue)."""
+    base, tuned = metrics["base_prompted"], metrics["tuned_unprompted"]
+    lines = [f"# bake: {result['spec']}", "", f"**Verdict:** {result['statement']}", ""]
+    if result["diagnosis"]:
+        lines += ["## Diagnosis", "", *[f"- {d}" for d in result["diagnosis"]], "",
+                  f"**Try first:** {result['try_first']}", ""]
+    lines += ["## Per rule (held-out inputs)", "", "| rule | base_prompted | tuned_unprompted |", "|---|---|---|"]
+    lines += [f"| all rules | {base['all_rules_adherence']:.1%} | {tuned['all_rules_adherence']:.1%} |"]
+    lines += [f"| {rid} | {v:.1%} | {tuned['per_rule'].get(rid, 0):.1%} |" for rid, v in base["per_rule"].items()]
+    lines += ["", f"Training budget {sft['budget_steps']} steps; kept step {sft.get('kept_step')}.", ""]
+    if curve:
+        rule_ids = list(curve[0]["per_rule"])
+        lines += ["## Validation curve", "", "| step | loss | all rules | " + " | ".join(rule_ids) + " |",
+                  "|---" * (3 + len(rule_ids)) + "|"]
+        for p in curve:
+            loss = f"{p['loss']:.3f}" if p["loss"] is not None else "-"
+            lines.append(f"| {p['step']} | {loss} | {p['all_rules']:.0%} | "
+                         + " | ".join(f"{p['per_rule'][r]:.0%}" for r in rule_ids) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def print_verdict(result: dict, metrics: dict, run: Path) -> None:
+    times = ", ".join(f"{k} {v:.0f} s" for k, v in result["stage_times_s"].items())
+    print(f"\n=== bake {result['spec']} done in {result['time_s']:.0f} s{f' ({times})' if times else ''} ===")
+    print(result["statement"])
+    for d in result["diagnosis"]:
+        print(f"  - {d}")
+    if result["try_first"]:
+        print(f"try first: {result['try_first']}")
+    base, tuned = metrics["base_prompted"], metrics["tuned_unprompted"]
+    print(f"prompt tokens per request: {base['prompt_tokens_per_request']:.0f} -> "
+          f"{tuned['prompt_tokens_per_request']:.0f}; latency per request: "
+          f"{base['latency_s_per_request']:.2f} s -> {tuned['latency_s_per_request']:.2f} s")
+    print(f"run directory: {run}  (report: {run / 'report.md'})")
+
+
+def curve_svg(plot_id: str, title: str, curve: list[dict]) -> str:
+    steps = [p["step"] for p in curve]
+    series = {"all rules": [p["all_rules"] for p in curve]}
+    series.update({rid: [p["per_rule"][rid] for p in curve] for rid in curve[0]["per_rule"]})
+    chart = line_chart_svg(plot_id, title, "optimizer step", steps, series)
+    losses = [p["loss"] for p in curve]
+    if any(v is not None for v in losses):
+        top = max(v for v in losses if v is not None) or 1.0
+        chart += line_chart_svg(f"{plot_id}-loss", f"{title}: training loss", "optimizer step", steps,
+                                {"loss": losses}, y_max=top, y_fmt=".2f")
+    return chart
+
+
+def report_html(result: dict, metrics: dict, curves: list[tuple[str, list[dict]]], sft: dict) -> str:
+    base, tuned = metrics["base_prompted"], metrics["tuned_unprompted"]
+    body = [f"<h1>bake: {escape(result['spec'])}</h1>",
+            f"<p><strong>Verdict:</strong> {escape(result['statement'])}</p>"]
+    if result["diagnosis"]:
+        body.append("<h2>Diagnosis</h2><ul>" + "".join(f"<li>{escape(d)}</li>" for d in result["diagnosis"])
+                    + f"</ul><p><strong>Try first:</strong> {escape(result['try_first'])}</p>")
+    rows = [("all rules", base["all_rules_adherence"], tuned["all_rules_adherence"])]
+    rows += [(rid, v, tuned["per_rule"].get(rid, 0.0)) for rid, v in base["per_rule"].items()]
+    body.append("<h2>Per rule (held-out inputs)</h2><table><tr><th>rule</th><th>base_prompted</th>"
+                "<th>tuned_unprompted</th></tr>" + "".join(
+                    f'<tr><th>{escape(r)}</th><td class="num">{b:.1%}</td><td class="num">{t:.1%}</td></tr>'
+                    for r, b, t in rows) + "</table>")
+    body.append(f"<p>Training budget {sft['budget_steps']} steps; kept step {sft.get('kept_step')}. The eval's own "
+                "report (every answer, by arm) is eval/report.html.</p>")
+    for i, (title, curve) in enumerate(curves):
+        if curve:
+            body.append(f"<h2>{escape(title)}</h2>" + curve_svg(f"curve-{i}", title, curve))
+    return page(f"bake: {result['spec']}", "\n".join(body))
+
+
+def read_curve_rows(path: Path) -> list[dict]:
+    return [row for _, row in iter_jsonl(path)] if path.exists() else []
+
+
+def write_reports(run: Path, result: dict, metrics: dict, curve: list[dict], sft: dict,
+                  rounds_done: dict | None) -> None:
+    curves = [("Validation while training (SFT)", curve)]
+    for r in (rounds_done or {}).get("rounds", []):
+        curves.append((f"Validation in on-policy round {r['round']}",
+                       read_curve_rows(run / "rounds" / str(r["round"]) / "validation.jsonl")))
+    atomic_write_text(run / "report.md", report_markdown(result, metrics, curve, sft))
+    atomic_write_text(run / "report.html", report_html(result, metrics, curves, sft))
