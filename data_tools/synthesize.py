@@ -93,7 +93,7 @@ def synthesize_inputs(spec: PromptSpec, target: int, seeds: list[str], avoid: li
     lengths = sorted(len(t.split()) for t in seeds_pool)
     lo, hi = max(1, lengths[0] // 2), lengths[-1] * 2
     dupes = NearDuplicates(cfg.near_duplicate)
-    for text in avoid:
+    for text in [*avoid, ASK]:  # a model may echo the request itself
         dupes.add(text)
     kept: list[str] = []
     journal = out_dir / JOURNAL
