@@ -5,12 +5,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from eval_recompute import assert_metrics_recompute, read_answers
 from safetensors.torch import load_file
 
 from data_tools import build
 from data_tools.spec import load_spec
 from evals.run import EvalConfig
 from evals.run import main as evaluate
+from evals.stats import mcnemar_exact
 from promptbake.config import InputError
 from promptbake.io import recover_journal
 from sft.export import main as export
@@ -124,15 +126,17 @@ def test_train_export_eval(built, tiny_model_dir, tmp_path):
                         report_to="none")
     metrics = evaluate(config)
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    answers = {arm: read_answers(tmp_path / "eval", arm) for arm in config.arms}
     for arm in config.arms:
-        m = saved[arm]
-        assert m["n"] == 3 and 0 <= m["all_rules_adherence"] <= 1
-        assert set(m["per_rule"]) == {"lowercase", "no_commas", "short", "prefix"}
-        assert m["all_rules_ci95"][0] <= m["all_rules_adherence"] <= m["all_rules_ci95"][1]
-        assert m["latency_s_per_request"] > 0
+        assert [a["input"] for a in answers[arm]] == [r["prompt"][0]["content"]
+                                                     for r in rows(data_dir / "eval_inputs.jsonl")]
+        assert_metrics_recompute(saved[arm], answers[arm], spec.rules)  # every rate is its answers' flags counted
+        assert saved[arm]["latency_s_per_request"] > 0
     # the prompted arm pays for the system prompt, rules and few-shot example in every request
     assert saved["base_prompted"]["prompt_tokens_per_request"] > saved["tuned_unprompted"]["prompt_tokens_per_request"]
-    assert set(saved["vs_base_prompted"]) == {"base_unprompted", "tuned_unprompted"}
+    outcomes = {arm: [a["all_rules"] for a in answers[arm]] for arm in config.arms}
+    assert saved["vs_base_prompted"] == {arm: mcnemar_exact(outcomes["base_prompted"], outcomes[arm])
+                                         for arm in ("base_unprompted", "tuned_unprompted")}
     assert metrics == saved
 
 
