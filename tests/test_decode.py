@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from data_tools.backends import LocalBackend
-from data_tools.decode import PreallocatedLayer, decode_batch, sample_next, shared_prefix_length
+from data_tools.decode import PreallocatedLayer, cut_at_eos, decode_batch, sample_next, shared_prefix_length
 from data_tools.spec import Sampling
 from promptbake.models import load_model_and_tokenizer
 
@@ -48,18 +48,91 @@ def test_greedy_batches_match_generate_one_by_one(tiny):
         assert completion.completion_tokens == [len(expected)]
 
 
+@pytest.fixture(scope="module")
+def peaked(tiny_model_dir, tiny):
+    """The tiny architecture with weights drawn 25x wider: its next-token distributions are peaked and change
+    with the context (the default tiny model's are nearly flat and alike for every prompt), so a sample drawn
+    from the wrong row, position or cache entry shows."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    config.initializer_range = 0.5
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).eval(), tiny[1]
+
+
+def prompt_rows(tokenizer, convs: list[list[dict]]) -> list[list[int]]:
+    return [tokenizer.apply_chat_template(c, add_generation_prompt=True, return_dict=True)["input_ids"] for c in convs]
+
+
+@torch.inference_mode()
+def reference_sampling(model, rows: list[list[int]], n: int, max_new_tokens: int, eos: set[int], pad: int,
+                       **sampling) -> list[list[int]]:
+    """What `decode_batch` must draw: every sample's sequence run alone through a plain forward pass at each step
+    (no cache, no padding, no shared prefix), and one `sample_next` call per step over all samples in
+    `decode_batch`'s order (row-major), so that the same torch seed gives the same draws."""
+    seqs = [list(r) for r in rows for _ in range(n)]
+    answers = [[] for _ in seqs]
+    finished = [False] * len(seqs)
+    for _ in range(max_new_tokens):
+        logits = torch.stack([model(torch.tensor([s]), logits_to_keep=1).logits[0, -1] for s in seqs])
+        for i, token in enumerate(sample_next(logits.float(), **sampling).tolist()):
+            token = pad if finished[i] else token
+            seqs[i].append(token)
+            answers[i].append(token)
+            finished[i] = finished[i] or token in eos
+        if all(finished):
+            break
+    return [cut_at_eos(a, eos) for a in answers]
+
+
 def test_shared_prefix_is_found_and_cached(tiny):
-    model, tokenizer = tiny
-    rows = [tokenizer.apply_chat_template(c, add_generation_prompt=True) for c in conversations()[:5]]
-    rows = [r["input_ids"] if isinstance(r, dict) or hasattr(r, "keys") else r for r in rows]
+    _, tokenizer = tiny
+    rows = prompt_rows(tokenizer, conversations()[:5])
     length = shared_prefix_length(rows)
     assert length > 40 and all(r[:length] == rows[0][:length] for r in rows)
     assert shared_prefix_length(rows + [[1, 2, 3]]) == 0  # a row that shares nothing turns the prefix off
 
+
+def test_shared_prefix_samples_draw_what_each_row_alone_draws(peaked):
+    """n=3 samples of five rows behind a shared prefix, with padding between prefix and suffix: every sample's
+    tokens equal those drawn, from the same seed, for its row run alone without any cache."""
+    model, tokenizer = peaked
+    rows = prompt_rows(tokenizer, conversations()[:5])
+    assert shared_prefix_length(rows) > 0 and len({len(r) for r in rows}) > 1
+    eos, pad = {tokenizer.eos_token_id}, tokenizer.pad_token_id
+    sampling = dict(temperature=1.0, top_k=50, top_p=0.95)
+    torch.manual_seed(11)
     with torch.inference_mode():
-        answers = decode_batch(model, rows, n=3, max_new_tokens=5, temperature=1.0, top_k=0, top_p=1.0,
-                               eos_token_ids={tokenizer.eos_token_id}, pad_token_id=tokenizer.pad_token_id)
-    assert len(answers) == 15 and all(1 <= len(a) <= 5 for a in answers)
+        ours = decode_batch(model, rows, n=3, max_new_tokens=6, eos_token_ids=eos, pad_token_id=pad, **sampling)
+    torch.manual_seed(11)
+    assert ours == reference_sampling(model, rows, n=3, max_new_tokens=6, eos=eos, pad=pad, **sampling)
+    assert all(len({tuple(a) for a in ours[3 * i:3 * i + 3]}) > 1 for i in range(5))  # samples differ per row
+    assert len({tuple(a[:1]) for a in ours}) > 3  # and rows differ: each row sampled its own distribution
+
+
+def test_first_token_distribution_matches_generate(peaked):
+    """Temperature, top-k and top-p as `generate()` applies them: its processed first-step scores are the
+    distribution it samples from; 4000 first tokens from `decode_batch` must follow it."""
+    model, tokenizer = peaked
+    row = prompt_rows(tokenizer, conversations()[:1])[0]
+    sampling = dict(temperature=1.5, top_k=8, top_p=0.9)
+    out = model.generate(torch.tensor([row]), attention_mask=torch.ones(1, len(row), dtype=torch.long),
+                         do_sample=True, max_new_tokens=1, output_scores=True, return_dict_in_generate=True,
+                         pad_token_id=tokenizer.pad_token_id, **sampling)
+    expected = out.scores[0][0].float().softmax(-1)
+    support = set(expected.nonzero().flatten().tolist())
+    assert 3 <= len(support) < 8  # top-p cut some of the top-k: every filter takes part
+    torch.manual_seed(5)
+    with torch.inference_mode():
+        drawn = [a[0] for _ in range(8) for a in decode_batch(model, [row], n=500, max_new_tokens=1,
+                                                              eos_token_ids={tokenizer.eos_token_id},
+                                                              pad_token_id=tokenizer.pad_token_id, **sampling)]
+    assert set(drawn) <= support
+    observed = torch.bincount(torch.tensor(drawn), minlength=len(expected)).float() / len(drawn)
+    # sampling noise at 4000 draws over 6 tokens is ~0.013 total variation; leaving out the temperature would
+    # be 0.17 away, top-p 0.08 (and draw tokens outside the support)
+    assert 0.5 * (observed - expected).abs().sum() < 0.05
 
 
 def test_sampling_is_seeded_and_samples_differ(tiny):
