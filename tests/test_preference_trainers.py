@@ -159,18 +159,52 @@ def test_checks_reward_is_the_share_of_rules_passed(tiny_spec):
     assert rl.checks(["Tell me about tea."], ["ok: tea is warm"], rules=rules) == [1.0]  # standard (text) rows
 
 
-def test_grpo_with_checks_reward_trains_the_adapter(tiny_model_dir, tiny_spec, tmp_path):
+@torch.no_grad()
+def first_token_prob(model_ref: str, text: str, temperature: float) -> float:
+    """Mean probability, over the THINGS prompts, that the answer's first token is `text`."""
+    model, tokenizer = load_model_and_tokenizer(model_ref)
+    token = tokenizer.encode(text, add_special_tokens=False)
+    assert len(token) == 1
+    probs = []
+    for t in THINGS:
+        ids = tokenizer.apply_chat_template(user(f"Tell me about {t}."), add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)
+        probs.append((model(**ids).logits[0, -1] / temperature).softmax(-1)[token[0]].item())
+    return sum(probs) / len(probs)
+
+
+# The random tiny model's next-token logits are almost flat (a spread of ~0.1 over 49k tokens); at temperature
+# 0.03 its one-token answers concentrate: ~70% are a bare newline (a blank answer), the rest one of a few words.
+# GRPO must move that share the way the spec's check rewards: away from blank answers (the reward rises from
+# ~0.1 to 1 within a few steps), or, as a control, towards them.
+@pytest.mark.parametrize("wants_a_word", [True, False], ids=["reward-a-word", "reward-a-blank"])
+def test_grpo_moves_the_policy_the_way_the_checks_reward(tiny_model_dir, tmp_path, wants_a_word):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: says_something\nrules:\n  - id: word\n    text: Say something.\n"
+                    f"    check: {{kind: regex, pattern: '\\S', must_match: {str(wants_a_word).lower()}}}\n"
+                    f"inputs: {{path: sft_train.jsonl}}\nteacher: {{model: {tiny_model_dir}}}\n")
     # an sft_train.jsonl: GRPO uses its prompts and ignores the completions
     data = write_rows(tmp_path / "sft_train.jsonl",
                       [{"prompt": r["prompt"], "completion": r["chosen"]} for r in pref_rows()])
-    recipe = rl.RLRecipe(model=str(tiny_model_dir), spec=str(tiny_spec), dataset=str(data),
-                         output_dir=str(tmp_path / "rl"), report_to="none", lora={"r": 8}, num_generations=4,
-                         max_completion_length=8, training={**FAST, "max_steps": 2, "save_steps": 2,
-                                                            "learning_rate": 1e-2})
+    steps, temperature = 10, 0.03
+    recipe = rl.RLRecipe(model=str(tiny_model_dir), spec=str(spec), dataset=str(data), output_dir=str(tmp_path / "rl"),
+                         report_to="none", lora={"r": 8}, num_generations=8, max_completion_length=1,
+                         temperature=temperature,
+                         training={**FAST, "per_device_train_batch_size": 8, "max_steps": steps, "save_steps": steps,
+                                   "learning_rate": 5e-3})
+    blank_before = first_token_prob(str(tiny_model_dir), "\n", temperature)
     adapter_dir = rl.main(recipe)
 
-    rewards = [h for h in logged(tmp_path / "rl", 2) if "reward" in h]
-    assert len(rewards) == 2 and all(0.0 <= h["rewards/checks/mean"] <= 1.0 for h in rewards)
+    blank_after = first_token_prob(str(adapter_dir), "\n", temperature)
+    rewards = [h["rewards/checks/mean"] for h in logged(tmp_path / "rl", steps) if "reward" in h]
+    assert len(rewards) == steps
+    # step 1 answers come from the untrained model; the last steps' from the trained one
+    first, last = rewards[0], sum(rewards[-4:]) / 4
+    if wants_a_word:
+        assert 0.1 < blank_before < 0.9 and first < 0.5, (blank_before, rewards)
+        assert blank_after < blank_before / 4 and last >= 0.9 and last > first + 0.4, (blank_after, rewards)
+    else:  # the control: the same run with the opposite check makes blank answers more likely, not less
+        assert blank_after > blank_before, (blank_before, blank_after, rewards)
     assert all(v.abs().sum() > 0 for v in lora_b(adapter_dir))
 
 
