@@ -17,7 +17,15 @@ from data_tools.spec import PromptSpec, load_spec
 from promptbake.config import InputError
 
 SPECS = Path(__file__).resolve().parents[1] / "configs" / "specs"
-GALLERY = ["csv_extraction", "bilingual_replies", "tool_call", "idk_context", "style_rules"]
+GALLERY = ["csv_extraction", "bilingual_replies", "tool_call", "idk_context", "style_rules",
+           "product_faq", "ticket_triage", "review_reply"]
+# specs whose label is one field of the answer (a category, a sentiment), not a whole answer: a few-shot example's
+# label is read from its output, and each input's label must be one of the allowed values
+FIELD_LABELS = {
+    "ticket_triage": (lambda output: json.loads(output)["category"],
+                      {"billing", "shipping", "technical", "account", "returns"}),
+    "review_reply": (lambda output: output[1:output.index("]")], {"positive", "negative", "mixed"}),
+}
 
 
 def spec_of(name: str) -> PromptSpec:
@@ -46,11 +54,14 @@ def test_labels_and_examples_pass_their_own_checks(name):
     """A reference answer that broke a rule would teach the rule wrong; so would a few-shot example (scored
     against itself as its label, for the label-comparing checks)."""
     spec = spec_of(name)
+    label_of, allowed = FIELD_LABELS.get(name, (lambda output: output, None))
     for text, item in load_inputs(spec).items():
-        if item.label is not None:
+        if allowed is not None:
+            assert item.label in allowed, (text, item.label)
+        elif item.label is not None:
             assert not failed(spec, text, item.label, item.label), (text, item.label)
     for ex in spec.examples:
-        assert not failed(spec, ex.input, ex.output, ex.output), ex.input
+        assert not failed(spec, ex.input, ex.output, label_of(ex.output)), ex.input
 
 
 def test_csv_extraction_rejects_invented_values():
@@ -149,6 +160,67 @@ def test_style_rules_each_violation_fails_its_own_rule():
     assert failed(spec, text, good.replace("use two", "really use two")) == {"no_intensifiers"}
     assert failed(spec, text, good.replace(" anything else i can help with?", "")) == {"closing_question"}
     assert failed(spec, text, "use anchors " * 20 + "anything else i can help with?") == {"under_40_words"}
+
+
+def test_product_faq_counts_repeated_questions_and_checks_its_house_rules(caplog):
+    spec = spec_of("product_faq")  # its python check, faq_checks.py, sits beside the spec: no PYTHONPATH needed
+    with caplog.at_level("WARNING", logger="data_tools.inputs"):
+        inputs = load_inputs(spec)
+    lines = (SPECS / "inputs" / "kelvin_faq.txt").read_text().splitlines()
+    assert len(inputs) == len(set(lines)) <= 40 < len(lines)
+    assert f"{len(lines) - len(inputs)} of {len(lines)} inputs repeat an earlier one" in caplog.text
+    text = "How do I reset my Kelvin One to factory settings?"
+    good = ("Hold the dial down for 10 seconds until the screen goes dark, then set it up again in the app. "
+            "Step-by-step help is at help.hearthly.com/reset. Need anything else? Reply here.")
+    assert not failed(spec, text, good)
+    assert failed(spec, text, good.replace("help.hearthly.com/reset", "www.kelvinone.com/support")) == {
+        "help_links_only"}
+    assert failed(spec, text, good.replace("help.hearthly.com/reset", "https://hearthly.com/reset")) == {
+        "help_links_only"}
+    assert not failed(spec, text, good.replace("help.hearthly.com/reset", "https://help.hearthly.com/reset"))
+    assert failed(spec, text, good.replace("Step-by-step", "Contact support if it fails. Step-by-step")) == {
+        "no_handoff"}
+    assert failed(spec, text, "- Hold the dial down.\n- Set it up again. Need anything else? Reply here.") == {
+        "plain_text"}
+    assert failed(spec, text, good.replace(" Need anything else? Reply here.", "")) == {"sign_off"}
+    assert failed(spec, text, "Hold the dial. " * 25 + "Need anything else? Reply here.") == {"short"}
+
+
+def test_ticket_triage_checks_each_field_and_the_label():
+    spec = spec_of("ticket_triage")
+    text = "I was charged twice for order #58213. Please fix this."
+    good = ('{"category": "billing", "urgent": true, '
+            '"summary": "Charged twice for order 58213; wants one charge removed."}')
+    assert not failed(spec, text, good, "billing")
+    assert not failed(spec, text, f"```json\n{good}\n```", "billing")  # a fence is tolerated
+    assert failed(spec, text, good, "returns") == {"right_category"}
+    assert failed(spec, text, good.replace('"billing"', '"Billing"'), "billing") == {"category_enum", "right_category"}
+    assert failed(spec, text, good.replace('"billing"', '"payments"'), "billing") == {
+        "category_enum", "right_category"}
+    assert failed(spec, text, good.replace("true", '"yes"'), "billing") == {"fields"}
+    assert failed(spec, text, good.replace('"urgent"', '"priority"'), "billing") == {"fields"}
+    assert failed(spec, text, good[:-1] + ', "order": "58213"}', "billing") == {"fields"}
+    long = good.replace("wants one charge removed", "the customer would like us to remove one of the two charges soon")
+    assert failed(spec, text, long, "billing") == {"short_summary"}
+    everything = {r.id for r in spec.rules}
+    assert failed(spec, text, "Here is the triage: " + good, "billing") == everything
+    assert failed(spec, text, "[" + good + "]", "billing") == everything - {"json_only"}
+    assert "summary has 18 words" in score(spec.rules, text, long, "billing")["short_summary"].reason
+
+
+def test_review_reply_tag_follows_the_label():
+    spec = spec_of("review_reply")
+    text = "Love the design but the bank sync fails every few days and I have to reconnect."
+    good = ("[mixed] Thank you for the kind words about the design! Sorry about the sync trouble; please open "
+            "Settings > Help so we can look at your bank connection. — The Acme team")
+    assert not failed(spec, text, good, "mixed")
+    assert failed(spec, text, good, "negative") == {"sentiment_tag"}
+    assert failed(spec, text, good.replace("[mixed]", "[Mixed]"), "mixed") == {"sentiment_tag"}
+    assert failed(spec, text, good.replace("[mixed] ", ""), "mixed") == {"sentiment_tag"}
+    assert failed(spec, text, good.replace("Thank you", "Thank you [name]"), "mixed") == {"no_placeholders"}
+    assert failed(spec, text, good.replace("so we can", "for a refund, and so we can"), "mixed") == {"no_refunds"}
+    assert failed(spec, text, good.replace("— The Acme team", "- The Acme team"), "mixed") == {"sign_off"}
+    assert failed(spec, text, good.replace("Thank you", "Thank you so " + "very " * 20), "mixed") == {"max_40_words"}
 
 
 @pytest.mark.parametrize("name", GALLERY)
