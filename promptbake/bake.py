@@ -135,23 +135,43 @@ def changed_fields(old: dict, new: dict) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
+STAGES = ["data", "sft", "rounds", "eval", "export"]
+# the first stage each bake config field affects; a change is accepted while that stage has not finished, and
+# the finished stages after it are run again (report_to changes nothing a stage produces)
+FIELD_STAGE = {"model": "data", "synthesis_min_inputs": "data", "validation": "data", "recipe": "sft",
+               "budget": "sft", "rounds": "rounds", "eval_batch_size": "eval", "export": "export", "report_to": None}
+
+
 class RunState:
     """bake.json: what the run was started with, and each stage once it finished."""
 
     def __init__(self, run: Path, spec_dump: dict, config_dump: dict, source: str):
         self.path = run / STATE_FILE
-        if self.path.exists():
-            self.data = json.loads(self.path.read_text())
-            for what, old, new in (("spec", self.data["spec"], spec_dump), ("bake config", self.data["config"],
-                                                                             config_dump)):
-                changed = changed_fields(old, new)
-                if changed:
-                    raise InputError(f"{source}: {run} holds a bake of a different {what} (changed: "
-                                     f"{', '.join(changed)}); choose another output_dir or delete {run}")
-            print(f"[promptbake] resuming the bake in {run} (done: {', '.join(self.data['stages']) or 'nothing'})")
-        else:
+        if not self.path.exists():
             self.data = {"spec": spec_dump, "config": config_dump, "stages": {}}
             self.save()
+            return
+        self.data = json.loads(self.path.read_text())
+        changed = changed_fields(self.data["spec"], spec_dump)
+        if changed:
+            raise InputError(f"{source}: {run} holds a bake of a different spec (changed: {', '.join(changed)}); "
+                             f"choose another output_dir or delete {run}")
+        changed = changed_fields(self.data["config"], config_dump)
+        stages = {FIELD_STAGE.get(field.split(".")[0], "data") for field in changed} - {None}
+        first = min(stages, key=STAGES.index) if stages else None
+        if first is not None and first in self.data["stages"]:
+            raise InputError(f"{source}: {run} holds a bake of a different bake config (changed: "
+                             f"{', '.join(changed)}, which its finished {first} stage depends on); choose another "
+                             f"output_dir or delete {run}")
+        if first is not None:
+            redo = [s for s in STAGES[STAGES.index(first):] if s in self.data["stages"]]
+            for stage in redo:
+                del self.data["stages"][stage]
+            print(f"[promptbake] bake config changed ({', '.join(changed)}): the {first} stage has not run yet; "
+                  + (f"{', '.join(redo)} will run again" if redo else "continuing"))
+        self.data["config"] = config_dump
+        self.save()
+        print(f"[promptbake] resuming the bake in {run} (done: {', '.join(self.data['stages']) or 'nothing'})")
 
     def done(self, stage: str) -> dict | None:
         return self.data["stages"].get(stage)

@@ -105,8 +105,16 @@ def test_bake_resumes_finished_stages_and_refuses_a_changed_spec(bake_run, bake_
     with pytest.raises(InputError, match=r"different spec \(changed: teacher\.sampling\.n\)"):
         bake(config, spec_overrides)
     config, spec_overrides = load_bake(str(tiny_spec), [*overrides, "budget.max_steps=9"])
-    with pytest.raises(InputError, match=r"different bake config \(changed: budget\.max_steps\)"):
+    with pytest.raises(InputError, match=r"different bake config \(changed: budget\.max_steps, which its finished "
+                                         r"sft stage depends on\)"):
         bake(config, spec_overrides)
+    # a change to a stage that has not run is taken, and the finished stages after it run again
+    monkeypatch.setattr("promptbake.bake.evaluate", lambda c: pytest.fail("eval before export changed"))
+    config, spec_overrides = load_bake(str(tiny_spec), [*overrides[:1], "export=true", *overrides[2:]])
+    monkeypatch.setattr("promptbake.bake.export", lambda tuned, out: {"merged": str(out), "from": tuned})
+    bake(config, spec_overrides)
+    state = json.loads((out / "bake.json").read_text())
+    assert state["config"]["export"] and state["stages"]["export"]["from"] == state["stages"]["sft"]["tuned_model"]
 
 
 def test_bad_bake_override_fails_before_any_model_loads(tiny_spec, tmp_path):
