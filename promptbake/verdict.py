@@ -91,7 +91,8 @@ def diagnose(metrics: dict, manifest: dict, curve: list[dict], budget_steps: int
                          "validation slice)", "give more distinct inputs so that a validation slice can choose "
                          "the training length"))
     if tuned_rules:
-        weakest = min(tuned_rules, key=lambda r: tuned_rules[r] - base_rules.get(r, 0.0))
+        # the rule the tuned model follows least (of equals, the one it lost most on against the prompted base)
+        weakest = min(tuned_rules, key=lambda r: (tuned_rules[r], tuned_rules[r] - base_rules.get(r, 0.0)))
         findings.append((f"weakest rule after tuning: {weakest} ({tuned_rules[weakest]:.0%} vs "
                          f"{base_rules.get(weakest, 0.0):.0%} for the prompted base; "
                          f"teacher raw {teacher_rules.get(weakest, 0.0):.0%})",
