@@ -129,9 +129,9 @@ def _expand_template(spec: PromptSpec) -> list[tuple[str, InputItem]]:
     return texts
 
 
-def load_inputs(spec: PromptSpec) -> dict[str, InputItem]:
-    """All inputs of the spec (input text -> label / logged answer), de-duplicated in first-seen order,
-    optionally cut to `inputs.limit`."""
+def load_inputs(spec: PromptSpec, quiet: bool = False) -> dict[str, InputItem]:
+    """All inputs of the spec (input text -> label / logged answer), de-duplicated in first-seen order (repeats
+    reported unless `quiet`), optionally cut to `inputs.limit`."""
     src = spec.inputs
     if src.path is None:
         items, where = _expand_template(spec), f"{spec.source}: field 'inputs.template'"
@@ -148,7 +148,7 @@ def load_inputs(spec: PromptSpec) -> dict[str, InputItem]:
             repeats.append(item.line)
         else:
             inputs[key] = item
-    if repeats:
+    if repeats and not quiet:
         report_duplicates(where, repeats, len(items), len(inputs))
     if not inputs:
         raise InputError(f"{where}: no inputs (the file is empty"

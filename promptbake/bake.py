@@ -199,7 +199,7 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
     # Everything is loaded and checked before any model is: a bad spec, override or recipe fails here.
     user_spec = load_spec(config.spec, spec_overrides)
     run = Path(config.output_dir or f"runs/bake/{user_spec.name}")
-    texts = list(load_inputs(user_spec))
+    texts = list(load_inputs(user_spec, quiet=True))  # to plan the slice; the build reports repeats
     train, _ = split_inputs(texts, user_spec.split.eval_fraction, user_spec.split.seed)
     synth = synthesis_target(user_spec, config)
     n_val = validation_size(len(train) + max(0, synth - len(texts)), config.validation, len(train))
