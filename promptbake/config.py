@@ -22,6 +22,16 @@ class InputError(Exception):
     """Something the user gave (a file, a field, an argument) is wrong. The CLI prints it and exits 2."""
 
 
+class FieldError(ValueError):
+    """A validator's problems with keys below the model it validates that pydantic cannot place itself (the keys
+    of an open section, checked against another library's schema): each is (loc below the model, message), and
+    `format_validation_error` reports each at its own line."""
+
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]):
+        super().__init__("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in problems))
+        self.problems = problems
+
+
 class StrictModel(BaseModel):
     """Base for every config section: unknown keys are errors, never silently ignored."""
 
@@ -112,16 +122,24 @@ def format_validation_error(err: ValidationError, source: str, lines: dict[Path_
     out = []
     for problem in err.errors():
         loc = tuple(problem["loc"])
-        field = ".".join(str(p) for p in loc) or "(top level)"
-        line = _line_for(loc, lines)
-        where = f"{source}:{line}" if line else source
+        error = problem.get("ctx", {}).get("error")
+        if isinstance(error, FieldError):
+            out += [_describe(loc + below, msg, source, lines) for below, msg in error.problems]
+            continue
         msg = problem["msg"]
         if problem["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; see the config's documentation for valid fields)"
         elif problem["type"] == "missing":
             msg = "required field is missing"
-        out.append(f"{where}: field '{field}': {msg}")
+        out.append(_describe(loc, msg, source, lines))
     return "\n".join(out)
+
+
+def _describe(loc: tuple, msg: str, source: str, lines: dict[Path_, int]) -> str:
+    field = ".".join(str(p) for p in loc) or "(top level)"
+    line = _line_for(loc, lines)
+    where = f"{source}:{line}" if line else source
+    return f"{where}: field '{field}': {msg}"
 
 
 def validate(model_cls: type[Config], data: dict[str, Any], source: str,

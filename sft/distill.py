@@ -15,6 +15,7 @@ checkpoints, tracking and saved adapter as every other promptbake trainer.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -23,22 +24,21 @@ from pydantic import Field, model_validator
 from transformers import Trainer
 
 from data_tools.spec import load_spec
-from sft.recipe import (
-    BaseRecipe,
-    choose_precision,
-    dataset_file,
-    load_for_training,
-    load_rows,
-    peft_config,
-    setup_tracking,
-    train_and_save,
-    trainer_args,
-    trainer_parser,
-)
+from sft.recipe import BaseRecipe, load_for_training, peft_config, run_trainer, trainer_parser
+from sft.training import GROUP_BY_LENGTH, TRAINING_DEFAULTS, TrainingSpec
+
+
+class DistillTraining(TrainingSpec):
+    """`training:` for distillation: any field of transformers' TrainingArguments (the trainer is a plain
+    transformers Trainer), and `max_length`, which cuts each pair's student and teacher to the same answer tokens."""
+
+    config_path = "transformers.TrainingArguments"
+    defaults = TRAINING_DEFAULTS | GROUP_BY_LENGTH
 
 
 class DistillRecipe(BaseRecipe):
     output_dir: str = "runs/distill"
+    training: DistillTraining = DistillTraining()
     spec: str
     """The prompt spec whose full prompt (system prompt, rules, few-shot examples) is the teacher's context."""
     with_examples: bool = True
@@ -53,6 +53,9 @@ class DistillRecipe(BaseRecipe):
         if self.method == "full":
             raise ValueError("distillation uses the adapter-disabled base as the teacher: pick lora, qlora or dora")
         return self
+
+    def settings(self):
+        return super().settings() | {"remove_unused_columns": (False, "the pair collator reads every column")}
 
 
 def encode(tokenizer, prompt: list[dict], completion: list[dict]) -> tuple[list[int], int]:
@@ -115,16 +118,21 @@ class DistillTrainer(Trainer):
 
 
 def main(recipe: DistillRecipe, resume: bool = False) -> Path:
+    spec = load_spec(recipe.spec)
+    return run_trainer(recipe, resume, name="distill", rows_file="sft_train.jsonl", fields=("prompt", "completion"),
+                       load=load_student, build=functools.partial(build_trainer, spec=spec),
+                       details=f" teacher=base+full prompt of {spec.name}")
+
+
+def load_student(recipe: DistillRecipe, precision: str):
+    """The base with a new adapter: the student, and with the adapter switched off, the teacher."""
     from peft import get_peft_model
 
-    spec = load_spec(recipe.spec)
-    rows_path = dataset_file(recipe.dataset, "sft_train.jsonl")
-    rows = load_rows(rows_path, ("prompt", "completion"))
-    precision = choose_precision(recipe.precision)
-    print(f"[promptbake] distill method={recipe.method} precision={precision} model={recipe.model} "
-          f"rows={len(rows)} tracking={setup_tracking(recipe)} teacher=base+full prompt of {spec.name}")
     model, tokenizer = load_for_training(recipe, precision)
-    model = get_peft_model(model, peft_config(recipe))
+    return get_peft_model(model, peft_config(recipe)), tokenizer
+
+
+def build_trainer(recipe: DistillRecipe, model, tokenizer, rows, config, spec) -> DistillTrainer:
     max_length = recipe.training.max_length
 
     def pair(row):
@@ -139,14 +147,9 @@ def main(recipe: DistillRecipe, resume: bool = False) -> Path:
                 # what group_by_length sorts by (the trainer's `length_column_name`)
                 "length": len(teacher_ids[: teacher_start + keep])}
 
-    pairs = rows.map(pair, remove_columns=rows.column_names)
-    from transformers import TrainingArguments
-
-    args = TrainingArguments(**trainer_args(recipe, precision), remove_unused_columns=False)
-    trainer = DistillTrainer(model=model, args=args, train_dataset=pairs, processing_class=tokenizer,
-                             data_collator=PairCollator(tokenizer.pad_token_id),
-                             temperature=recipe.temperature, ce_weight=recipe.ce_weight)
-    return train_and_save(trainer, recipe, tokenizer, rows_path, precision, resume)
+    return DistillTrainer(model=model, args=config, train_dataset=rows.map(pair, remove_columns=rows.column_names),
+                          processing_class=tokenizer, data_collator=PairCollator(tokenizer.pad_token_id),
+                          temperature=recipe.temperature, ce_weight=recipe.ce_weight)
 
 
 def make_parser(subparsers=None):

@@ -37,45 +37,55 @@ import copy
 import shutil
 import warnings
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from promptbake.config import InputError
-from sft.recipe import (
-    BaseRecipe,
-    choose_precision,
-    dataset_file,
-    load_for_training,
-    load_rows,
-    peft_config,
-    setup_tracking,
-    train_and_save,
-    trainer_args,
-    trainer_parser,
-)
+from sft.recipe import BaseRecipe, load_for_training, peft_config, run_trainer, trainer_parser
+from sft.training import TRAINING_DEFAULTS, TrainingSpec, documented_values
 
 PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
-# TRL's DPO loss variants (DPOConfig.loss_type), checked here so that a typo fails before any model loads
-LossType = Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-                   "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"]
+
+
+class DPOTraining(TrainingSpec):
+    """`training:` for DPO: any field of TRL's DPOConfig (https://huggingface.co/docs/trl/dpo_trainer). Pairs are
+    batched at random (TRL's default): transformers' group-by-length sampler measures an `input_ids` column, and
+    TRL's tokenized pairs have none (they hold prompt_ids / chosen_ids / rejected_ids)."""
+
+    config_path = "trl.DPOConfig"
+    defaults = TRAINING_DEFAULTS
 
 
 class DPORecipe(BaseRecipe):
     output_dir: str = "runs/dpo"
+    training: DPOTraining = DPOTraining()
     beta: float = Field(0.1, gt=0)
     """How strongly the policy is held to the reference: the loss reads the log-prob margins scaled by beta.
     Higher beta keeps the policy closer to the reference (safer, learns the preference more slowly); lower beta
     lets it move further (typical 0.05-0.5)."""
-    loss_type: LossType = "sigmoid"
+    loss_type: str | list[str] = "sigmoid"
     """sigmoid: the original DPO loss; ipo: squared loss that does not push margins to infinity (more robust on
-    noisy or easy pairs); others as in TRL's DPOConfig."""
+    noisy or easy pairs); others, and lists of them weighted by `training.loss_weights`, as in TRL's DPOConfig."""
     precompute_ref_log_probs: bool = False
     """Compute every reference log-prob once before training. Saves the reference forward pass on each step,
     and with full fine-tuning the memory of a second model; costs one pass over the data up front."""
     init_adapter: str | None = None
     """An SFT run's adapter directory to continue training (the usual SFT -> DPO flow). The reference is then
     the starting adapter, frozen. Its rank and targets come from the adapter, so a `lora` section is refused."""
+
+    @field_validator("loss_type")
+    @classmethod
+    def _loss_type_known(cls, value):
+        """DPOConfig takes any string and DPOTrainer refuses an unknown one only at its first step; the values
+        TRL documents are checked here, so that a typo fails before any model loads."""
+        from trl import DPOConfig
+
+        known = documented_values(DPOConfig, "loss_type")
+        unknown = [v for v in ([value] if isinstance(value, str) else value) if known and v not in known]
+        if unknown:
+            raise ValueError(f"unknown loss type {', '.join(map(repr, unknown))}: TRL's DPOConfig knows "
+                             f"{sorted(known)}")
+        return value
 
     @model_validator(mode="after")
     def _init_adapter_fits(self):
@@ -86,38 +96,42 @@ class DPORecipe(BaseRecipe):
                 raise ValueError("init_adapter fixes the adapter's rank and target modules; remove the `lora` section")
         return self
 
+    def settings(self):
+        return super().settings() | {name: (getattr(self, name), f"use the recipe's `{name}`")
+                                     for name in ("beta", "loss_type", "precompute_ref_log_probs")}
+
 
 def main(recipe: DPORecipe, resume: bool = False, callbacks: list | None = None) -> Path:
     """Train and return the adapter directory (or the model directory for full fine-tuning). `callbacks`
     (transformers TrainerCallbacks, e.g. sft.validation.ValidationCallback) join the trainer's own."""
-    from trl import DPOConfig, DPOTrainer
-
-    rows_path = dataset_file(recipe.dataset, "prefs_train.jsonl")
-    train_rows = load_rows(rows_path, PREFERENCE_FIELDS)
-    precision = choose_precision(recipe.precision)
-    tracking = setup_tracking(recipe)
-    print(f"[promptbake] dpo method={recipe.method} beta={recipe.beta} loss={recipe.loss_type} "
-          f"precision={precision} model={recipe.model} init_adapter={recipe.init_adapter} "
-          f"pairs={len(train_rows)} tracking={tracking}")
     if recipe.init_adapter is not None:
         check_init_adapter(recipe)  # before any model loads
+    return run_trainer(recipe, resume, name="dpo", rows_file="prefs_train.jsonl", fields=PREFERENCE_FIELDS,
+                       load=load_policy, build=build_trainer, callbacks=callbacks,
+                       details=f" beta={recipe.beta} loss={recipe.loss_type} init_adapter={recipe.init_adapter}",
+                       after_save=lambda trainer, save_dir: drop_reference_adapter(trainer.model, save_dir))
+
+
+def load_policy(recipe: DPORecipe, precision: str):
+    """The model to train: with init_adapter, the base with that adapter, trainable (and then no peft_config,
+    which TRL refuses next to a PeftModel)."""
     model, tokenizer = load_for_training(recipe, precision)
-    adapter = peft_config(recipe) if recipe.init_adapter is None else None
     if recipe.init_adapter is not None:
         from peft import PeftModel
 
-        # trainable; passed without a peft_config, which TRL refuses next to a PeftModel
         model = PeftModel.from_pretrained(model, recipe.init_adapter, is_trainable=True)
-    args = DPOConfig(**preference_args(recipe, precision), max_length=recipe.training.max_length, beta=recipe.beta,
-                     loss_type=[recipe.loss_type], precompute_ref_log_probs=recipe.precompute_ref_log_probs)
+    return model, tokenizer
+
+
+def build_trainer(recipe: DPORecipe, model, tokenizer, rows, config):
+    from trl import DPOTrainer
+
     full_copy = recipe.method == "full" and not recipe.precompute_ref_log_probs
-    trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model) if full_copy else None, args=args,
-                         train_dataset=train_rows, processing_class=tokenizer, peft_config=adapter,
-                         callbacks=callbacks)
-    warn_truncation(trainer.train_dataset, len(train_rows), recipe.training.max_length)
-    save_dir = train_and_save(trainer, recipe, tokenizer, rows_path, precision, resume)
-    drop_reference_adapter(trainer.model, save_dir)
-    return save_dir
+    trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model) if full_copy else None, args=config,
+                         train_dataset=rows, processing_class=tokenizer,
+                         peft_config=peft_config(recipe) if recipe.init_adapter is None else None)
+    warn_truncation(trainer.train_dataset, len(rows), config.max_length)
+    return trainer
 
 
 def drop_reference_adapter(model, save_dir: Path) -> None:
@@ -133,13 +147,6 @@ def drop_reference_adapter(model, save_dir: Path) -> None:
         warnings.warn(f"{save_dir}: saved with adapters {sorted(extra - {'ref'})} besides the trained one; TRL's "
                       "reference copy is no longer named 'ref' (revisit sft/dpo.py); the trained adapter is the "
                       "one at the top of the directory", RuntimeWarning, stacklevel=2)
-
-
-def preference_args(recipe: BaseRecipe, precision: str) -> dict:
-    """`trainer_args` for the preference trainers (DPO, reward), which batch pairs at random: transformers'
-    group-by-length sampler measures an `input_ids` column, and TRL's tokenized pairs have none (they hold
-    prompt_ids / chosen_ids / rejected_ids)."""
-    return {**trainer_args(recipe, precision), "train_sampling_strategy": "random"}
 
 
 def check_init_adapter(recipe: DPORecipe) -> None:

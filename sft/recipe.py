@@ -1,14 +1,16 @@
 """What every training recipe shares: the model and how it is adapted (LoRA, QLoRA, DoRA, full), precision,
-the optimisation knobs, tracking, checkpoints and the saved output. SFT, DPO, reward and RL recipes extend
-`BaseRecipe`; each trainer module stays a thin script over TRL.
+the trainer's own TRL config (`training:`, sft/training.py), tracking, checkpoints and the saved output; and the
+run every trainer shares (`run_trainer`: setup -> train -> save). SFT, DPO, reward, RL and distillation recipes
+extend `BaseRecipe`; each trainer module says only what differs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, PositiveInt, model_validator
@@ -16,6 +18,7 @@ from pydantic import Field, PositiveInt, model_validator
 from promptbake.config import DEFAULT_MODEL, InputError, StrictModel, load_config
 from promptbake.entry import stage_parser
 from promptbake.io import atomic_dir
+from sft.training import TrainingSpec, check_training, lift_top_level_fields
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Method = Literal["lora", "qlora", "dora", "full"]
@@ -33,31 +36,6 @@ class LoraSpec(StrictModel):
     """Which layers get adapters; `all-linear` covers attention and MLP projections."""
 
 
-class TrainingSpec(StrictModel):
-    num_train_epochs: float = Field(3.0, gt=0)
-    max_steps: int = -1
-    """Stop after this many optimizer steps (overrides epochs when > 0)."""
-    per_device_train_batch_size: PositiveInt = 8
-    gradient_accumulation_steps: PositiveInt = 1
-    """Raises the effective batch without more memory, at the same cost per example."""
-    learning_rate: float = Field(2e-4, gt=0)
-    lr_scheduler_type: str = "cosine"
-    warmup_steps: int = Field(0, ge=0)
-    max_length: PositiveInt = 256
-    """Prompt + completion tokens; longer rows are truncated (their end, and so their EOS, is lost)."""
-    gradient_checkpointing: bool = False
-    """Saves activation memory at ~1/3 more compute; off because small models fit without it."""
-    sampling_strategy: Literal["random", "group_by_length"] = "group_by_length"
-    """group_by_length: batches of rows of similar length (shuffled in mega-batches), so less compute goes to
-    padding; random: the classic shuffle. SFT and distillation only: the preference trainers' paired rows
-    have no single length, so DPO and reward training always shuffle."""
-    logging_steps: PositiveInt = 5
-    save_steps: PositiveInt = 50
-    """Checkpoint every N optimizer steps; `--resume` restarts from the last complete one."""
-    save_total_limit: PositiveInt = 2
-    seed: int = 0
-
-
 class BaseRecipe(StrictModel):
     model: str = DEFAULT_MODEL
     """Base model: a short name, hub id, local directory or .gguf file."""
@@ -69,6 +47,7 @@ class BaseRecipe(StrictModel):
     LoRA: often better at low rank, slower); full (every weight trains: most memory, no adapter)."""
     lora: LoraSpec = LoraSpec()
     training: TrainingSpec = TrainingSpec()
+    """Fields of the trainer's TRL config under their TRL names (sft/training.py)."""
     precision: Precision = "auto"
     """auto: fp32 on CPU (bf16 is emulated there and ~15x slower), bf16 on GPUs that support it, else fp16."""
     report_to: Literal["wandb", "none"] = "wandb"
@@ -76,11 +55,41 @@ class BaseRecipe(StrictModel):
     run_name: str | None = None
     trust_remote_code: bool = False
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _training_builds_its_config(cls, data, handler):
+        """Top-level config fields join `training`; once the recipe is valid, its trainer config is built."""
+        top_level: set[str] = set()
+        if isinstance(data, dict):
+            spec = cls.model_fields["training"].annotation
+            data, top_level = lift_top_level_fields(data, set(cls.model_fields), spec)
+        recipe = handler(data)
+        check_training(recipe, top_level)
+        return recipe
+
     @model_validator(mode="after")
     def _full_has_no_adapter(self):
         if self.method == "full" and "lora" in self.model_fields_set:
             raise ValueError("method 'full' trains every weight; remove the `lora` section or pick lora/qlora/dora")
         return self
+
+    def settings(self) -> dict[str, tuple[Any, str]]:
+        """The config fields promptbake sets itself, each with where to set it instead: `training` may not."""
+        precision = choose_precision(self.precision)
+        out = Path(self.output_dir)
+        return {"output_dir": (str(out / "checkpoints"), "use the recipe's `output_dir` (checkpoints go to "
+                                                         "<output_dir>/checkpoints)"),
+                "run_name": (self.run_name or out.name, "use the recipe's `run_name`"),
+                "report_to": ([] if self.report_to == "none" else [self.report_to], "use the recipe's `report_to`"),
+                "bf16": (precision == "bf16", "use the recipe's `precision`"),
+                "fp16": (precision == "fp16", "use the recipe's `precision`"),
+                "use_cpu": (not torch.cuda.is_available(), "a run trains on the GPU when there is one "
+                                                          "(CUDA_VISIBLE_DEVICES= keeps it on the CPU)")}
+
+    def trainer_config(self):
+        """The trainer's config: promptbake's defaults, then `training`, then `settings()`."""
+        own = {name: value for name, (value, _) in self.settings().items()}
+        return self.training.config_class()(**self.training.config_values(), **own)
 
 
 def choose_precision(requested: Precision) -> str:
@@ -182,34 +191,6 @@ def peft_config(recipe: BaseRecipe, task_type: str = "CAUSAL_LM"):
                       task_type=task_type)
 
 
-def trainer_args(recipe: BaseRecipe, precision: str) -> dict:
-    """Keyword arguments shared by TRL's SFT/DPO/Reward/GRPO configs."""
-    t = recipe.training
-    out = Path(recipe.output_dir)
-    return dict(
-        output_dir=str(out / "checkpoints"),
-        run_name=recipe.run_name or out.name,
-        num_train_epochs=t.num_train_epochs,
-        max_steps=t.max_steps,
-        per_device_train_batch_size=t.per_device_train_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler_type,
-        warmup_steps=t.warmup_steps,
-        gradient_checkpointing=t.gradient_checkpointing,
-        train_sampling_strategy=t.sampling_strategy,
-        logging_steps=t.logging_steps,
-        save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
-        seed=t.seed,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=not torch.cuda.is_available(),
-        report_to=[] if recipe.report_to == "none" else [recipe.report_to],
-        dataloader_num_workers=0,
-    )
-
-
 def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
     """The newest checkpoint whose trainer state was written (the trainer writes it after the weights);
     incomplete ones, e.g. from a kill mid-save, are skipped with a message."""
@@ -242,6 +223,29 @@ def refuse_unsafe_pickles(checkpoint: Path) -> None:
                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
 
+def run_trainer(recipe: BaseRecipe, resume: bool, *, name: str, rows_file: str, fields: tuple[str, ...],
+                build: Callable, load: Callable = load_for_training, details: str = "",
+                callbacks: list | None = None, after_save: Callable | None = None) -> Path:
+    """Every trainer's run, setup -> train -> save. Finds and checks the rows (`rows_file` in a build directory,
+    each of `fields` a list of messages), decides precision and tracking and says so, then
+    `load(recipe, precision)` gives the model and tokenizer and `build(recipe, model, tokenizer, rows, config)` the
+    trainer (checking what it made of the rows); `callbacks` join the trainer's own. Trains and saves
+    (train_and_save); `after_save(trainer, save_dir)` tidies the saved output. Returns the saved directory."""
+    rows_path = dataset_file(recipe.dataset, rows_file)
+    rows = load_rows(rows_path, fields)
+    precision = choose_precision(recipe.precision)
+    print(f"[promptbake] {name} method={recipe.method} precision={precision} model={recipe.model} rows={len(rows)}"
+          f"{details} tracking={setup_tracking(recipe)}")
+    model, tokenizer = load(recipe, precision)
+    trainer = build(recipe, model, tokenizer, rows, recipe.trainer_config())
+    for callback in callbacks or []:
+        trainer.add_callback(callback)
+    save_dir = train_and_save(trainer, recipe, tokenizer, rows_path, precision, resume)
+    if after_save is not None:
+        after_save(trainer, save_dir)
+    return save_dir
+
+
 def train_and_save(trainer, recipe: BaseRecipe, tokenizer, rows_path: Path, precision: str,
                    resume: bool) -> Path:
     """Run the trainer (from the last complete checkpoint with `resume`) and save the result with a
@@ -268,8 +272,10 @@ def train_and_save(trainer, recipe: BaseRecipe, tokenizer, rows_path: Path, prec
         with atomic_dir(save_dir) as tmp:  # a kill mid-save never leaves a half adapter in place
             trainer.save_model(str(tmp))
             tokenizer.save_pretrained(str(tmp))
+            # `training` as the trainer got it: promptbake's defaults and the recipe's fields (TRL's for the rest)
             info = {"base_model": recipe.model, "method": recipe.method, "dataset": str(rows_path),
-                    "precision": precision, "recipe": recipe.model_dump(mode="json")}
+                    "precision": precision,
+                    "recipe": recipe.model_dump(mode="json") | {"training": recipe.training.config_values()}}
             manifest = rows_path.parent / "manifest.json"
             if manifest.exists():
                 info["data_manifest"] = json.loads(manifest.read_text())

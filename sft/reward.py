@@ -25,49 +25,49 @@ from pathlib import Path
 import torch
 
 from promptbake.config import InputError
-from sft.dpo import PREFERENCE_FIELDS, preference_args
-from sft.recipe import (
-    BaseRecipe,
-    choose_precision,
-    dataset_file,
-    load_rows,
-    peft_config,
-    quantization_for,
-    setup_tracking,
-    train_and_save,
-    trainer_parser,
-)
+from sft.dpo import PREFERENCE_FIELDS
+from sft.recipe import BaseRecipe, peft_config, quantization_for, run_trainer, trainer_parser
+from sft.training import TRAINING_DEFAULTS, TrainingSpec
+
+
+class RewardTraining(TrainingSpec):
+    """`training:` for a reward model: any field of TRL's RewardConfig (https://huggingface.co/docs/trl/reward_trainer).
+    Pairs are batched at random, as for DPO (sft.dpo.DPOTraining)."""
+
+    config_path = "trl.RewardConfig"
+    defaults = TRAINING_DEFAULTS
 
 
 class RewardRecipe(BaseRecipe):
     output_dir: str = "runs/reward"
+    training: RewardTraining = RewardTraining()
     center_rewards_coefficient: float | None = None
     """Pulls the mean reward towards zero (e.g. 0.01), which keeps rewards on a stable scale when several
     reward sources are added up in RL; None leaves the scale free."""
 
+    def settings(self):
+        return super().settings() | {"center_rewards_coefficient": (self.center_rewards_coefficient,
+                                                                    "use the recipe's `center_rewards_coefficient`")}
+
 
 def main(recipe: RewardRecipe, resume: bool = False) -> Path:
     """Train and return the adapter directory (or the model directory for full fine-tuning)."""
-    from trl import RewardConfig, RewardTrainer
+    return run_trainer(recipe, resume, name="reward", rows_file="prefs_train.jsonl", fields=PREFERENCE_FIELDS,
+                       load=load_sequence_classifier, build=build_trainer)
 
-    rows_path = dataset_file(recipe.dataset, "prefs_train.jsonl")
-    train_rows = load_rows(rows_path, PREFERENCE_FIELDS)
-    precision = choose_precision(recipe.precision)
-    tracking = setup_tracking(recipe)
-    print(f"[promptbake] reward method={recipe.method} precision={precision} model={recipe.model} "
-          f"pairs={len(train_rows)} tracking={tracking}")
-    model, tokenizer = load_sequence_classifier(recipe, precision)
-    args = RewardConfig(**preference_args(recipe, precision), max_length=recipe.training.max_length,
-                        center_rewards_coefficient=recipe.center_rewards_coefficient)
-    trainer = RewardTrainer(model=model, args=args, train_dataset=train_rows, processing_class=tokenizer,
+
+def build_trainer(recipe: RewardRecipe, model, tokenizer, rows, config):
+    from trl import RewardTrainer
+
+    trainer = RewardTrainer(model=model, args=config, train_dataset=rows, processing_class=tokenizer,
                             peft_config=peft_config(recipe, task_type="SEQ_CLS"))
-    dropped = len(train_rows) - len(trainer.train_dataset)
-    if dropped == len(train_rows):
-        raise InputError(f"every pair is longer than training.max_length={recipe.training.max_length}; raise it")
+    dropped = len(rows) - len(trainer.train_dataset)
+    if dropped == len(rows):
+        raise InputError(f"every pair is longer than training.max_length={config.max_length}; raise it")
     if dropped:  # RewardTrainer drops over-long pairs rather than cutting them (a cut answer scores differently)
-        print(f"[promptbake] warning: {dropped} of {len(train_rows)} pairs exceed training.max_length="
-              f"{recipe.training.max_length} and are left out; raise it to keep them")
-    return train_and_save(trainer, recipe, tokenizer, rows_path, precision, resume)
+        print(f"[promptbake] warning: {dropped} of {len(rows)} pairs exceed training.max_length="
+              f"{config.max_length} and are left out; raise it to keep them")
+    return trainer
 
 
 def load_sequence_classifier(recipe: RewardRecipe, precision: str):

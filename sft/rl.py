@@ -26,27 +26,26 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from data_tools.scoring import score
 from data_tools.spec import Rule, load_spec
 from promptbake.config import InputError
-from sft.recipe import (
-    BaseRecipe,
-    choose_precision,
-    dataset_file,
-    load_for_training,
-    load_rows,
-    peft_config,
-    setup_tracking,
-    train_and_save,
-    trainer_args,
-    trainer_parser,
-)
+from sft.recipe import BaseRecipe, peft_config, run_trainer, trainer_parser
+from sft.training import TRAINING_DEFAULTS, TrainingSpec
+
+
+class GRPOTraining(TrainingSpec):
+    """`training:` for GRPO: any field of TRL's GRPOConfig (https://huggingface.co/docs/trl/grpo_trainer). GRPO
+    samples its own batches (each input `num_generations` times), so no sampling strategy applies."""
+
+    config_path = "trl.GRPOConfig"
+    defaults = TRAINING_DEFAULTS
 
 
 class RLRecipe(BaseRecipe):
     output_dir: str = "runs/rl"
+    training: GRPOTraining = GRPOTraining()
     spec: str
     """The prompt spec YAML whose checked rules are the "checks" reward."""
     reward: Literal["checks", "reward_model", "both"] = "checks"
@@ -71,6 +70,18 @@ class RLRecipe(BaseRecipe):
     (e.g. 0.04) keeps the policy closer to where it started. With an adapter the reference is the model with
     the adapter switched off: no second copy in memory."""
 
+    @field_validator("num_generations")
+    @classmethod
+    def _batch_counts_answers(cls, n: int, info: ValidationInfo) -> int:
+        """Checked as the field is read, before GRPOConfig's own check of the same (less plainly worded)."""
+        training = info.data.get("training")
+        if training is not None:
+            answers = training.per_device_train_batch_size * training.gradient_accumulation_steps
+            if isinstance(answers, int) and answers % n:  # not a number yet: the config's check says so
+                raise ValueError(f"training.per_device_train_batch_size x gradient_accumulation_steps ({answers}) "
+                                 f"counts answers and must be a multiple of num_generations ({n})")
+        return n
+
     @model_validator(mode="after")
     def _rewards_fit(self):
         if self.reward != "checks" and self.reward_model is None:
@@ -81,11 +92,12 @@ class RLRecipe(BaseRecipe):
         if self.reward_weights is not None and len(self.reward_weights) != n_sources:
             raise ValueError(f"reward_weights needs {n_sources} value(s) for reward {self.reward!r}, "
                              f"got {len(self.reward_weights)}")
-        answers = self.training.per_device_train_batch_size * self.training.gradient_accumulation_steps
-        if answers % self.num_generations:
-            raise ValueError(f"training.per_device_train_batch_size x gradient_accumulation_steps ({answers}) counts "
-                             f"answers and must be a multiple of num_generations ({self.num_generations})")
         return self
+
+    def settings(self):
+        return super().settings() | {name: (getattr(self, name), f"use the recipe's `{name}`") for name in
+                                     ("num_generations", "max_completion_length", "temperature", "beta",
+                                      "reward_weights")}
 
 
 def text_of(messages: str | list[dict], role: str) -> str:
@@ -112,17 +124,10 @@ def reward_model(prompts: list, completions: list, scorer, **_) -> list[float]:
 
 def main(recipe: RLRecipe, resume: bool = False) -> Path:
     """Train and return the adapter directory (or the model directory for full fine-tuning)."""
-    from trl import GRPOConfig, GRPOTrainer
-
     spec = load_spec(recipe.spec)
     if not any(r.check is not None for r in spec.rules):
         raise InputError(f"{recipe.spec}: no rule has a check, so there is nothing for the checks reward to score")
-    rows_path = dataset_file(recipe.dataset, "sft_train.jsonl")
-    prompts = load_rows(rows_path, ("prompt",)).select_columns(["prompt"])
-    precision = choose_precision(recipe.precision)
-    tracking = setup_tracking(recipe)
-    scorer = None
-    reward_funcs = []
+    reward_funcs, scorer = [], None
     if recipe.reward in ("checks", "both"):
         reward_funcs.append(functools.partial(checks, rules=spec.rules))
     if recipe.reward in ("reward_model", "both"):
@@ -130,17 +135,20 @@ def main(recipe: RLRecipe, resume: bool = False) -> Path:
 
         scorer = load_reward_model(recipe.reward_model)
         reward_funcs.append(functools.partial(reward_model, scorer=scorer))
-    print(f"[promptbake] rl (grpo) method={recipe.method} reward={recipe.reward} precision={precision} "
-          f"model={recipe.model} prompts={len(prompts)} x {recipe.num_generations} answers tracking={tracking}")
-    model, tokenizer = load_for_training(recipe, precision)
-    args = GRPOConfig(**trainer_args(recipe, precision), num_generations=recipe.num_generations,
-                      max_completion_length=recipe.max_completion_length, temperature=recipe.temperature,
-                      beta=recipe.beta, reward_weights=recipe.reward_weights, use_vllm=False)
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=prompts,
-                          processing_class=tokenizer, peft_config=peft_config(recipe))
+    build = functools.partial(build_trainer, reward_funcs=reward_funcs, scorer=scorer)
+    return run_trainer(recipe, resume, name="rl (grpo)", rows_file="sft_train.jsonl", fields=("prompt",),
+                       build=build, details=f" reward={recipe.reward} answers_per_prompt={recipe.num_generations}")
+
+
+def build_trainer(recipe: RLRecipe, model, tokenizer, rows, config, reward_funcs: list, scorer):
+    from trl import GRPOTrainer
+
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=config,
+                          train_dataset=rows.select_columns(["prompt"]), processing_class=tokenizer,
+                          peft_config=peft_config(recipe))
     if scorer is not None:
         scorer.model.to(trainer.accelerator.device)
-    return train_and_save(trainer, recipe, tokenizer, rows_path, precision, resume)
+    return trainer
 
 
 def make_parser(subparsers=None):

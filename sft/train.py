@@ -15,18 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from promptbake.config import InputError
-from sft.recipe import (
-    BaseRecipe,
-    choose_precision,
-    dataset_file,
-    load_for_training,
-    load_rows,
-    peft_config,
-    setup_tracking,
-    train_and_save,
-    trainer_args,
-    trainer_parser,
-)
+from sft.recipe import BaseRecipe, load_for_training, peft_config, run_trainer, trainer_parser
 
 # Attention implementations that keep packed samples apart. TRL's padding-free batches carry each sample's
 # positions (restarting at 0) and no attention mask: flash attention reads the sequence boundaries from them,
@@ -43,18 +32,20 @@ class SFTRecipe(BaseRecipe):
     (see PACKING_SAFE_ATTENTION). With sdpa/eager attention the kernel computes the whole packed row under a
     block mask (masked scores included), so attention costs more than for the same rows padded."""
 
+    def settings(self):
+        packing = (self.packing, "use the recipe's `packing` (it checks the attention kernel)")
+        return super().settings() | {"packing": packing, "padding_free": packing}
+
 
 def main(recipe: SFTRecipe, resume: bool = False, callbacks: list | None = None) -> Path:
     """Train and return the adapter directory (or the model directory for full fine-tuning). `callbacks`
     (transformers TrainerCallbacks, e.g. sft.validation.ValidationCallback) join the trainer's own."""
-    from trl import SFTConfig, SFTTrainer
+    return run_trainer(recipe, resume, name="sft", rows_file="sft_train.jsonl", fields=("prompt", "completion"),
+                       load=load_model, build=build_trainer, callbacks=callbacks)
 
-    rows_path = dataset_file(recipe.dataset, "sft_train.jsonl")
-    train_rows = load_rows(rows_path, ("prompt", "completion"))
-    precision = choose_precision(recipe.precision)
-    tracking = setup_tracking(recipe)
-    print(f"[promptbake] sft method={recipe.method} precision={precision} model={recipe.model} "
-          f"rows={len(train_rows)} tracking={tracking}")
+
+def load_model(recipe: SFTRecipe, precision: str):
+    """The model and tokenizer; with packing, only under an attention kernel that keeps packed samples apart."""
     model, tokenizer = load_for_training(recipe, precision)
     # transformers 5 has a public setter (set_attn_implementation) but no getter: the config's property is read,
     # and a transformers without it refuses packing rather than trusting an unknown kernel
@@ -63,13 +54,16 @@ def main(recipe: SFTRecipe, resume: bool = False, callbacks: list | None = None)
         known = f"runs {attention!r} attention" if attention else "does not say which attention kernel it runs"
         raise InputError(f"packing: the model {known}, which is not known to keep packed samples apart; packing "
                          f"needs one of {PACKING_SAFE_ATTENTION}")
-    args = SFTConfig(**trainer_args(recipe, precision), max_length=recipe.training.max_length,
-                     completion_only_loss=True, packing=recipe.packing, padding_free=recipe.packing)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_rows, processing_class=tokenizer,
-                         peft_config=peft_config(recipe),
-                         callbacks=callbacks)
-    check_lengths(trainer.train_dataset, len(train_rows), recipe.training.max_length)
-    return train_and_save(trainer, recipe, tokenizer, rows_path, precision, resume)
+    return model, tokenizer
+
+
+def build_trainer(recipe: SFTRecipe, model, tokenizer, rows, config):
+    from trl import SFTTrainer
+
+    trainer = SFTTrainer(model=model, args=config, train_dataset=rows, processing_class=tokenizer,
+                         peft_config=peft_config(recipe))
+    check_lengths(trainer.train_dataset, len(rows), config.max_length)
+    return trainer
 
 
 def check_lengths(dataset, n_rows: int, max_length: int) -> None:

@@ -94,6 +94,12 @@ CASES = [
     ("recipe wrong value", {"r.yaml": "dataset: d.jsonl\n"},
      ["train", "sft", "{tmp}/r.yaml", "training.learning_rate=fast"],
      "{tmp}/r.yaml: field 'training.learning_rate': Input should be a valid number"),
+    ("recipe misspelled TRL field", {"r.yaml": "dataset: d.jsonl\ntraining:\n  num_train_epoch: 1\n"},
+     ["train", "sft", "{tmp}/r.yaml"], "{tmp}/r.yaml:3: field 'training.num_train_epoch': not a field of TRL's "
+                                       "SFTConfig (did you mean 'num_train_epochs'?)"),
+    ("recipe TRL field promptbake sets", {"r.yaml": "dataset: d.jsonl\ntraining: {beta: 0.2}\n"},
+     ["train", "dpo", "{tmp}/r.yaml"], "{tmp}/r.yaml:2: field 'training.beta': promptbake sets it: use the recipe's "
+                                       "`beta`"),
     ("recipe bad method", {"r.yaml": "dataset: d.jsonl\nmethod: lorra\n"}, ["train", "sft", "{tmp}/r.yaml"],
      "{tmp}/r.yaml:2: field 'method': Input should be 'lora', 'qlora', 'dora' or 'full'"),
     ("dataset missing", {"r.yaml": "dataset: {tmp}/none.jsonl\n"}, ["train", "sft", "{tmp}/r.yaml"],

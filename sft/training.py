@@ -1,0 +1,209 @@
+"""A recipe's `training:` section: fields of the trainer's own config class under their upstream names (TRL's
+SFTConfig, DPOConfig, RewardConfig or GRPOConfig; transformers' TrainingArguments for distillation), checked when
+the recipe loads by building that config. Nothing here re-types TRL, so a field TRL adds can be used at once, and
+one it renames fails at load instead of drifting.
+
+    training:
+      learning_rate: 3.0e-4
+      neftune_noise_alpha: 5        # any field of the trainer's config, under its own name
+
+A field left out takes promptbake's default (TRAINING_DEFAULTS) where it has one, else the config's own. At load,
+each field given is checked for its name (an unknown one fails with the closest real name), its type (`2e-4`,
+which YAML reads as a string, becomes a number), the choices the config documents; then the config is built, and
+a value it refuses, or a deprecated name it warns about, fails with the file, line and field. Fields promptbake
+sets from the recipe (output_dir, run_name, report_to, bf16/fp16 from `precision`, use_cpu, and each trainer's
+own, such as DPO's `beta`) are refused here with the recipe field to use instead.
+
+A recipe may also give config fields at its top level, as alignment-handbook recipes do (`learning_rate: 2.0e-5`
+next to `model`): those that are not recipe fields are read as `training` fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import importlib
+import re
+import typing
+import warnings
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, PositiveInt, TypeAdapter, ValidationError, model_validator
+
+from promptbake.config import FieldError
+
+# promptbake's defaults where they differ from TRL's (TRL's in brackets), and why
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 2e-4,  # LoRA's usual rate, ~10x a full fine-tuning one [SFT 2e-5, DPO/GRPO 1e-6, reward 1e-4]
+    "lr_scheduler_type": "cosine",  # decays smoothly to zero over the run [linear]
+    "activation_checkpointing": False,  # costs ~1/3 more compute; the small models promptbake targets fit [on]
+    "max_length": 256,  # prompt + answer tokens of short rule-following rows; longer rows are warned about [1024]
+    # runs of tens to hundreds of steps: a loss every 5, a checkpoint for `--resume` every 50, the last 2 kept
+    "logging_steps": 5,  # [10]
+    "save_steps": 50,  # [500]
+    "save_total_limit": 2,  # [all]
+    "seed": 0,  # the seed promptbake's runs have always had, so they stay reproducible [42]
+}
+# rows of similar length batched together (shuffled in mega-batches), so less compute goes to padding [random].
+# SFT and distillation only: the preference trainers' pairs have no single length to group by.
+GROUP_BY_LENGTH = {"train_sampling_strategy": "group_by_length"}
+OWN_KEYS: dict[str, Any] = {"max_length": PositiveInt}
+"""Keys every trainer's section takes, with their types, though not every config has them. `max_length` is passed
+to TRL where the config has it (SFT, DPO, reward); distillation cuts its pairs with it; GRPO, which never cuts
+prompts and stops answers at the recipe's `max_completion_length`, does not use it."""
+
+
+class TrainingSpec(BaseModel):
+    """`training:` for SFT: any field of TRL's SFTConfig (https://huggingface.co/docs/trl/sft_trainer). Each trainer
+    has a subclass naming its config and defaults."""
+
+    model_config = ConfigDict(extra="allow")
+    config_path: ClassVar[str] = "trl.SFTConfig"
+    defaults: ClassVar[dict[str, Any]] = TRAINING_DEFAULTS | GROUP_BY_LENGTH
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_another_trainer(cls, data):
+        """Another trainer's section (the bake's DPO rounds start from SFT's) carries over the fields set in it."""
+        return dict(data.model_extra) if isinstance(data, TrainingSpec) else data
+
+    def __getattr__(self, name: str):
+        """A field not set reads the value the trainer gets: promptbake's default, else the config's."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name.startswith("_"):
+                raise
+            if name in self.defaults:
+                return self.defaults[name]
+            field = config_fields(self.config_class()).get(name)
+            if field is None:
+                raise
+            return field.default_factory() if field.default is dataclasses.MISSING else field.default
+
+    @classmethod
+    def config_class(cls) -> type:
+        module, _, name = cls.config_path.rpartition(".")
+        return getattr(importlib.import_module(module), name)
+
+    def config_values(self) -> dict[str, Any]:
+        """promptbake's defaults, then the fields set here, less own keys the config does not have."""
+        fields = config_fields(self.config_class())
+        return {k: v for k, v in {**self.defaults, **self.model_extra}.items() if k in fields or k not in OWN_KEYS}
+
+
+@functools.cache
+def config_fields(config_class: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(config_class) if f.init}
+
+
+@functools.cache
+def field_type(config_class: type, name: str) -> TypeAdapter:
+    return TypeAdapter(OWN_KEYS.get(name) or typing.get_type_hints(config_class)[name])
+
+
+def owner(config_class: type) -> str:
+    """How messages name a config class: TRL's SFTConfig, transformers' TrainingArguments."""
+    library = "TRL's" if config_class.__module__.startswith("trl") else "transformers'"
+    return f"{library} {config_class.__name__}"
+
+
+def lift_top_level_fields(data: dict, recipe_fields: set[str], spec: type[TrainingSpec]) -> tuple[dict, set[str]]:
+    """Move the config fields given at a recipe's top level (alignment-handbook style) into `training`; returns the
+    new data and the names moved (so that errors about them point at the top level)."""
+    names = set(config_fields(spec.config_class())) | set(OWN_KEYS)
+    top = {k for k in data if k not in recipe_fields and k in names}
+    training = data.get("training", {})
+    if isinstance(training, TrainingSpec):
+        training = dict(training.model_extra)
+    if not top or not isinstance(training, dict):  # a section that is not a mapping: pydantic says so
+        return data, set()
+    if both := sorted(top & set(training)):
+        raise FieldError([((k,), f"also given as training.{k}; give it once") for k in both])
+    moved = {k: v for k, v in data.items() if k not in top}
+    moved["training"] = {**training, **{k: data[k] for k in top}}
+    return moved, top
+
+
+def check_training(recipe, top_level: set[str]) -> None:
+    """Check `recipe.training` against its config class and build the config (see the module docstring); values
+    are coerced in place. Raises FieldError naming each bad field, at the top level for those in `top_level`."""
+
+    def at(key: str) -> tuple[str, ...]:
+        return (key,) if key in top_level else ("training", key)
+
+    for check in (check_fields, check_renamed, check_builds):
+        if problems := check(recipe, at):
+            raise FieldError(problems)
+
+
+def check_fields(recipe, at) -> list:
+    """Each field given: not one promptbake sets, a field of the config, of its type and documented choices."""
+    training = recipe.training
+    config_class = training.config_class()
+    fields, settings = config_fields(config_class), recipe.settings()
+    problems = []
+    for key, value in training.model_extra.items():
+        if key in settings:
+            problems.append((at(key), f"promptbake sets it: {settings[key][1]}"))
+        elif key not in fields and key not in OWN_KEYS:
+            close = difflib.get_close_matches(key, [*fields, *OWN_KEYS], n=1)
+            problems.append((at(key), f"not a field of {owner(config_class)}"
+                                      + (f" (did you mean {close[0]!r}?)" if close else "")))
+        else:
+            try:
+                coerced = field_type(config_class, key).validate_python(value)
+            except ValidationError as e:
+                problems.append((at(key), e.errors()[0]["msg"]))
+                continue
+            choices = fields[key].metadata.get("choices") if key in fields else None
+            if choices and coerced not in choices:
+                problems.append((at(key), f"{value!r} is not one of {list(choices)}"))
+            elif coerced != value:  # `2e-4` read as a string; an int where a float is typed stays as written
+                training.model_extra[key] = coerced
+    return problems
+
+
+def check_renamed(recipe, at) -> list:
+    """Fields the config warns are deprecated (renamed, or going). Built from the fields as given, without
+    promptbake's defaults, one of which could stand in for a deprecated name's new one and silence the warning."""
+    training = recipe.training
+    config_class = training.config_class()
+    given = {k: v for k, v in training.model_extra.items() if k in config_fields(config_class)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            config_class(**given, **{name: value for name, (value, _) in recipe.settings().items()})
+        except (TypeError, ValueError):
+            pass  # check_builds reports it, from the config the trainer gets
+    deprecations = [str(w.message) for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+    return [(at(key), f"{owner(config_class)}: {text}") for text in deprecations for key in given if f"`{key}`" in text]
+
+
+def check_builds(recipe, at) -> list:
+    """The trainer's config builds. A value it refuses is pinned on the first field given whose removal lets it
+    build, else on a recipe field its message names, else on the section."""
+    training = recipe.training
+    try:
+        recipe.trainer_config()
+        return []
+    except (TypeError, ValueError) as e:
+        message = f"{owner(training.config_class())}: {e}"
+    for key in training.model_extra:
+        without = type(training)(**{k: v for k, v in training.model_extra.items() if k != key})
+        try:
+            recipe.model_copy(update={"training": without}).trainer_config()
+        except (TypeError, ValueError):
+            continue
+        return [(at(key), message)]
+    named = [(k,) for k in sorted(recipe.model_fields_set) if re.search(rf"\b{k}\b", message)]
+    return [((named or [("training",)])[0], message)]
+
+
+def documented_values(config_class: type, name: str) -> set[str]:
+    """The values a config field's help lists after "Possible values are:" (TRL documents some choices only
+    there, e.g. DPOConfig.loss_type); empty when it lists none, so that a reworded help turns the check off."""
+    text = config_fields(config_class)[name].metadata.get("help", "")
+    listed = text.partition("Possible values are:")[2].split(". ")[0]
+    return set(re.findall(r"`'([\w-]+)'`", listed))
