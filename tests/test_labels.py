@@ -70,16 +70,22 @@ def test_row_missing_a_label_field_names_file_line_and_field(tmp_path):
         load_inputs(spec)
 
 
-def test_the_teacher_sees_the_hint_and_the_rows_never_do(tmp_path, tiny_model_dir, monkeypatch):
-    spec = load_spec(write_triage(tmp_path, tiny_model_dir))
-    seen = []
+@pytest.fixture
+def seen(monkeypatch) -> list:
+    """Every conversation the local teacher is asked, in order (it still answers them)."""
+    asked = []
     original = LocalBackend.generate
 
     def recording(self, conversations, sampling, on_batch=None):
-        seen.extend(conversations)
+        asked.extend(conversations)
         return original(self, conversations, sampling, on_batch=on_batch)
 
     monkeypatch.setattr(LocalBackend, "generate", recording)
+    return asked
+
+
+def test_the_teacher_sees_the_hint_and_the_rows_never_do(tmp_path, tiny_model_dir, seen):
+    spec = load_spec(write_triage(tmp_path, tiny_model_dir))
     with pytest.raises(InputError):  # a random tiny model writes no JSON: every sample fails
         build.main(spec)
     assert len(seen) == 6 and all("The correct category is shipping; urgent:" in c[0]["content"] for c in seen)
@@ -87,7 +93,7 @@ def test_the_teacher_sees_the_hint_and_the_rows_never_do(tmp_path, tiny_model_di
         assert "correct category" not in row["input"]
 
 
-def test_label_that_passes_every_check_becomes_the_answer(tmp_path, tiny_model_dir, capsys, monkeypatch):
+def test_label_that_passes_every_check_becomes_the_answer(tmp_path, tiny_model_dir, capsys, seen):
     (tmp_path / "q.jsonl").write_text("".join(json.dumps({"input": f"question {i}", "label": f"answer {i}"}) + "\n"
                                               for i in range(8)))
     (tmp_path / "s.yaml").write_text(f"""\
@@ -100,14 +106,6 @@ inputs: {{path: q.jsonl, label_field: label}}
 teacher: {{model: {tiny_model_dir}, repair: false, sampling: {{n: 1, temperature: 1.0, max_new_tokens: 4}}}}
 output_dir: {tmp_path / 'data'}
 """)
-    seen = []
-    original = LocalBackend.generate
-
-    def recording(self, conversations, sampling, on_batch=None):
-        seen.extend(conversations)
-        return original(self, conversations, sampling, on_batch=on_batch)
-
-    monkeypatch.setattr(LocalBackend, "generate", recording)
     manifest = build.main(load_spec(tmp_path / "s.yaml"))
     c = manifest["counts"]
     assert c["sft_rows_from_labels"] == c["sft_rows"] == c["train_inputs"] == 6 and c["sft_rows_raw"] == 0
