@@ -195,11 +195,13 @@ def same_value(got, expected) -> bool:
     return got == expected
 
 
-def main(config: EvalConfig) -> dict:
+def main(config: EvalConfig, spec: PromptSpec | None = None) -> dict:
+    """Run the arms and write the reports; `spec`, when given, is `config.spec` already loaded (with the
+    overrides a caller such as the bake applied to it)."""
     from data_tools.backends import LocalBackend
     from evals.report import write_reports
 
-    spec = load_spec(config.spec)
+    spec = spec or load_spec(config.spec)
     items = read_eval_inputs(config.eval_inputs, config.limit)
     out = Path(config.output_dir)
     metrics: dict = {}

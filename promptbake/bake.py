@@ -241,7 +241,7 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
                                  "its own checked answers", lambda: preference_rounds(config, spec, recipe, run, sft))
         tuned = rounds["tuned_model"]
     metrics = stage("eval", "3/4 eval: base WITH the prompt vs tuned WITHOUT it",
-                    lambda: evaluate(eval_config.model_copy(update={"tuned_model": tuned})))
+                    lambda: evaluate(eval_config.model_copy(update={"tuned_model": tuned}), user_spec))
     if config.export:
         stage("export", "4/4 export: merge the kept adapter into standalone weights",
               lambda: export(tuned, run / "merged"))
@@ -336,10 +336,10 @@ def truncated_rows(recipe, rows_path: Path) -> int:
     return n
 
 
-def evaluate(eval_config) -> dict:
+def evaluate(eval_config, spec) -> dict:
     from evals.run import main as eval_main
 
-    return eval_main(eval_config)
+    return eval_main(eval_config, spec)
 
 
 def export(tuned_model: str, out: Path) -> dict:

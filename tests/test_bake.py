@@ -109,7 +109,7 @@ def test_bake_resumes_finished_stages_and_refuses_a_changed_spec(bake_run, bake_
                                          r"sft stage depends on\)"):
         bake(config, spec_overrides)
     # a change to a stage that has not run is taken, and the finished stages after it run again
-    monkeypatch.setattr("promptbake.bake.evaluate", lambda c: pytest.fail("eval before export changed"))
+    monkeypatch.setattr("promptbake.bake.evaluate", lambda c, s: pytest.fail("eval before export changed"))
     config, spec_overrides = load_bake(str(tiny_spec), [*overrides[:1], "export=true", *overrides[2:]])
     monkeypatch.setattr("promptbake.bake.export", lambda tuned, out: {"merged": str(out), "from": tuned})
     bake(config, spec_overrides)
