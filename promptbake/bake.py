@@ -30,7 +30,7 @@ from pydantic import Field, PositiveInt
 
 from promptbake.config import InputError, StrictModel, apply_overrides, load_config, validate
 from promptbake.io import iter_jsonl, write_json
-from promptbake.models import DEFAULT_MODEL
+from promptbake.models import DEFAULT_MODEL, RUN_INFO_FILE
 from sft.rounds import RoundsSpec
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -184,10 +184,6 @@ class RunState:
         write_json(self.path, self.data)
 
 
-def read_items(path: Path) -> list[tuple[str, str | None]]:
-    return [(row["prompt"][-1]["content"], row.get("label")) for _, row in iter_jsonl(path)]
-
-
 def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Run (or resume) the whole bake; returns the verdict."""
     from data_tools.inputs import load_inputs, split_inputs
@@ -246,11 +242,10 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
         stage("export", "4/4 export: merge the kept adapter into standalone weights",
               lambda: export(tuned, run / "merged"))
 
-    from promptbake.bake_report import print_verdict, write_reports
+    from promptbake.bake_report import print_verdict, read_curve_rows, write_reports
     from promptbake.verdict import verdict
 
-    curve = [json.loads(line) for line in (run / "sft" / "validation.jsonl").read_text().splitlines()] \
-        if (run / "sft" / "validation.jsonl").exists() else []
+    curve = read_curve_rows(run / "sft" / "validation.jsonl")
     result = verdict(metrics, manifest, curve, sft["budget_steps"], sft.get("truncated_rows", 0))
     result.update(spec=spec.name, run_dir=str(run), time_s=round(time.time() - start, 1), stage_times_s=stage_times,
                   kept_step=sft.get("kept_step"), budget_steps=sft["budget_steps"])
@@ -268,6 +263,7 @@ def build(spec) -> dict:
 
 def train_sft(config: BakeConfig, spec, recipe, run: Path, manifest: dict) -> dict:
     """SFT for a budget set by the data; with a validation slice, the best-scoring step is kept."""
+    from evals.run import read_eval_inputs
     from sft.train import main as train_main
     from sft.validation import BEST_DIR, ValidationCallback
 
@@ -280,7 +276,7 @@ def train_sft(config: BakeConfig, spec, recipe, run: Path, manifest: dict) -> di
     if val_path.exists():
         every = math.ceil(steps / config.validation.evaluations)
         run_info = {"base_model": recipe.model, "method": recipe.method, "dataset": str(run / "data")}
-        callbacks.append(ValidationCallback(spec, read_items(val_path), run / "sft", every=every,
+        callbacks.append(ValidationCallback(spec, read_eval_inputs(str(val_path), None), run / "sft", every=every,
                                             patience=config.validation.patience, run_info=run_info,
                                             max_new_tokens=max(64, spec.teacher.sampling.max_new_tokens),
                                             batch_size=config.eval_batch_size))
@@ -295,7 +291,7 @@ def train_sft(config: BakeConfig, spec, recipe, run: Path, manifest: dict) -> di
     last = train_main(recipe, resume=True, callbacks=callbacks)
     best = run / "sft" / BEST_DIR
     tuned = best if best.exists() else last
-    kept_step = json.loads((best / "promptbake_run.json").read_text()).get("step") if best.exists() else steps
+    kept_step = json.loads((best / RUN_INFO_FILE).read_text()).get("step") if best.exists() else steps
     return {"tuned_model": str(tuned), "budget_steps": steps, "kept_step": kept_step, "validation_every": every,
             "truncated_rows": truncated_rows(recipe, run / "data" / "sft_train.jsonl")}
 
@@ -303,16 +299,19 @@ def train_sft(config: BakeConfig, spec, recipe, run: Path, manifest: dict) -> di
 def preference_rounds(config: BakeConfig, spec, recipe, run: Path, sft: dict) -> dict:
     """Up to `rounds.max_rounds` on-policy rounds from the SFT adapter; each is kept only when its best
     validation point beats the adapter it started from (its own step 0)."""
+    from evals.run import read_eval_inputs
     from sft.rounds import run_round, summary_line, teacher_answers
 
     val_path = run / "data" / "val_inputs.jsonl"
     if not val_path.exists():
         print("[promptbake] on-policy rounds need a validation slice to tell whether they help; skipped")
         return {"tuned_model": sft["tuned_model"], "rounds": []}
+    train_items = read_eval_inputs(str(run / "data" / "train_inputs.jsonl"), None)
+    val_items = read_eval_inputs(str(val_path), None)
+    teacher = teacher_answers(run / "data" / "sft_train.jsonl")
     current, results = sft["tuned_model"], []
     for k in range(1, config.rounds.max_rounds + 1):
-        result = run_round(k, current, config.rounds, spec, read_items(run / "data" / "train_inputs.jsonl"),
-                           read_items(val_path), teacher_answers(run / "data" / "sft_train.jsonl"), config.model,
+        result = run_round(k, current, config.rounds, spec, train_items, val_items, teacher, config.model,
                            recipe, run / "rounds" / str(k), config.validation.evaluations,
                            config.validation.patience, max(64, spec.teacher.sampling.max_new_tokens),
                            config.eval_batch_size, config.report_to)

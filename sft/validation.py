@@ -25,6 +25,7 @@ from transformers import TrainerCallback
 from data_tools.scoring import all_pass, score
 from data_tools.spec import PromptSpec, Sampling
 from promptbake.io import append_jsonl, atomic_dir, iter_jsonl
+from promptbake.models import RUN_INFO_FILE
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class ValidationCallback(TrainerCallback):
         self.tokenizer = processing_class
         # a resumed run keeps the points measured up to its checkpoint; later ones are measured again
         self.curve = [p for p in read_curve(self.out_dir) if p.step <= state.global_step]
-        best_info = self.out_dir / BEST_DIR / "promptbake_run.json"
+        best_info = self.out_dir / BEST_DIR / RUN_INFO_FILE
         if best_info.exists() and json.loads(best_info.read_text()).get("step", 0) > state.global_step:
             shutil.rmtree(self.out_dir / BEST_DIR)  # kept after the checkpoint we resume from: measured again
         if not self.curve and state.is_world_process_zero:
@@ -154,8 +155,6 @@ class ValidationCallback(TrainerCallback):
         return point
 
     def save_best(self, model) -> None:
-        from promptbake.models import RUN_INFO_FILE
-
         with atomic_dir(self.out_dir / BEST_DIR) as tmp:
             # only the adapter being trained: DPO holds a frozen copy of its starting adapter beside it
             active = getattr(model, "active_adapter", None)
