@@ -14,6 +14,7 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
+from evals.drift import drift_rows
 from promptbake.html import PALETTE, arm_bars_svg, bar, md_cell, page, svg_open
 from promptbake.io import atomic_write_text
 
@@ -55,7 +56,7 @@ def write_reports(metrics: dict, records: dict[str, list[dict]], rules: list[tup
     rows = table_rows(metrics, arms, [rule_id for rule_id, _ in rules])
     disagree = disagreements(records, arms)
     md_path, html_path = Path(out_dir) / "report.md", Path(out_dir) / "report.html"
-    atomic_write_text(md_path, markdown(title, arms, rules, rows, disagree))
+    atomic_write_text(md_path, markdown(title, arms, rules, rows, disagree) + drift_markdown(metrics.get("drift")))
     atomic_write_text(html_path, html_page(title, metrics, arms, rules, rows, disagree))
     return md_path, html_path
 
@@ -223,6 +224,7 @@ def html_page(title: str, metrics: dict, arms: list[str], rules: list[tuple[str,
 <p><b>How to read it.</b> {escape(HOW_TO_READ)}</p>
 <table><tr><th>metric</th>{headers}</tr>{table}</table>
 <h2>Rules</h2><ul>{rule_list}</ul>
+{drift_html(metrics.get("drift"))}
 <h2>Adherence</h2>
 {adherence_svg(metrics, arms, [rule_id for rule_id, _ in rules])}
 <h2>Cost</h2>
@@ -233,3 +235,35 @@ def html_page(title: str, metrics: dict, arms: list[str], rules: list[tuple[str,
 <h2>Inputs where the arms disagree on all rules ({len(disagree)})</h2>
 {disagree_html}
 <pre id="render-check" hidden></pre>""", script=RENDER_CHECK_JS)
+
+
+# ---------------------------------------------------------------- off-spec drift (the drift arm)
+
+DRIFT_HOW_TO_READ = (
+    "The base and the tuned model answered general questions that no spec asks, with no system prompt, greedily. "
+    "KL is the tuned model's divergence from the base per token of the base's own answers (0: it would say the "
+    "same with the same confidence). 'agrees with base' compares the short answers of fact and arithmetic "
+    "questions; 'correct' compares them with the expected answer. 'in the spec's format' counts answers that pass "
+    "every one of the spec's checks: on unrelated questions a rise from base to tuned means the format leaks."
+)
+
+
+def drift_markdown(drift: dict | None) -> str:
+    if not drift:
+        return ""
+    lines = ["", "## Off-spec drift", "", "| metric | base | tuned |", "| --- | ---: | ---: |"]
+    lines += [f"| {md_cell(label)} | {base} | {tuned} |" for label, base, tuned in drift_rows(drift)]
+    lines += ["", f"How to read it: {DRIFT_HOW_TO_READ}"]
+    if drift.get("warning"):
+        lines += ["", f"**Warning:** {md_cell(drift['warning'])}"]
+    return "\n".join(lines) + "\n"
+
+
+def drift_html(drift: dict | None) -> str:
+    if not drift:
+        return ""
+    table = "".join(f"<tr><th>{escape(label)}</th><td class=\"num\">{escape(base)}</td>"
+                    f"<td class=\"num\">{escape(tuned)}</td></tr>" for label, base, tuned in drift_rows(drift))
+    warning = f'<p class="fail"><b>Warning:</b> {escape(drift["warning"])}</p>' if drift.get("warning") else ""
+    return (f'<h2 id="drift">Off-spec drift</h2><p>{escape(DRIFT_HOW_TO_READ)}</p>{warning}'
+            f"<table><tr><th>metric</th><th>base</th><th>tuned</th></tr>{table}</table>")

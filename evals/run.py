@@ -11,9 +11,12 @@ here through the batched local backend, or on an OpenAI-compatible endpoint. Arm
     base_unprompted   base model + bare input
     tuned_unprompted  tuned model + bare input       <- the model we want to ship
     tuned_prompted    tuned model + the full prompt
+    drift             base and tuned model on general questions outside the spec, no prompt: KL, short-answer
+                      agreement, answers still answering (evals/drift.py; its settings: the `drift` section)
 
 Writes `metrics.json` (per arm: all_rules_adherence, all_rules_ci95, per_rule, prompt_tokens_per_request,
-generated_tokens_per_request, latency_s_per_request, n; and vs_base_prompted: arm -> McNemar p-value),
+generated_tokens_per_request, latency_s_per_request, n; and vs_base_prompted: arm -> McNemar p-value; and
+drift: the drift arm's figures, with answers_drift.jsonl),
 `answers_<arm>.jsonl` with every answer and its failed checks, and prints a comparison table.
 """
 
@@ -31,20 +34,23 @@ from data_tools.check_base import extract_json_object
 from data_tools.checks import normalise_label
 from data_tools.scoring import all_pass, failures, score, score_loose
 from data_tools.spec import EndpointSpec, PromptSpec, Sampling, load_spec
+from evals.drift import DriftConfig
 from evals.judge import JudgeSpec
 from evals.stats import mcnemar_exact, wilson_ci95
 from promptbake.config import DEFAULT_MODEL, InputError, StrictModel, load_config
 from promptbake.entry import stage_parser
 from promptbake.io import iter_jsonl, write_json, write_jsonl
 
-Arm = Literal["base_prompted", "base_rules_only", "base_unprompted", "tuned_unprompted", "tuned_prompted"]
-# arm -> (which model, which prompt)
+Arm = Literal["base_prompted", "base_rules_only", "base_unprompted", "tuned_unprompted", "tuned_prompted",
+              "drift"]
+# arm -> (which model, which prompt); drift loads both models itself (evals/drift.py)
 ARMS: dict[str, tuple[str, str]] = {
     "base_prompted": ("base", "full"),
     "base_rules_only": ("base", "rules"),
     "base_unprompted": ("base", "none"),
     "tuned_unprompted": ("tuned", "none"),
     "tuned_prompted": ("tuned", "full"),
+    "drift": ("base and tuned", "none"),
 }
 
 
@@ -68,6 +74,8 @@ class EvalConfig(StrictModel):
     """Identical for every arm, so that latencies are comparable."""
     limit: PositiveInt | None = None
     """Evaluate only the first N inputs (a quick look)."""
+    drift: DriftConfig = DriftConfig()
+    """Questions and warning thresholds of the `drift` arm (off-spec drift of the tuned model from the base)."""
     judge: JudgeSpec | None = None
     """Optional pairwise LLM-as-judge of every arm against `judge.against`, positions swapped."""
     report_to: Literal["wandb", "none"] = "wandb"
@@ -80,6 +88,17 @@ class EvalConfig(StrictModel):
         if tuned and not self.tuned_model:
             if not self.tuned_endpoint:
                 raise ValueError(f"field 'tuned_model' is required by the arms {tuned}")
+        return self
+
+    @model_validator(mode="after")
+    def _drift_needs_both_models(self):
+        if "drift" in self.arms:
+            for field in ("base_model", "tuned_model"):
+                if not getattr(self, field):
+                    raise ValueError(f"field '{field}' is required by the arm drift (a per-token KL needs the "
+                                     "weights here: an endpoint does not serve whole next-token distributions)")
+            if self.arms == ["drift"]:
+                raise ValueError("the arm drift is reported beside adherence: add an arm such as tuned_unprompted")
         return self
 
     @model_validator(mode="after")
@@ -199,10 +218,12 @@ def main(config: EvalConfig, spec: PromptSpec | None = None) -> dict:
     """Run the arms and write the reports; `spec`, when given, is `config.spec` already loaded (with the
     overrides a caller such as the bake applied to it)."""
     from data_tools.backends import LocalBackend
+    from evals.drift import print_drift_table, read_questions, run_drift
     from evals.report import write_reports
 
     spec = spec or load_spec(config.spec)
     items = read_eval_inputs(config.eval_inputs, config.limit)
+    questions = read_questions(config.drift.questions, config.drift.limit) if "drift" in config.arms else None
     out = Path(config.output_dir)
     metrics: dict = {}
     outcomes: dict[str, list[bool]] = {}
@@ -229,12 +250,16 @@ def main(config: EvalConfig, spec: PromptSpec | None = None) -> dict:
                                        for arm, o in outcomes.items() if arm != "base_prompted"}
     if config.judge is not None:
         metrics[f"judge_vs_{config.judge.against}"] = judge_arms(config, spec, items, records)
+    if questions is not None:
+        metrics["drift"] = run_drift(config, spec, questions, out)
     write_json(out / "metrics.json", metrics)
     rules = [(r.id, r.text) for r in spec.rules if r.check is not None]
     write_reports(metrics, records, rules, out, title=f"{spec.name}: tuned without prompt vs prompted base")
     if config.report_to == "wandb":
         log_to_wandb(config, metrics, records)
-    print_table(metrics, config.arms, out)
+    print_table(metrics, [a for a in config.arms if a != "drift"], out)
+    if questions is not None:
+        print_drift_table(metrics["drift"])
     return metrics
 
 
@@ -269,6 +294,7 @@ def log_to_wandb(config: EvalConfig, metrics: dict, records: dict[str, list[dict
             answers.add_data(arm, r["input"], r["answer"], r["all_rules"], "; ".join(
                 f"{k}: {v}" for k, v in r["failed"].items()))
         run.summary.update({f"{arm}/{k}": v for k, v in m.items() if isinstance(v, (int, float))})
+    run.summary.update({f"drift/{k}": v for k, v in metrics.get("drift", {}).items() if isinstance(v, (int, float))})
     run.log({"eval/summary": summary, "eval/answers": answers})
     run.finish()
 
