@@ -4,6 +4,7 @@ input, with no rules.
 
     promptbake data build configs/specs/demo_style.yaml [key=value ...]
     python -m data_tools.build configs/specs/demo_style.yaml teacher.sampling.n=4
+    promptbake data build configs/specs/demo_style.yaml shard=2/3   # one of 3 machines (data_tools/shards.py)
 
 Writes to `output_dir`:
     sft_train.jsonl    TRL conversational prompt-completion rows  {"prompt": [user], "completion": [assistant]}
@@ -15,6 +16,7 @@ Writes to `output_dir`:
                        training inputs: scored while training, never trained on
     rejects.jsonl      inputs with no passing sample, with every sample's failed checks
     samples.jsonl      the journal of raw teacher samples; a killed build resumes from it
+    shard_inputs.jsonl a shard only: its training inputs' positions in the unsharded order, for the merge
     manifest.json      spec hash, teacher, sampling, counts, pass rate per rule, time (written last)
     hf/                the same rows as a `datasets` DatasetDict (load_from_disk)
 
@@ -35,7 +37,8 @@ from tqdm import tqdm
 from data_tools.backends import Completion, LocalBackend
 from data_tools.inputs import InputItem, carve_validation, input_id, load_inputs, split_inputs
 from data_tools.scoring import all_pass, failures, repair, score
-from data_tools.spec import PromptSpec, Sampling, load_spec
+from data_tools.shards import Shard, load_sharded, shard_train
+from data_tools.spec import PromptSpec, Sampling
 from promptbake.config import InputError
 from promptbake.entry import stage_parser
 from promptbake.io import append_jsonl, atomic_dir, recover_journal, write_json, write_jsonl
@@ -177,8 +180,8 @@ def select(spec: PromptSpec, text: str, samples: list[str], label: str | dict | 
             "rejected": failing[0] if failing else None, "scored": scored}
 
 
-def main(spec: PromptSpec) -> dict:
-    """Build the dataset described by `spec`; returns the manifest."""
+def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
+    """Build the dataset described by `spec` (only `shard`'s part of its training inputs); returns the manifest."""
     start = time.time()
     out_dir = Path(spec.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -188,6 +191,9 @@ def main(spec: PromptSpec) -> dict:
     texts = list(inputs)
     train, held_out = split_inputs(texts, spec.split.eval_fraction, spec.split.seed)
     train, validation = carve_validation(train, spec.split.validation_size, spec.split.seed)
+    shard_info = None
+    if shard is not None:  # after the split: every shard holds the eval split and validation slice of the whole
+        train, shard_info = shard_train(spec, shard, inputs, train, out_dir)
     cache: dict = {}
     synthesized = add_synthesized(spec, inputs, train, out_dir, cache)
     train = train + synthesized
@@ -214,7 +220,7 @@ def main(spec: PromptSpec) -> dict:
             pref_rows.append({"prompt": user_prompt(text), "chosen": answer,
                               "rejected": [{"role": "assistant", "content": picked["rejected"]}]})
     write_jsonl(out_dir / "rejects.jsonl", rejects)
-    if not sft_rows:
+    if not sft_rows and shard is None:  # a shard's rows may all be rejects; the merge checks the whole
         raise InputError(f"{spec.source}: no teacher sample passed every check, even after repair; "
                          f"see {out_dir / 'rejects.jsonl'}")
     write_jsonl(out_dir / "sft_train.jsonl", sft_rows)
@@ -230,6 +236,7 @@ def main(spec: PromptSpec) -> dict:
         "spec_path": spec.source,
         "spec_hash": spec.content_hash(),
         "teacher": spec.teacher.model_dump(mode="json"),
+        **({"shard": shard_info} if shard_info else {}),
         "counts": {
             "inputs": len(texts), "synthesized_inputs": len(synthesized), "train_inputs": len(train),
             "val_inputs": len(validation),
@@ -302,8 +309,9 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None) -> argpars
     """`promptbake data build` (added to `subparsers`) or `python -m data_tools.build`."""
     parser = stage_parser(subparsers, "build", "build a checked SFT/preference dataset from a prompt spec")
     parser.add_argument("spec", help="prompt spec YAML, e.g. configs/specs/demo_style.yaml")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. teacher.sampling.n=4")
-    parser.set_defaults(run=lambda args: main(load_spec(args.spec, args.overrides)))
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. teacher.sampling.n=4; shard=i/N "
+                                                     "builds the i-th of N shards (merge them with `data merge`)")
+    parser.set_defaults(run=lambda args: main(*load_sharded(args.spec, args.overrides)))
     return parser
 
 
