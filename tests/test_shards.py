@@ -72,9 +72,10 @@ def test_shards_killed_and_resumed_merge_to_one_unsharded_build(tiny_spec, talka
     reference = start(["data", "build", str(tiny_spec), *greedy])
     procs = [start(["data", "build", str(tiny_spec), *greedy, f"shard={i}/3"]) for i in (1, 2, 3)]
     kills = [False] * 3
+    plan = [(rng.uniform(0.1, 0.9), rng.uniform(0, 0.1)) for _ in dirs]
 
     def kill_midway(k: int) -> None:  # after a random share of the shard's inputs is journaled, plus a moment
-        share, extra = rng.uniform(0.1, 0.9), rng.uniform(0, 0.1)
+        share, extra = plan[k]
         journal, positions = dirs[k] / build.JOURNAL, dirs[k] / POSITIONS
 
         def ready() -> bool:
