@@ -208,8 +208,10 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
                              base_model=config.model, tuned_model=str(run / "sft" / "best_adapter"),
                              sampling={"max_new_tokens": eval_tokens}, batch_size=config.eval_batch_size,
                              report_to=config.report_to, output_dir=str(run / "eval"))
-    state = RunState(run, user_spec.model_dump(mode="json", exclude={"output_dir"}),
-                     config.model_dump(mode="json", exclude={"output_dir"}), config.spec)
+    # Only what differs from the defaults is recorded and compared: a promptbake upgrade that adds a field with a
+    # default must not make an earlier run of the same spec and overrides look like a different one.
+    state = RunState(run, user_spec.model_dump(mode="json", exclude={"output_dir"}, exclude_defaults=True),
+                     config.model_dump(mode="json", exclude={"output_dir"}, exclude_defaults=True), config.spec)
     if n_val == 0:
         print(f"[promptbake] {len(train)} training inputs are too few for a validation slice of "
               f"{config.validation.min_inputs} (with {config.validation.min_train_inputs} left to train on): "
