@@ -188,6 +188,7 @@ def main(out: str | Path, dirs: list[str | Path]) -> dict:
     save_datasets(out)
     write_json(out / "manifest.json", manifest)
     print_summary(manifest, out)
+    print(f"[promptbake] merged {len(shards)} shards; their builds took {manifest['time_s']} s in all")
     return manifest
 
 
