@@ -1,4 +1,5 @@
-"""`data_tools.lint` on hand-built datasets: every finding asserted exactly, the reports, and bad input."""
+"""`data_tools.lint` on hand-built datasets: every finding asserted exactly, the reports, and bad input; near
+duplicates by MinHash LSH against all pairs."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from data_tools.lint import LintConfig, config_from_args, main, template_regex
+from data_tools.near_dupes import MAX_MISS, NUM_PERM, SEED, Sketcher, lsh_params, shingles, similar_pairs, words
 from promptbake.config import InputError
 
 # Eight contact-extraction rows whose prompts each name a different person; the answers of lines 1-5 invent
@@ -205,3 +208,59 @@ def test_bad_input_names_the_file_and_line(tmp_path, tiny_model_dir):
         main(LintConfig(dataset=str(path), model=str(tiny_model_dir)))
     with pytest.raises(InputError, match="field 'value_pattern'"):
         config_from_args(str(path), ["value_pattern=(unclosed"])
+
+
+# ---------------------------------------------------------------- near duplicates at scale: MinHash LSH
+
+def planted_texts(n_base: int = 300) -> tuple[list[str], set[tuple[int, int, float]]]:
+    """Base answers of 50 distinct words (48 3-shingles; all open alike, as a spec's answers do) and, for some,
+    a copy with m words appended: Jaccard exactly 48 / (48 + m), from 0.71 to 1 around the 0.8 threshold."""
+    texts, expected = [], set()
+    for b in range(n_base):
+        texts.append("Quick answer: " + " ".join(f"w{b}x{k}" for k in range(48)))
+    for b, m in enumerate([20, 16, 13, 12, 11, 10, 8, 5, 2, 0] * 12):
+        texts.append(texts[b] + "".join(f" extra{b}y{k}" for k in range(m)))
+        if 48 / (48 + m) >= 0.8:
+            expected.add((b, len(texts) - 1, round(48 / (48 + m), 3)))
+    texts += ["", "", "Hi!", "hi", "a b", "A, B.", texts[0].upper()]  # short texts are one shingle each
+    n = len(texts)
+    expected |= {(n - 7, n - 6, 1.0), (n - 5, n - 4, 1.0), (n - 3, n - 2, 1.0), (0, n - 1, 1.0)}
+    return texts, expected
+
+
+def test_lsh_finds_the_pairs_all_pairs_finds():
+    texts, expected = planted_texts()
+    exact = similar_pairs(texts, None, 0.8, lsh_min_rows=len(texts) + 1)
+    assert set(exact) == expected and 48 / 60 in {s for *_, s in exact}  # a pair at exactly the threshold
+    assert similar_pairs(texts, None, 0.8, lsh_min_rows=1) == exact
+    # the leakage shape: some texts against all of them
+    left = texts[:40] + texts[-7:] + ["quick answer: w3x0 w3x1 w3x2 w3x3"]
+    exact = similar_pairs(left, texts, 0.8, lsh_min_rows=10**6)
+    assert len(exact) > len(left) and similar_pairs(left, texts, 0.8, lsh_min_rows=1) == exact
+
+
+def test_minhash_signatures_equal_datasketch():
+    from datasketch import MinHash
+
+    sketcher = Sketcher(0.8)
+    assert (sketcher.bands, sketcher.rows) == lsh_params(0.8) == (25, 5)
+    texts = ["The keeper climbed the stairs again.", "a b", "", "one two three four"]
+    hashes, counts = sketcher.shingle_hashes([sketcher.ids(words(t)) for t in texts])
+    assert counts.tolist() == [len(shingles(t)) for t in texts]
+    for text_hashes, signature in zip(np.split(hashes, np.cumsum(counts)[:-1]), sketcher.signatures(hashes, counts)):
+        reference = MinHash(num_perm=sketcher.num_perm, seed=SEED, hashfunc=int)
+        reference.update_batch(text_hashes.tolist())
+        assert reference.hashvalues.tolist() == signature.tolist()
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.9, 0.95])
+def test_lsh_miss_probability_at_the_threshold(threshold):
+    bands, rows = lsh_params(threshold)
+    assert bands * rows <= NUM_PERM and (1 - threshold**rows) ** bands <= MAX_MISS
+
+
+def test_lint_report_is_the_same_through_lsh(report, dataset, tiny_model_dir, tmp_path):
+    lsh = main(LintConfig(dataset=str(dataset), model=str(tiny_model_dir), max_length=128, lsh_min_rows=1,
+                          output_dir=str(tmp_path / "lsh")))
+    assert lsh["near_duplicates"] == report["near_duplicates"] and lsh["leakage"] == report["leakage"]
+    assert lsh["issue_counts"] == report["issue_counts"]
