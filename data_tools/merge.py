@@ -9,8 +9,10 @@ inputs and wrote the eval split of the whole. The merge writes to OUT the files 
 the training rows of every shard in the unsharded build's order (each shard recorded its inputs' positions
 in it), the eval and validation inputs once, the teacher journal, `hf/`, and one manifest whose counts and
 pass rates are those of the whole. With a teacher that answers an input the same wherever it runs (labels,
-logged answers, greedy decoding), the merged files equal an unsharded build's line for line; OUT is then
-also a finished unsharded build that `promptbake data build SPEC output_dir=OUT` resumes without generating.
+logged answers, greedy decoding of one input per batch), the merged files equal an unsharded build's line
+for line. A sampling teacher draws an input's samples with a seed that depends on its batch (local backend)
+or its place in the request list (HTTP backend): the merge is then as valid a build, not the same draw.
+Either way OUT is a finished unsharded build: `promptbake data build SPEC output_dir=OUT` generates nothing.
 
 It refuses, naming the directories: a shard whose build did not finish, a build that is not a shard, shards
 of different specs (with the fields that differ) or of different input files, different N, a shard given
