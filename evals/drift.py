@@ -84,7 +84,7 @@ class GeneralQuestion(StrictModel):
         elif self.kind == "arithmetic" and number(self.answer) is None:
             problem = f"an arithmetic answer must be a number, got {self.answer!r}"
         elif self.kind == "arithmetic" and number(self.answer) in numbers(self.question):
-            # the answer is read as the last number that the question does not contain (see answer_number)
+            # an answer is looked for among the numbers that the question does not contain (see `named`)
             problem = "the arithmetic answer also appears in the question, so it cannot be told from an echo"
         if problem:
             raise FieldError([(("answer",), problem)])
@@ -103,9 +103,10 @@ class DriftConfig(StrictModel):
     included), so longer answers cost time without changing what is measured much."""
     max_kl_per_token: float = Field(0.5, ge=0)
     """Warn when the tuned model's KL from the base per answer token is above this (nats)."""
-    min_agreement_with_base: float = Field(0.7, ge=0, le=1)
-    """Warn when the tuned model gives the base's short answer on fewer than this share of the fact and
-    arithmetic questions."""
+    min_kept_correct: float = Field(0.8, ge=0, le=1)
+    """Warn when the tuned model still gets right fewer than this share of the fact and arithmetic questions that
+    the base gets right. (Agreement with the base on all of them is reported too, but a small base is wrong on
+    many, and two wrong answers rarely agree, so it mostly measures the base's mistakes.)"""
     max_format_rise: float | None = Field(None, ge=0, le=1)
     """Warn when the share of answers in the spec's format rises by more than this from base to tuned. Off by
     default: a spec whose format is meant for every answer (a house style) raises it on purpose."""
@@ -156,36 +157,34 @@ def numbers(text: str) -> list[str]:
     return [w for w in words(text) if number(w) is not None]
 
 
-def answer_number(question: GeneralQuestion, text: str) -> str | None:
-    """The number an arithmetic answer gives: its last number that the question does not contain, so that an
-    answer echoing the question ("12 times 3 is 36") or working it out ("10 x 3 = 30, 2 x 3 = 6, so 36") is
-    read by its result."""
-    asked = set(numbers(question.question))
-    found = [n for n in numbers(text) if n not in asked]
-    return found[-1] if found else None
+def named(question: GeneralQuestion, text: str) -> set[str]:
+    """What an answer names beyond the question: its numbers that the question does not contain (arithmetic),
+    or its words that are neither in the question nor stopwords (fact)."""
+    if question.kind == "arithmetic":
+        return set(numbers(text)) - set(numbers(question.question))
+    return set(words(text)) - set(words(question.question)) - STOPWORDS
 
 
 def is_correct(question: GeneralQuestion, text: str) -> bool:
-    """Does the answer give the expected short answer? Arithmetic: its number equals it; fact: it names the
-    answer or an alias (whole words, case and number words ignored: "eight" is "8")."""
+    """Does the answer give the expected short answer anywhere? Arithmetic: among the numbers the question does
+    not contain, so that an answer echoing the question ("12 times 3 is 36") or working it out ("10 x 3 = 30
+    and 2 x 3 = 6, so 36") counts; fact: the answer or an alias as whole words (case and the number words up to
+    twenty ignored: "eight" is "8")."""
     if question.kind == "arithmetic":
-        return answer_number(question, text) == number(question.answer)
+        return number(question.answer) in named(question, text)
     said = f" {' '.join(words(text))} "
     return any(f" {' '.join(words(expected))} " in said for expected in [question.answer, *question.aliases])
 
 
 def agrees(question: GeneralQuestion, tuned: str, base: str) -> bool:
-    """Do the two answers give the same short answer? Arithmetic: the same number. Fact: both right or, when
-    both are wrong, they name something in common (a word that is neither in the question nor a stopword) or
-    both name nothing; one right and one wrong disagree."""
-    if question.kind == "arithmetic":
-        return answer_number(question, tuned) == answer_number(question, base)
+    """Do the two answers give the same short answer? Both right; or both wrong and naming something in common
+    (see `named`: the same wrong number, the same wrong city), or both naming nothing. One right and one wrong
+    disagree."""
     right = is_correct(question, tuned), is_correct(question, base)
     if right[0] or right[1]:
         return right[0] and right[1]
-    asked = set(words(question.question)) | STOPWORDS
-    named = [set(words(text)) - asked for text in (tuned, base)]
-    return bool(named[0] & named[1]) or not (named[0] or named[1])
+    said = named(question, tuned), named(question, base)
+    return bool(said[0] & said[1]) or not (said[0] or said[1])
 
 
 # ---------------------------------------------------------------- the spec's format
@@ -336,7 +335,7 @@ def summarise(records: list[dict], rule_ids: list[str], drift: DriftConfig) -> d
                                  for w in both},
         "still_answering": {w: share(bool(r[f"{w}_answer"]) and not r[f"{w}_format"] for r in records)
                             for w in both},
-        "thresholds": drift.model_dump(include={"max_kl_per_token", "min_agreement_with_base", "max_format_rise"}),
+        "thresholds": drift.model_dump(include={"max_kl_per_token", "min_kept_correct", "max_format_rise"}),
     }
     metrics["warning"] = drift_warning({"drift": metrics})
     return metrics
@@ -347,18 +346,18 @@ def drift_warning(metrics: dict) -> str | None:
     (an eval's metrics.json), or None: when it did not, or when the drift arm did not run.
 
     Thresholds (the eval config's `drift` section): KL per answer token above `max_kl_per_token` (0.5 nats by
-    default), agreement with the base's short answers below `min_agreement_with_base` (70%), and, when set, a
-    rise of answers in the spec's format above `max_format_rise`."""
+    default), the share of the base's correct fact/arithmetic answers that the tuned model still gets right below
+    `min_kept_correct` (80%), and, when set, a rise of answers in the spec's format above `max_format_rise`."""
     drift = metrics.get("drift")
     if not drift:
         return None
     limits, problems = drift["thresholds"], []
     if drift["kl_per_token"] is not None and drift["kl_per_token"] > limits["max_kl_per_token"]:
         problems.append(f"KL from the base {drift['kl_per_token']:.2f} nats/token > {limits['max_kl_per_token']}")
-    agreement = drift["agreement_with_base"]
-    if agreement is not None and agreement < limits["min_agreement_with_base"]:
-        problems.append(f"gives the base's short answer on {agreement:.0%} of {drift['n_short']} fact/arithmetic "
-                        f"questions < {limits['min_agreement_with_base']:.0%}")
+    kept = drift["kept_correct"]
+    if kept is not None and kept < limits["min_kept_correct"]:
+        problems.append(f"still gets right {kept:.0%} of the fact/arithmetic questions the base gets right "
+                        f"< {limits['min_kept_correct']:.0%}")
     rise = drift["spec_format"]["tuned"] - drift["spec_format"]["base"]
     if limits.get("max_format_rise") is not None and rise > limits["max_format_rise"]:
         problems.append(f"the spec's format on {drift['spec_format']['tuned']:.0%} of unrelated answers "

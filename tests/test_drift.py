@@ -12,7 +12,6 @@ from evals.drift import (
     DriftConfig,
     GeneralQuestion,
     agrees,
-    answer_number,
     drift_warning,
     in_spec_format,
     is_correct,
@@ -140,10 +139,11 @@ def test_short_answers_are_read_by_their_result():
     fact = GeneralQuestion(**QUESTIONS[1])
     assert is_correct(fact, "A spider has eight legs.") and not is_correct(fact, "Spiders have 6 legs.")
     arithmetic = GeneralQuestion(**QUESTIONS[2])
-    assert answer_number(arithmetic, "12 times 3 is 36.") == "36"
-    assert answer_number(arithmetic, "10 x 3 = 30 and 2 x 3 = 6, so 36") == "36"
+    assert is_correct(arithmetic, "12 times 3 is 36.") and is_correct(arithmetic, "10 x 3 = 30 and 2 x 3 = 6, so 36")
+    assert not is_correct(arithmetic, "12 times 3 is 33.")
     assert agrees(arithmetic, "quick answer: 36", "The answer is 36.")
     assert not agrees(arithmetic, "quick answer: 38", "The answer is 36.")
+    assert agrees(arithmetic, "quick answer: 38", "12 x 3 = 38") and not agrees(arithmetic, "38", "39")
     paris = GeneralQuestion(**QUESTIONS[0])
     assert agrees(paris, "quick answer: paris.", "The capital of France is Paris.")
     assert not agrees(paris, "quick answer: lyon.", "The capital of France is Paris.")
@@ -161,14 +161,14 @@ def test_spec_format_counts_only_checks_that_need_no_label(tiny_spec):
 
 
 def test_drift_warning_thresholds():
-    drift = {"n": 100, "n_short": 56, "kl_per_token": 0.2, "agreement_with_base": 0.9,
+    drift = {"n": 100, "n_short": 56, "kl_per_token": 0.2, "kept_correct": 0.9,
              "spec_format": {"base": 0.0, "tuned": 0.9}, "thresholds": DriftConfig().model_dump(
-                 include={"max_kl_per_token", "min_agreement_with_base", "max_format_rise"})}
+                 include={"max_kl_per_token", "min_kept_correct", "max_format_rise"})}
     assert drift_warning({"drift": drift}) is None and drift_warning({"tuned_unprompted": {}}) is None
     warning = drift_warning({"drift": {**drift, "kl_per_token": 0.8}})
     assert "0.80 nats/token > 0.5" in warning
-    warning = drift_warning({"drift": {**drift, "agreement_with_base": 0.5}})
-    assert "50% of 56 fact/arithmetic questions < 70%" in warning
+    warning = drift_warning({"drift": {**drift, "kept_correct": 0.5}})
+    assert "still gets right 50% of the fact/arithmetic questions the base gets right < 80%" in warning
     rising = {**drift, "thresholds": {**drift["thresholds"], "max_format_rise": 0.5}}  # opt-in
     assert "the spec's format on 90% of unrelated answers (base 0%)" in drift_warning({"drift": rising})
 
