@@ -92,6 +92,14 @@ def lsh_params(threshold: float) -> tuple[int, int]:
     return NUM_PERM, 1  # thresholds below ~0.07: every shared MinHash value makes a candidate
 
 
+def lsh_note(threshold: float) -> str:
+    """What a report says when its pairs come from LSH: the method and its miss probability."""
+    bands, rows = lsh_params(threshold)
+    return (f"near duplicates and leaks among this many rows come from MinHash LSH candidates ({bands} bands of "
+            f"{rows}) verified exactly: a pair at exactly {threshold} is missed with probability "
+            f"{(1 - threshold**rows) ** bands:.0e}, one above it less often")
+
+
 def _fmix(h: np.ndarray) -> np.ndarray:
     """MurmurHash3's finalizer (32 or 64 bit by dtype): the avalanche datasketch applies before permuting."""
     s1, m1, s2, m2, s3 = ((16, 0x85EBCA6B, 13, 0xC2B2AE35, 16) if h.dtype == np.uint32

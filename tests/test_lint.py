@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +266,16 @@ def test_lint_report_is_the_same_through_lsh(report, dataset, tiny_model_dir, tm
                           output_dir=str(tmp_path / "lsh")))
     assert lsh["near_duplicates"] == report["near_duplicates"] and lsh["leakage"] == report["leakage"]
     assert lsh["issue_counts"] == report["issue_counts"]
+    assert "MinHash LSH" in lsh["notes"][0] and not any("MinHash" in n for n in report["notes"])
+
+
+def test_bench_lint_finds_what_it_planted(tiny_model_dir):
+    """scripts/bench_lint.py end to end, small: the real command, through the LSH path (3000 rows > 2000)."""
+    done = subprocess.run([sys.executable, "scripts/bench_lint.py", "--rows", "3000", "--model", str(tiny_model_dir)],
+                          capture_output=True, text=True, timeout=300, check=True)
+    figures = dict(item.split("=") for item in done.stdout.strip().splitlines()[-1].split())
+    assert figures["rows"] == "3000" and float(figures["peak_rss_mb"]) > 0
+    for key in ("near_found", "leaks_found"):
+        found, planted = map(int, figures[key].split("/"))
+        assert found == planted > 0, key
+    assert figures["extra_near"] == "0"
