@@ -181,7 +181,7 @@ def token_lengths(rows: list[dict], model: str, batch: int = 1000) -> list[int]:
             chat = [isinstance(r["prompt"], list) for r in raws]
             texts = tok.apply_chat_template([r["prompt"] + r["completion"] for r, c in zip(raws, chat) if c],
                                             tokenize=False) if any(chat) else []
-            ids = iter(tok(texts, add_special_tokens=False)["input_ids"] if texts else [])
+            ids = iter(tok(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"] if texts else [])
             # a plain-text row is tokenized as the trainer does, with the tokenizer's special tokens
             lengths += [len(next(ids)) if c else len(tok(r["prompt"] + r["completion"])["input_ids"])
                         for r, c in zip(raws, chat)]
