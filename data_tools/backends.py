@@ -111,3 +111,67 @@ class LocalBackend:
         out = model.generate(**batch, max_new_tokens=max_new_tokens, num_return_sequences=n,
                              pad_token_id=pad_token_id, eos_token_id=sorted(eos_token_ids), **sampling)
         return [cut_at_eos(seq, eos_token_ids) for seq in out[:, batch["input_ids"].shape[1] :].tolist()]
+
+
+def require_vllm(asked_by: str):
+    """The `vllm` module, or an InputError naming the setting that asked for it (`asked_by`) and what to do
+    instead."""
+    import importlib.util
+
+    from promptbake.config import InputError
+
+    if importlib.util.find_spec("vllm") is None:
+        raise InputError(f"{asked_by}: vLLM runs in this process and `vllm` is not importable here: install it on a "
+                         "GPU machine (pip install vllm), or serve the model with vLLM and send requests to it "
+                         "(teacher.backend: openai; scripts/setup_vllm.sh, python -m data_tools.vllm_server)")
+    import vllm
+
+    return vllm
+
+
+class VLLMBackend:
+    """Offline generation with vLLM in this process (`teacher.backend: vllm`, for GPU machines): each chunk of
+    conversations goes to `vllm.LLM.generate` at once, n samples per prompt in one request with its own seed;
+    vLLM's continuous batching schedules them and its prefix cache computes the spec's shared system prompt,
+    rules and examples once. Prompts are rendered and tokenized here as `LocalBackend` does, so both count the
+    same prompt tokens; `on_batch` is called after each chunk (journal and progress)."""
+
+    def __init__(self, model: str, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
+                 max_model_len: int | None = None, enable_prefix_caching: bool = True, dtype: str = "auto",
+                 chunk_size: int = 1024, asked_by: str = "teacher.backend 'vllm'"):
+        from promptbake.models import resolve_model_path
+
+        vllm = require_vllm(asked_by)
+        self.llm = vllm.LLM(model=resolve_model_path(model), tensor_parallel_size=tensor_parallel_size,
+                            gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+                            enable_prefix_caching=enable_prefix_caching, dtype=dtype)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.chunk_size = chunk_size
+
+    def generate(
+        self,
+        conversations: list[list[dict]],
+        sampling: Sampling,
+        on_batch: Callable[[list[int], list[Completion]], None] | None = None,
+    ) -> list[Completion]:
+        from vllm import SamplingParams
+
+        results: list[Completion] = []
+        for start in range(0, len(conversations), self.chunk_size):
+            chunk = conversations[start : start + self.chunk_size]
+            prompts = [{"prompt_token_ids": self.tokenizer(
+                self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True),
+                add_special_tokens=False)["input_ids"]} for c in chunk]
+            # a seed per input (as the HTTP backend sends): an input's samples do not depend on its chunk
+            params = [SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                                     top_k=sampling.top_k, max_tokens=sampling.max_new_tokens,
+                                     seed=sampling.seed + (start + i) * sampling.n) for i in range(len(chunk))]
+            t0 = time.perf_counter()
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+            latency = time.perf_counter() - t0
+            batch = [Completion([o.text.strip() for o in out.outputs], len(out.prompt_token_ids),
+                                [len(o.token_ids) for o in out.outputs], latency) for out in outputs]
+            results += batch
+            if on_batch is not None:
+                on_batch(list(range(start, start + len(chunk))), batch)
+        return results

@@ -1,19 +1,23 @@
-"""Teacher generation throughput: promptbake's batched `LocalBackend` vs a naive `model.generate()` loop, and
-vs a llama.cpp server behind `OpenAIBackend` when llama-cpp-python is installed.
+"""Teacher generation throughput: promptbake's batched `LocalBackend` vs a naive `model.generate()` loop, vs a
+llama.cpp server behind `OpenAIBackend` when llama-cpp-python is installed, and vs a vLLM server behind
+`OpenAIBackend` when `.venv-vllm` exists (bash scripts/setup_vllm.sh).
 
-    .venv/bin/python scripts/bench_generate.py [--inputs 24] [--n 2] [--max-new-tokens 48]
+    .venv/bin/python scripts/bench_generate.py [--inputs 24] [--n 2] [--max-new-tokens 48] [--vllm-compile]
 
 Every arm answers the same prompted conversations of `configs/specs/demo_style.yaml` (system prompt, rules and
 few-shot examples: what the teacher sees in a build) with the same sampling settings on the default model.
 The naive arm calls `generate()` once per input and per sample (batch 1); `LocalBackend` sorts the prompts by
 length, left-pads them and draws all n samples of an input in one batch. The llama.cpp arm serves the packaged
 Q4_1 GGUF itself (`python -m llama_cpp.server`, as many threads as torch uses) and is sent one request per
-sample, since llama-cpp-python ignores `n` and answers one request at a time.
+sample, since llama-cpp-python ignores `n` and answers one request at a time. The vLLM arm serves the same
+safetensors model as the local arms (`data_tools.vllm_server`, fp32, prefix caching on, `--enforce-eager` unless
+`--vllm-compile`, as many threads as torch uses) and is sent every input at once, each asking for its n samples
+in one request, so that vLLM batches them all; its start-up is not timed.
 
 An example is one sampled answer. Each arm also scores its answers with the spec's checks (raw, no repair):
-the batched arm must not buy its speed with worse answers. On a shared CPU the figures are noisy. The line
-before the last is `vs_llamacpp=<ours / theirs>` (when llama-cpp-python is importable); the last line is
-`generate_speedup=<batched / naive> examples_per_s=<batched>`.
+the batched arm must not buy its speed with worse answers. On a shared CPU the figures are noisy. Before the
+last line come `vs_llamacpp=<ours / theirs>` (when llama-cpp-python is importable) and `vs_vllm=<ours / theirs>`
+(when .venv-vllm exists); the last line is `generate_speedup=<batched / naive> examples_per_s=<batched>`.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from data_tools.http_backend import OpenAIBackend  # noqa: E402
 from data_tools.inputs import load_inputs  # noqa: E402
 from data_tools.scoring import all_pass, score  # noqa: E402
 from data_tools.spec import EndpointSpec, PromptSpec, Sampling, load_spec  # noqa: E402
+from data_tools.vllm_server import VLLMServer, vllm_python  # noqa: E402
+from promptbake.config import InputError  # noqa: E402
 from promptbake.models import DEFAULT_MODEL, embedded_gguf_path, load_model_and_tokenizer  # noqa: E402
 
 
@@ -118,6 +124,8 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=24)
     parser.add_argument("--n", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--vllm-compile", action="store_true",
+                        help="let vLLM torch.compile the model (~2 more minutes of start-up on 2 cores)")
     args = parser.parse_args()
 
     spec = load_spec(args.spec, [f"inputs.limit={args.inputs}", f"teacher.sampling.n={args.n}",
@@ -154,7 +162,33 @@ def main() -> None:
         print(f"vs_llamacpp={ours_rate / (n_examples / theirs_s):.2f}")
     else:
         print("[bench] llama_cpp is not importable: no llama.cpp arm (pip install 'llama-cpp-python[server]')")
+    vllm_rate = vllm_arm(spec, texts, conversations, sampling, threads, compile_model=args.vllm_compile)
+    if vllm_rate is not None:
+        print(f"vs_vllm={ours_rate / vllm_rate:.2f}")
     print(f"generate_speedup={naive_s / ours_s:.2f} examples_per_s={ours_rate:.3f}")
+
+
+def vllm_arm(spec: PromptSpec, texts: list[str], conversations: list[list[dict]], sampling: Sampling, threads: int,
+             compile_model: bool) -> float | None:
+    """Examples/s of a vLLM server on the same model and conversations, or None without `.venv-vllm`."""
+    try:
+        vllm_python()
+    except InputError as e:
+        print(f"[bench] no vLLM arm: {e}")
+        return None
+    server = VLLMServer(DEFAULT_MODEL, eager=not compile_model, threads=threads)
+    print(f"[bench] starting vLLM ({'compiled' if compile_model else 'eager'}) ...", flush=True)
+    with server:
+        print(f"[bench]   started in {server.start_seconds:.0f} s (log: {server.log_path})", flush=True)
+        http = OpenAIBackend(EndpointSpec(base_url=server.base_url, model=server.served_name,
+                                          concurrency=len(conversations), timeout_s=600))
+        http.generate(conversations[:1], sampling.model_copy(update={"n": 1, "max_new_tokens": 4}))  # warm-up
+        samples, seconds = timed("vLLM server via OpenAIBackend",
+                                 lambda: [c.texts for c in http.generate(conversations, sampling)])
+    rate = len(texts) * sampling.n / seconds
+    print(f"[bench]   {seconds:.1f} s, {rate:.3f} examples/s, all rules {pass_rate(spec, texts, samples):.0%}",
+          flush=True)
+    return rate
 
 
 if __name__ == "__main__":

@@ -11,9 +11,12 @@ by how it scores relative to its siblings; a group whose answers all score the s
 
 Prompts are the bare training inputs (no rules, no system prompt), as in SFT: the model is rewarded for
 following the rules unprompted. The dataset is a prompt-only JSONL (`{"prompt": [user message]}`) or an
-`sft_train.jsonl`, whose `completion` column is ignored. Generation runs in transformers (no vLLM), so the
-same recipe runs on a CPU. Start from an SFT run by setting `model` to its adapter directory (merged into
-the base in memory; a new adapter trains on top).
+`sft_train.jsonl`, whose `completion` column is ignored. Generation runs in transformers by default, so the
+same recipe runs on a CPU. On a GPU machine with vLLM installed, `training.use_vllm: true` (TRL's GRPOConfig field,
+in TRL's colocate mode: vLLM shares the training GPU, `training.vllm_gpu_memory_utilization` of it, and takes the
+policy's weights after each step) generates with vLLM instead: generation is the known bottleneck of online RL.
+Start from an SFT run by setting `model` to its adapter directory (merged into the base in memory; a new adapter
+trains on top).
 
 Writes `<output_dir>/adapter` (or `<output_dir>/model`) with `promptbake_run.json`, and checkpoints under
 `<output_dir>/checkpoints`. TRL logs the mean total reward as `reward` and each source as
@@ -23,6 +26,7 @@ Writes `<output_dir>/adapter` (or `<output_dir>/model`) with `promptbake_run.jso
 from __future__ import annotations
 
 import functools
+import importlib.util
 from pathlib import Path
 from typing import Literal
 
@@ -30,7 +34,7 @@ from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_
 
 from data_tools.scoring import score
 from data_tools.spec import Rule, load_spec
-from promptbake.config import InputError
+from promptbake.config import FieldError, InputError
 from sft.recipe import BaseRecipe, peft_config, run_trainer, trainer_parser
 from sft.training import TRAINING_DEFAULTS, TrainingSpec
 
@@ -92,6 +96,15 @@ class RLRecipe(BaseRecipe):
         if self.reward_weights is not None and len(self.reward_weights) != n_sources:
             raise ValueError(f"reward_weights needs {n_sources} value(s) for reward {self.reward!r}, "
                              f"got {len(self.reward_weights)}")
+        return self
+
+    @model_validator(mode="after")
+    def _vllm_is_importable(self):
+        """Said when the recipe loads, not after the model did: TRL checks only when the trainer starts."""
+        if self.training.use_vllm and importlib.util.find_spec("vllm") is None:
+            raise FieldError([(("training", "use_vllm"), "generates with vLLM, and `vllm` is not importable in this "
+                                                         "environment: install it on the GPU machine (pip install "
+                                                         "vllm) or leave use_vllm off (transformers generates)")])
         return self
 
     def settings(self):
