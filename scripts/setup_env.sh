@@ -32,3 +32,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   } > "$log" 2>&1 || { tail -n 40 "$log"; echo "[setup] install failed; full log: $log"; exit 1; }
   touch "$stamp"
 fi
+# llama.cpp's GGUF converter, from the llama-cpp-python sdist of the installed version (sft/gguf.py; once, into
+# ~/.cache/promptbake/llama.cpp): `promptbake export --gguf` and its tests then need no download.
+"$venv/bin/python" -c "from sft.gguf import llama_cpp_sources; llama_cpp_sources()" ||
+  echo "[setup] could not fetch llama.cpp's converter; promptbake export --gguf will try again"

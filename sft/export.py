@@ -1,11 +1,16 @@
 """Merge a run's LoRA adapter into its base model and save a standalone model that plain transformers loads.
 
     promptbake export runs/demo/sft [--out runs/demo/merged]
+    promptbake export runs/demo/sft --gguf q8_0 [--gguf-adapter]    # + llama.cpp / Ollama files (sft/gguf.py)
 
 Writes safetensors weights, the tokenizer with its chat template, the generation config (EOS and pad) and a
 model card with the training data manifest. Before anything is written, the merged model's logits are
 compared with base+adapter on a few prompts; after writing, the saved directory is reloaded with plain
 `AutoModelForCausalLM.from_pretrained` and compared again. A mismatch beyond `ATOL` fails the export.
+
+`--gguf TYPE` then converts the merged model to GGUF (in `gguf/` beside it) with llama.cpp's own converter;
+RUN_DIR may also be a merged model directory or a bake's run directory (its `merged/`), converted as they are.
+`--gguf-adapter` writes the LoRA adapter itself as a GGUF LoRA.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import torch
 from promptbake.config import InputError
 from promptbake.entry import stage_parser
 from promptbake.io import atomic_dir
-from promptbake.models import RUN_INFO_FILE, load_model_and_tokenizer
+from promptbake.models import RUN_INFO_FILE, load_model_and_tokenizer, resolve_model_path
+from sft import gguf as gguf_export
 
 ATOL = 1e-3
 """Max absolute logit difference accepted (fp32). Merging reorders float sums, so ~1e-5 is typical."""
@@ -70,15 +76,66 @@ def model_card(info: dict, diff: float) -> str:
     return "\n".join(lines)
 
 
-def main(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def main(run_dir: str | Path, out: str | Path | None = None, gguf: str | None = None,
+         gguf_adapter: bool = False) -> Path:
+    """Merge, verify, save; returns the merged model's directory. With `gguf` (a type of sft.gguf.QUANT_TYPES)
+    or `gguf_adapter`, also the GGUF files; then returns the `gguf/` directory that holds them."""
+    if gguf is None and not gguf_adapter:
+        return merge(run_dir, out)
+    run_dir = Path(run_dir)
+    if gguf is not None and gguf not in gguf_export.QUANT_TYPES:
+        raise InputError(f"--gguf {gguf!r}: not one of {', '.join(gguf_export.QUANT_TYPES)}")
+    adapter_dir = find_adapter(run_dir) if gguf_adapter or has_adapter(run_dir) else None
+    base = resolve_model_path(json.loads((adapter_dir / RUN_INFO_FILE).read_text())["base_model"]) \
+        if adapter_dir else None
+    if gguf is not None:
+        # everything that can be refused is refused before a model loads
+        trained = adapter_dir or full_model_dir(run_dir)
+        source = Path(base) if adapter_dir else trained or merged_model_dir(run_dir)
+        if source.is_dir():  # a hub id (no local config) is left to the converter to judge
+            gguf_export.check_convertible(source)
+        merged = merge(run_dir, out) if trained else source
+        written = gguf_export.export_model(merged, merged.parent / "gguf", gguf)
+    if gguf_adapter:
+        written = gguf_export.export_adapter(adapter_dir, base, adapter_dir.parent / "gguf")
+    return written.parent.parent
+
+
+def full_model_dir(run_dir: Path) -> Path | None:
+    """RUN_DIR/model of a full fine-tuning run (no adapter to merge), if that is what RUN_DIR holds."""
+    full = run_dir / "model"
+    return full if (full / RUN_INFO_FILE).exists() and not (full / "adapter_config.json").exists() else None
+
+
+def has_adapter(run_dir: Path) -> bool:
+    return any((d / "adapter_config.json").exists() for d in (run_dir / "adapter", run_dir))
+
+
+def is_model_dir(path: Path) -> bool:
+    """A standalone transformers model (config + weights), not an adapter."""
+    return (path / "config.json").exists() and not (path / "adapter_config.json").exists() \
+        and any(path.glob("*.safetensors"))
+
+
+def merged_model_dir(run_dir: Path) -> Path:
+    """A merged model to convert as it is: RUN_DIR itself, or RUN_DIR/merged (a bake's run directory)."""
+    for candidate in (run_dir, run_dir / "merged"):
+        if is_model_dir(candidate):
+            return candidate
+    raise InputError(f"{run_dir}: nothing to export: no LoRA adapter ({run_dir / 'adapter' / 'adapter_config.json'}"
+                     f"), no full fine-tuned model ({run_dir / 'model'}) and no merged model "
+                     f"({run_dir / 'merged' / 'config.json'} with safetensors weights)")
+
+
+def merge(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Merge, verify, save; returns the output directory. A full fine-tuning run (`RUN_DIR/model`) has no
     adapter to merge: its weights are re-saved and verified the same way."""
     from peft import PeftModel
 
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "merged"
-    full = run_dir / "model"
-    if (full / RUN_INFO_FILE).exists() and not (full / "adapter_config.json").exists():
+    full = full_model_dir(run_dir)
+    if full is not None:
         info = json.loads((full / RUN_INFO_FILE).read_text())
         model, tokenizer = load_model_and_tokenizer(str(full), dtype=torch.float32)
         reference = probe_logits(model.eval(), tokenizer)
@@ -117,7 +174,12 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None) -> argpars
     parser = stage_parser(subparsers, "export", "merge a run's LoRA adapter into its base and save safetensors")
     parser.add_argument("run_dir", help="a training run directory (or its adapter/ directory)")
     parser.add_argument("--out", help="where to write the merged model (default: RUN_DIR/merged)")
-    parser.set_defaults(run=lambda args: main(args.run_dir, args.out))
+    parser.add_argument("--gguf", choices=list(gguf_export.QUANT_TYPES),
+                        help="also convert the merged model to GGUF of this type, with an Ollama Modelfile, in "
+                             "gguf/TYPE/ beside it (llama.cpp's own converter and quantizer)")
+    parser.add_argument("--gguf-adapter", action="store_true",
+                        help="also write the LoRA adapter as a GGUF LoRA (gguf/adapter/) for llama.cpp's --lora")
+    parser.set_defaults(run=lambda args: main(args.run_dir, args.out, args.gguf, args.gguf_adapter))
     return parser
 
 
