@@ -28,7 +28,7 @@ from pydantic import Field, PositiveInt, field_validator
 
 from data_tools.checks import _valid_regex
 from data_tools.lint_report import html_page, markdown
-from data_tools.near_dupes import lsh_note, similar_pairs
+from data_tools.near_dupes import LSH_MIN_ROWS, lsh_note, similar_pairs
 from promptbake.config import DEFAULT_MODEL, InputError, StrictModel, apply_overrides, validate
 from promptbake.entry import stage_parser
 from promptbake.io import atomic_write_text, iter_jsonl, write_json
@@ -51,7 +51,7 @@ class LintConfig(StrictModel):
     """The training max_length: longer rows lose their end, EOS included, and are flagged."""
     near_duplicate_threshold: float = Field(0.8, gt=0.0, le=1.0)
     """Jaccard similarity of word 3-shingles at or above which two texts count as near duplicates."""
-    lsh_min_rows: PositiveInt = 2000
+    lsh_min_rows: PositiveInt = LSH_MIN_ROWS
     """From this many texts on (training rows; eval plus training prompts for leakage), near duplicates are
     found by MinHash LSH candidates verified exactly instead of by comparing every pair (~1 s per million
     pairs): the same pairs, except that at the default threshold a pair at exactly 0.8 is missed with
