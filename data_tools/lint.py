@@ -28,7 +28,7 @@ from pydantic import Field, PositiveInt, field_validator
 
 from data_tools.checks import _valid_regex
 from data_tools.lint_report import html_page, markdown
-from data_tools.near_dupes import LSH_MIN_ROWS, lsh_note, similar_pairs
+from data_tools.near_dupes import LSH_MIN_ROWS, TooManyCandidates, lsh_note, similar_pairs
 from promptbake.config import DEFAULT_MODEL, InputError, StrictModel, apply_overrides, validate
 from promptbake.entry import stage_parser
 from promptbake.io import atomic_write_text, iter_jsonl, write_json
@@ -114,25 +114,33 @@ def normalise(text: str) -> str:
     return " ".join(text.casefold().split()).strip(string.punctuation + " ")
 
 
-def duplicates(rows: list[dict], threshold: float, lsh_min_rows: int) -> tuple[list[list[int]], list[dict]]:
+def near_pairs(left: list[str], right: list[str] | None, config: LintConfig, what: str, notes: list[str]
+               ) -> list[tuple[int, int, float]]:
+    """`similar_pairs` with the config's settings; a search that LSH cannot bound ends empty, with a note."""
+    try:
+        return similar_pairs(left, right, config.near_duplicate_threshold, config.lsh_min_rows)
+    except TooManyCandidates as e:
+        notes.append(f"{what} not searched: {e}")
+        return []
+
+
+def duplicates(rows: list[dict], pairs: list[tuple[int, int, float]]) -> tuple[list[list[int]], list[dict]]:
     """Exact duplicates (groups of lines with the same prompt and completion) and near-duplicate completions
-    (pairs of lines, leaving out pairs that are exact duplicates)."""
+    (`pairs` of rows as lines, leaving out pairs that are exact duplicates)."""
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for row in rows:
         groups[(row["prompt"], row["completion"])].append(row["line"])
     exact = [lines for lines in groups.values() if len(lines) > 1]
     same = {(a, b) for lines in exact for a in lines for b in lines}
     near = [{"lines": [rows[i]["line"], rows[j]["line"]], "similarity": s}
-            for i, j, s in similar_pairs([r["completion"] for r in rows], None, threshold, lsh_min_rows)
-            if (rows[i]["line"], rows[j]["line"]) not in same]
+            for i, j, s in pairs if (rows[i]["line"], rows[j]["line"]) not in same]
     return exact, near
 
 
-def leakage(eval_rows: list[dict], train: list[tuple[str, dict]], threshold: float, lsh_min_rows: int
-            ) -> list[dict]:
-    """Eval inputs equal (after `normalise`) or near-equal to a training prompt; the closest match each."""
+def leakage(eval_rows: list[dict], train: list[tuple[str, dict]], hits: list[tuple[int, int, float]]) -> list[dict]:
+    """Eval inputs equal (after `normalise`) or near-equal (`hits`: eval row, train row) to a training prompt; the
+    closest match each."""
     exact = {normalise(r["prompt"]): (f, r["line"]) for f, r in reversed(train)}  # first occurrence wins
-    hits = similar_pairs([r["prompt"] for r in eval_rows], [r["prompt"] for _, r in train], threshold, lsh_min_rows)
     found: dict[int, dict] = {}
     for i, j, s in sorted(hits, key=lambda t: -t[2]):
         found.setdefault(i, {"train_file": train[j][0], "train_line": train[j][1]["line"], "similarity": s,
@@ -269,9 +277,11 @@ def main(config: LintConfig) -> dict:
     out_dir = Path(config.output_dir) if config.output_dir else (build_dir or sft_path.parent) / "lint"
     notes = []
 
-    exact, near = duplicates(rows, config.near_duplicate_threshold, config.lsh_min_rows)
+    exact, near = duplicates(rows, near_pairs([r["completion"] for r in rows], None, config,
+                                              "near-duplicate completions", notes))
     train = [("sft_train.jsonl", r) for r in rows] + [("prefs_train.jsonl", r) for r in pref_rows]
-    leaked = leakage(eval_rows, train, config.near_duplicate_threshold, config.lsh_min_rows)
+    leaked = leakage(eval_rows, train, near_pairs([r["prompt"] for r in eval_rows], [r["prompt"] for _, r in train],
+                                                  config, "near leaks of eval inputs", notes))
     leak_texts = len(eval_rows) + len(train) if eval_rows else 0  # no eval rows: no leak search at all
     if max(len(rows), leak_texts) >= config.lsh_min_rows:
         notes.append(lsh_note(config.near_duplicate_threshold))

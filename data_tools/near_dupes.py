@@ -34,6 +34,16 @@ LSH_MIN_ROWS = 2000
 """Texts from which LSH replaces all pairs: all pairs of 2000 texts take ~2 s here, LSH ~0.1 s."""
 CHUNK = 20_000
 """Texts sketched per numpy pass: bounds the temporary arrays (~50 MB at a few dozen shingles a text)."""
+MAX_CANDIDATES = 30_000_000
+"""Band collisions past which the search stops (~1 GB and ~2 minutes of verification). Texts that share most of
+their words with very many others (short answers on one fixed template: a third of their shingles in common)
+collide in proportion to the square of their number, which no LSH tuned for 0.8 separates: 100,000 answers
+of 3-5 free words inside a fixed JSON object made 19 million candidates here, a million of them would make
+~2 billion."""
+
+
+class TooManyCandidates(Exception):
+    """The LSH search stopped at MAX_CANDIDATES; its message says why and what to do."""
 
 
 def words(text: str) -> list[str]:
@@ -216,12 +226,18 @@ class Groups:
 
 def _band_collisions(left: np.ndarray, right: np.ndarray, within: bool) -> np.ndarray:
     """Unique (i, j) with left[i] and right[j] equal in some band (i < j when `within`), as rows of an array."""
-    found = []
+    found, total = [], 0
     for band in range(left.shape[1]):
         order = np.argsort(right[:, band], kind="stable")
         ordered = right[order, band]
         lo = np.searchsorted(ordered, left[:, band], "left")
         counts = np.searchsorted(ordered, left[:, band], "right") - lo
+        total += (counts.sum() - len(left)) // 2 if within else counts.sum()  # within: no self, each pair twice
+        if total > MAX_CANDIDATES:
+            raise TooManyCandidates(
+                f"stopped after more than {MAX_CANDIDATES:,} candidate pairs from {band + 1} of {left.shape[1]} LSH "
+                "bands: very many texts share most of their words (answers on one fixed template?), so pairs grow "
+                "with the square of the rows; lint a sample of the rows for near duplicates")
         i = np.repeat(np.arange(len(left)), counts)
         j = order[np.repeat(lo, counts) + _ragged_arange(counts)]
         keep = i < j if within else slice(None)

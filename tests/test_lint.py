@@ -279,3 +279,20 @@ def test_bench_lint_finds_what_it_planted(tiny_model_dir):
         found, planted = map(int, figures[key].split("/"))
         assert found == planted > 0, key
     assert figures["extra_near"] == "0"
+
+
+def test_lsh_stops_where_pairs_grow_with_the_square(monkeypatch, dataset, tiny_model_dir):
+    from data_tools import near_dupes
+
+    # answers on one fixed template: a third of their shingles shared by all, so LSH candidates pile up
+    texts = [f'{{"category": "billing", "urgent": false, "summary": "late w{i} parcel"}}' for i in range(400)]
+    monkeypatch.setattr(near_dupes, "MAX_CANDIDATES", 1000)
+    with pytest.raises(near_dupes.TooManyCandidates, match="more than 1,000 candidate pairs"):
+        similar_pairs(texts, None, 0.8, lsh_min_rows=1)
+    # the lint says so and goes on with everything else
+    monkeypatch.setattr(near_dupes, "MAX_CANDIDATES", 0)
+    report = main(LintConfig(dataset=str(dataset), model=str(tiny_model_dir), lsh_min_rows=1))
+    assert report["near_duplicates"] == [] and [x["kind"] for x in report["leakage"]] == ["exact"]
+    assert [n.split(":")[0] for n in report["notes"][:2]] == ["near-duplicate completions not searched",
+                                                            "near leaks of eval inputs not searched"]
+    assert report["exact_duplicates"] == [[9, 10]] and report["invented_values"]["flagged"][0]["value"] == "Kevin Smith"
