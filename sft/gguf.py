@@ -127,6 +127,7 @@ def check_convertible(model_dir: Path) -> None:
 
 
 def convert(model_dir: Path, out_file: Path, outtype: str = "f16") -> None:
+    log.info("converting %s to %s GGUF with llama.cpp's convert_hf_to_gguf.py", model_dir, outtype)
     result = run_converter("convert_hf_to_gguf.py", [str(model_dir), "--outfile", str(out_file),
                                                      "--outtype", outtype])
     if result.returncode != 0 or not out_file.is_file():
@@ -137,6 +138,7 @@ def quantize(f16_file: Path, out_file: Path, quant: str) -> None:
     """llama.cpp's quantizer (`llama_model_quantize`, what the llama-quantize tool runs)."""
     import llama_cpp
 
+    log.info("quantizing to %s with llama.cpp's quantizer", quant)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_TYPES[quant])
     # llama.cpp logs a line per tensor through llama-cpp-python's logger; its warnings (e.g. tensors whose
@@ -179,6 +181,7 @@ def export_adapter(adapter_dir: Path, base: str, out_root: Path) -> Path:
     `base` is the base model's local directory (only its config is read) or a hub id."""
     start = time.perf_counter()
     name = f"adapter-{ADAPTER_TYPE}.gguf"
+    log.info("converting the LoRA adapter %s with llama.cpp's convert_lora_to_gguf.py", adapter_dir)
     with atomic_dir(out_root / "adapter") as tmp:
         base_args = ["--base", base] if Path(base).is_dir() else ["--base-model-id", base]
         result = run_converter("convert_lora_to_gguf.py", [str(adapter_dir), *base_args, "--outfile",

@@ -13,11 +13,14 @@ base's share is asserted low), so answers identical to the merged model's also s
 from __future__ import annotations
 
 import json
+import random
+import shutil
 from pathlib import Path
 
 import pytest
 from gguf import GGUFReader
 from llama_server import chat, serve_gguf
+from test_crash_safety import kill_when, start
 
 from data_tools.scoring import all_pass, score
 from data_tools.spec import Sampling, load_spec
@@ -139,6 +142,26 @@ def test_adapter_gguf_on_the_base_gguf_answers_like_the_merged_model(tiny_run, t
     with_lora = served_answers(base_gguf, tmp_path, "--lora_path", str(adapter))
     assert identical(with_lora, reference) >= 0.9, list(zip(reference, with_lora))
     assert identical(served_answers(base_gguf, tmp_path), reference) < 0.5  # the adapter is what makes them agree
+
+
+@pytest.mark.slow
+def test_gguf_export_killed_midway_leaves_nothing_under_a_final_name(tiny_run, tmp_path, reliability_log):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "adapter", run / "adapter")  # a run of its own: its gguf/ may hold a killed temp dir
+    final = run / "gguf" / "q8_0"
+
+    def writing() -> bool:  # conversion or quantization under the temporary name has begun
+        return (run / "gguf").is_dir() and any(p.name.startswith(".q8_0.") for p in (run / "gguf").iterdir())
+
+    rng = random.Random(5)
+    kills = 0
+    for _ in range(2):
+        kills += kill_when(start(["export", str(run), "--gguf", "q8_0"]), writing, rng.uniform(0, 2))
+        assert not final.exists() or sorted(p.name for p in final.iterdir()) == ["Modelfile", "model-q8_0.gguf"]
+    assert kills >= 1, "no kill landed mid-export; the test proved nothing"
+    reliability_log("faults_injected", kills)
+    export(run, gguf="q8_0")  # started again, it finishes
+    assert {t.tensor_type.name for t in GGUFReader(final / "model-q8_0.gguf").tensors if len(t.shape) == 2} == {"Q8_0"}
 
 
 def test_modelfile_carries_the_chatml_template_default_system_prompt_and_stop_tokens(tiny_model_dir, tmp_path):
