@@ -13,31 +13,24 @@ chat template's own default system prompt, like SmolLM2's, stays), greedy, and r
                         divided by their number (all questions pooled; by kind too). 0: the tuned model would
                         say what the base says with the same confidence.
     agreement_with_base on fact and arithmetic questions, the share whose tuned answer gives the same short
-                        answer as the base's (see `agrees`); `correct` is each model's agreement with the
-                        expected answer, reported separately, and `kept_correct` the share of the base's
-                        correct answers that the tuned model still gets right
+                        answer as the base's (`general_questions.agrees`); `correct` is each model's agreement
+                        with the expected answer, reported separately, and `kept_correct` the share of the
+                        base's correct answers that the tuned model still gets right
     non_empty           answers that say something
     spec_format         answers that pass every one of the spec's checks that needs no label: on questions the
                         spec is not about they should not; a rise from base to tuned means the spec's format
                         leaks into every answer (expected when the spec is meant for every answer, like the
                         demo's style; a leak when the spec is narrow, like JSON triage). `spec_format_per_rule`
-                        shows which rule leaks.
+                        shows which rule leaks, and `format_leak` names the rule whose pass rate rose most: it
+                        catches a leak that the all-checks share misses when a content check cannot pass on an
+                        unrelated question (a tool-call envelope around every answer, with no valid call in it).
     still_answering     non-empty and not in the spec's format
 
 Both models are loaded here at the same time (a teacher-forced KL needs both distributions of every token), so
 the arm needs `base_model` and `tuned_model` (an adapter directory or a merged model) even when other arms run
 on endpoints: an OpenAI-compatible endpoint does not return whole next-token distributions.
 
-The general-questions file holds one JSON object per line:
-
-    {"id": "fact-01", "kind": "fact", "question": "What is the capital of France?", "answer": "Paris"}
-    {"id": "fact-14", "kind": "fact", "question": "...", "answer": "carbon dioxide", "aliases": ["CO2"]}
-    {"id": "arithmetic-01", "kind": "arithmetic", "question": "What is 12 times 3?", "answer": "36"}
-    {"id": "howto-01", "kind": "howto", "question": "How do I boil an egg?"}
-    {"id": "writing-01", "kind": "writing", "question": "Write a haiku about rain."}
-
-`answer` (with optional `aliases`) is required for fact and arithmetic questions, where it must be short (an
-arithmetic answer is a number that the question does not contain) and absent from how-to and writing ones.
+The questions file and how a short answer is read: `evals/general_questions.py`.
 
 `drift_warning(metrics)` turns the figures into the bake's warning, by the thresholds in the eval config's
 `drift` section (recorded in metrics.json, so the caller needs no settings of its own).
@@ -45,71 +38,43 @@ arithmetic answer is a number that the question does not contain) and absent fro
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt
 
 from data_tools.checks import load_function
 from data_tools.scoring import all_pass, score
 from data_tools.spec import PromptSpec, Rule, Sampling
-from promptbake.config import FieldError, InputError, StrictModel, validate
+from evals.general_questions import GENERAL_QUESTIONS, SHORT_KINDS, GeneralQuestion, agrees, is_correct
+from promptbake.config import InputError, StrictModel, validate
 from promptbake.io import iter_jsonl, write_jsonl
-
-GENERAL_QUESTIONS = Path(__file__).resolve().parents[1] / "configs" / "evals" / "general_questions.jsonl"
-SHORT_KINDS = ("fact", "arithmetic")
-
-
-class GeneralQuestion(StrictModel):
-    """One line of the general-questions file."""
-
-    id: str = Field(min_length=1)
-    kind: Literal["fact", "howto", "arithmetic", "writing"]
-    question: str = Field(min_length=1)
-    answer: str | None = Field(None, min_length=1, max_length=60)
-    """The expected short answer (fact, arithmetic); other kinds have none."""
-    aliases: list[str] = []
-    """Other accepted spellings of `answer` ("CO2" for "carbon dioxide")."""
-
-    @model_validator(mode="after")
-    def _answer_fits_kind(self):
-        problem = None
-        if self.kind in SHORT_KINDS and self.answer is None:
-            problem = f"a {self.kind} question needs a short expected answer"
-        elif self.kind not in SHORT_KINDS and (self.answer is not None or self.aliases):
-            problem = (f"a {self.kind} question has no expected answer: remove 'answer' and 'aliases' (or make it "
-                       f"a {' or '.join(SHORT_KINDS)} question)")
-        elif self.kind == "arithmetic" and number(self.answer) is None:
-            problem = f"an arithmetic answer must be a number, got {self.answer!r}"
-        elif self.kind == "arithmetic" and number(self.answer) in numbers(self.question):
-            # an answer is looked for among the numbers that the question does not contain (see `named`)
-            problem = "the arithmetic answer also appears in the question, so it cannot be told from an echo"
-        if problem:
-            raise FieldError([(("answer",), problem)])
-        return self
 
 
 class DriftConfig(StrictModel):
     """The eval config's `drift` section: used when `drift` is one of the arms."""
 
     questions: str = str(GENERAL_QUESTIONS)
-    """General questions, one JSON object per line (the schema in `evals/drift.py`); the shipped ~100 by default."""
+    """General questions, one JSON object per line (schema: `evals/general_questions.py`); by default the 100
+    shipped ones."""
     limit: PositiveInt | None = None
     """Ask only the first N questions (a quick look)."""
     max_new_tokens: PositiveInt = 64
-    """Greedy answer length for both models; the KL is measured on the base's answer as generated (cut answers
-    included), so longer answers cost time without changing what is measured much."""
-    max_kl_per_token: float = Field(0.5, ge=0)
-    """Warn when the tuned model's KL from the base per answer token is above this (nats)."""
-    min_kept_correct: float = Field(0.8, ge=0, le=1)
+    """Greedy answer length for both models; the KL is measured on the base's answer as generated (a cut answer
+    included), so a higher limit measures more of each answer at the cost of time."""
+    max_kl_per_token: float = Field(1.0, ge=0)
+    """Warn when the tuned model's KL from the base per answer token is above this (nats). Baking a house style into
+    every answer moves it a lot by itself: 0.60, 0.76 and 0.84 on SmolLM2-135M bakes of demo_style, style_rules
+    and tool_call (100 questions); this threshold is for a model pushed well past that."""
+    min_kept_correct: float = Field(0.67, ge=0, le=1)
     """Warn when the tuned model still gets right fewer than this share of the fact and arithmetic questions that
-    the base gets right. (Agreement with the base on all of them is reported too, but a small base is wrong on
-    many, and two wrong answers rarely agree, so it mostly measures the base's mistakes.)"""
+    the base gets right (SmolLM2-135M gets 32 of the 56 shipped ones right). Measured on the same three bakes: 72%,
+    59% and 9% (tool_call wraps every answer in a tool-call envelope). Agreement with the base on all of them is
+    reported too, but a small base is wrong on many and two wrong answers rarely agree, so it mostly measures the
+    base's own mistakes."""
     max_format_rise: float | None = Field(None, ge=0, le=1)
-    """Warn when the share of answers in the spec's format rises by more than this from base to tuned. Off by
-    default: a spec whose format is meant for every answer (a house style) raises it on purpose."""
+    """Warn when the pass rate of one of the spec's checks on these unrelated answers rises by more than this from
+    base to tuned (`format_leak`). Off by default: a spec whose format is meant for every answer (a house style)
+    raises it on purpose."""
 
 
 def read_questions(path: str, limit: int | None = None) -> list[GeneralQuestion]:
@@ -125,66 +90,6 @@ def read_questions(path: str, limit: int | None = None) -> list[GeneralQuestion]
     if not questions:
         raise InputError(f"{path}: no questions (the file is empty)")
     return questions[:limit] if limit else questions
-
-
-# ---------------------------------------------------------------- short answers
-
-NUMBER_WORDS = {w: str(i) for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty".split())}
-# words that carry no answer: left out when two wrong fact answers are compared by what they name
-STOPWORDS = set("""a an the is are was were be been it its this that these those of in on at to for from by with
-as and or but not no yes so if then than there here which what who whom whose when where why how do does did
-can could would should will shall may might must i you he she we they me him her us them my your his our their
-about also just very really called known named sure certainly course answer quick well one""".split())
-
-
-def words(text: str) -> list[str]:
-    """Case-folded words and numbers, number words as digits ("Eight" -> "8"), "1,000" as "1000"."""
-    tokens = re.findall(r"\d+(?:[.,]\d+)*(?![^\W_])|[^\W_]+", unicodedata.normalize("NFKC", text).casefold())
-    return [NUMBER_WORDS.get(t) or number(t) or t for t in tokens]
-
-
-def number(token: str | None) -> str | None:
-    """A canonical decimal string for a number token ("1,000" -> "1000", "2.50" -> "2.5"), else None."""
-    if token is None or not re.fullmatch(r"-?\d+(?:[.,]\d+)*", token.strip()):
-        return None
-    value = float(token.strip().replace(",", ""))
-    return str(int(value)) if value.is_integer() else repr(value)
-
-
-def numbers(text: str) -> list[str]:
-    return [w for w in words(text) if number(w) is not None]
-
-
-def named(question: GeneralQuestion, text: str) -> set[str]:
-    """What an answer names beyond the question: its numbers that the question does not contain (arithmetic),
-    or its words that are neither in the question nor stopwords (fact)."""
-    if question.kind == "arithmetic":
-        return set(numbers(text)) - set(numbers(question.question))
-    return set(words(text)) - set(words(question.question)) - STOPWORDS
-
-
-def is_correct(question: GeneralQuestion, text: str) -> bool:
-    """Does the answer give the expected short answer anywhere? Arithmetic: among the numbers the question does
-    not contain, so that an answer echoing the question ("12 times 3 is 36") or working it out ("10 x 3 = 30
-    and 2 x 3 = 6, so 36") counts; fact: the answer or an alias as whole words (case and the number words up to
-    twenty ignored: "eight" is "8")."""
-    if question.kind == "arithmetic":
-        return number(question.answer) in named(question, text)
-    said = f" {' '.join(words(text))} "
-    return any(f" {' '.join(words(expected))} " in said for expected in [question.answer, *question.aliases])
-
-
-def agrees(question: GeneralQuestion, tuned: str, base: str) -> bool:
-    """Do the two answers give the same short answer? Both right; or both wrong and naming something in common
-    (see `named`: the same wrong number, the same wrong city), or both naming nothing. One right and one wrong
-    disagree."""
-    right = is_correct(question, tuned), is_correct(question, base)
-    if right[0] or right[1]:
-        return right[0] and right[1]
-    said = named(question, tuned), named(question, base)
-    return bool(said[0] & said[1]) or not (said[0] or said[1])
 
 
 # ---------------------------------------------------------------- the spec's format
@@ -214,7 +119,6 @@ def teacher_forced_kl(base, tuned, sequences: list[tuple[list[int], int]], pad_t
     model; only the positions that predict an answer token are scored, and the logits are cut to the last
     positions that any row needs (`logits_to_keep`) so that the vocabulary-sized tensors stay small."""
     import torch
-    import torch.nn.functional as F
 
     results: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
@@ -222,15 +126,16 @@ def teacher_forced_kl(base, tuned, sequences: list[tuple[list[int], int]], pad_t
         for start in range(0, len(order), batch_size):
             idx = [i for i in order[start:start + batch_size] if len(sequences[i][0]) > sequences[i][1]]
             if idx:
-                for i, kl in zip(idx, _batch_kl(base, tuned, [sequences[i] for i in idx], pad_token_id, F)):
+                for i, kl in zip(idx, _batch_kl(base, tuned, [sequences[i] for i in idx], pad_token_id)):
                     results[i] = kl
             if progress is not None:
                 progress(len(order[start:start + batch_size]))
     return results
 
 
-def _batch_kl(base, tuned, rows: list[tuple[list[int], int]], pad_token_id: int, F) -> list[tuple[float, int]]:
+def _batch_kl(base, tuned, rows: list[tuple[list[int], int]], pad_token_id: int) -> list[tuple[float, int]]:
     import torch
+    import torch.nn.functional as F
 
     width = max(len(ids) for ids, _ in rows)
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
@@ -335,8 +240,13 @@ def summarise(records: list[dict], rule_ids: list[str], drift: DriftConfig) -> d
                                  for w in both},
         "still_answering": {w: share(bool(r[f"{w}_answer"]) and not r[f"{w}_format"] for r in records)
                             for w in both},
+        "format_leak": None,
         "thresholds": drift.model_dump(include={"max_kl_per_token", "min_kept_correct", "max_format_rise"}),
     }
+    per_rule = metrics["spec_format_per_rule"]
+    if rule_ids:
+        leak = max(rule_ids, key=lambda rid: per_rule["tuned"][rid] - per_rule["base"][rid])
+        metrics["format_leak"] = {"rule": leak, "rise": per_rule["tuned"][leak] - per_rule["base"][leak]}
     metrics["warning"] = drift_warning({"drift": metrics})
     return metrics
 
@@ -345,9 +255,9 @@ def drift_warning(metrics: dict) -> str | None:
     """The bake's warning when the tuned model drifted past the thresholds recorded in `metrics["drift"]`
     (an eval's metrics.json), or None: when it did not, or when the drift arm did not run.
 
-    Thresholds (the eval config's `drift` section): KL per answer token above `max_kl_per_token` (0.5 nats by
+    Thresholds (the eval config's `drift` section): KL per answer token above `max_kl_per_token` (1.0 nats by
     default), the share of the base's correct fact/arithmetic answers that the tuned model still gets right below
-    `min_kept_correct` (80%), and, when set, a rise of answers in the spec's format above `max_format_rise`."""
+    `min_kept_correct` (67%), and, when set, a rise of one check's pass rate above `max_format_rise`."""
     drift = metrics.get("drift")
     if not drift:
         return None
@@ -358,10 +268,11 @@ def drift_warning(metrics: dict) -> str | None:
     if kept is not None and kept < limits["min_kept_correct"]:
         problems.append(f"still gets right {kept:.0%} of the fact/arithmetic questions the base gets right "
                         f"< {limits['min_kept_correct']:.0%}")
-    rise = drift["spec_format"]["tuned"] - drift["spec_format"]["base"]
-    if limits.get("max_format_rise") is not None and rise > limits["max_format_rise"]:
-        problems.append(f"the spec's format on {drift['spec_format']['tuned']:.0%} of unrelated answers "
-                        f"(base {drift['spec_format']['base']:.0%})")
+    leak = drift["format_leak"]
+    if limits["max_format_rise"] is not None and leak is not None and leak["rise"] > limits["max_format_rise"]:
+        rates = {w: drift["spec_format_per_rule"][w][leak["rule"]] for w in ("base", "tuned")}
+        problems.append(f"passes the spec's check {leak['rule']} on {rates['tuned']:.0%} of unrelated answers "
+                        f"(base {rates['base']:.0%})")
     if not problems:
         return None
     return (f"off-spec drift: on {drift['n']} general questions the tuned model " + "; ".join(problems)
@@ -381,12 +292,15 @@ def drift_rows(drift: dict) -> list[tuple[str, str, str]]:
     rows += [(f"agrees with base ({drift['n_short']} fact/arithmetic)", "-", pct(drift["agreement_with_base"])),
              ("correct (expected answer)", pct(drift["correct"]["base"]), pct(drift["correct"]["tuned"])),
              ("base's correct answers kept", "-", pct(drift["kept_correct"]))]
-    for key, label in (("non_empty", "non-empty"), ("spec_format", "in the spec's format"),
+    for key, label in (("non_empty", "non-empty"), ("spec_format", "passes all the spec's checks"),
                        ("still_answering", "still answering")):
         rows.append((label, pct(drift[key]["base"]), pct(drift[key]["tuned"])))
     per_rule = drift["spec_format_per_rule"]
     rows += [(f"  rule {rid} passes", pct(per_rule["base"][rid]), pct(per_rule["tuned"][rid]))
              for rid in per_rule["base"]]
+    if drift["format_leak"] is not None:
+        leak = drift["format_leak"]
+        rows.append(("largest rise of a check (format leak)", "-", f"{leak['rule']} {leak['rise']:+.0%}"))
     rows.append(("questions", str(drift["n"]), str(drift["n"])))
     return rows
 

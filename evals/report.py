@@ -243,8 +243,8 @@ DRIFT_HOW_TO_READ = (
     "The base and the tuned model answered general questions that no spec asks, with no system prompt, greedily. "
     "KL is the tuned model's divergence from the base per token of the base's own answers (0: it would say the "
     "same with the same confidence). 'agrees with base' compares the short answers of fact and arithmetic "
-    "questions; 'correct' compares them with the expected answer. 'in the spec's format' counts answers that pass "
-    "every one of the spec's checks: on unrelated questions a rise from base to tuned means the format leaks."
+    "questions; 'correct' compares them with the expected answer. The spec's checks should not pass on unrelated "
+    "questions: a rise from base to tuned (all checks, or one check) means the spec's format leaks into them."
 )
 
 

@@ -7,17 +7,8 @@ import pytest
 import torch
 
 from data_tools.spec import Rule, load_spec
-from evals.drift import (
-    GENERAL_QUESTIONS,
-    DriftConfig,
-    GeneralQuestion,
-    agrees,
-    drift_warning,
-    in_spec_format,
-    is_correct,
-    label_free,
-    read_questions,
-)
+from evals.drift import DriftConfig, drift_warning, in_spec_format, label_free, read_questions
+from evals.general_questions import GENERAL_QUESTIONS, GeneralQuestion, agrees, is_correct
 from evals.run import EvalConfig, main
 from promptbake.config import InputError, load_config
 
@@ -162,15 +153,16 @@ def test_spec_format_counts_only_checks_that_need_no_label(tiny_spec):
 
 def test_drift_warning_thresholds():
     drift = {"n": 100, "n_short": 56, "kl_per_token": 0.2, "kept_correct": 0.9,
-             "spec_format": {"base": 0.0, "tuned": 0.9}, "thresholds": DriftConfig().model_dump(
+             "spec_format_per_rule": {"base": {"envelope": 0.0}, "tuned": {"envelope": 0.9}},
+             "format_leak": {"rule": "envelope", "rise": 0.9}, "thresholds": DriftConfig().model_dump(
                  include={"max_kl_per_token", "min_kept_correct", "max_format_rise"})}
     assert drift_warning({"drift": drift}) is None and drift_warning({"tuned_unprompted": {}}) is None
-    warning = drift_warning({"drift": {**drift, "kl_per_token": 0.8}})
-    assert "0.80 nats/token > 0.5" in warning
+    warning = drift_warning({"drift": {**drift, "kl_per_token": 1.3}})
+    assert "1.30 nats/token > 1.0" in warning
     warning = drift_warning({"drift": {**drift, "kept_correct": 0.5}})
-    assert "still gets right 50% of the fact/arithmetic questions the base gets right < 80%" in warning
+    assert "still gets right 50% of the fact/arithmetic questions the base gets right < 67%" in warning
     rising = {**drift, "thresholds": {**drift["thresholds"], "max_format_rise": 0.5}}  # opt-in
-    assert "the spec's format on 90% of unrelated answers (base 0%)" in drift_warning({"drift": rising})
+    assert "passes the spec's check envelope on 90% of unrelated answers (base 0%)" in drift_warning({"drift": rising})
 
 
 def test_shipped_questions_validate():
@@ -210,3 +202,25 @@ def test_drift_needs_a_base_and_a_tuned_model(tmp_path, tiny_spec):
         load_config(EvalConfig, path, ["base_model=''", "tuned_model=runs/x/adapter"])
     with pytest.raises(InputError, match="reported beside adherence"):
         load_config(EvalConfig, path, ["arms=[drift]", "tuned_model=runs/x/adapter"])
+
+
+def test_summary_counts_what_the_answers_say(tiny_spec):
+    """Hand-written answers under the tiny spec (lowercase, no commas, at most 6 words, starts with "ok:"): the
+    tuned model answers everything in the spec's format, loses one fact and one answer goes blank."""
+    from evals.drift import record, summarise
+
+    rules = load_spec(tiny_spec).rules
+    base = ["The capital of France is Paris.", "A spider has eight legs.", "12 times 3 is 36.", "7 plus 8 is 15.",
+            "Boil it, then cool it in water.", "Rain falls, soft and slow."]
+    tuned = ["ok: paris", "ok: six legs", "ok: 36", "ok: 15", "", "ok: rain"]
+    records = [record(GeneralQuestion(**q), rules, b, t, kl_sum=0.5, tokens=2)
+               for q, b, t in zip(QUESTIONS, base, tuned)]
+    m = summarise(records, [r.id for r in rules], DriftConfig(min_kept_correct=0.8))
+    assert m["kl_per_token"] == pytest.approx(0.25) and m["answer_tokens"] == 12
+    assert m["correct"] == {"base": 1.0, "tuned": 0.75} and m["kept_correct"] == 0.75
+    assert m["agreement_with_base"] == 0.75 and m["n_short"] == 4
+    assert m["non_empty"] == {"base": 1.0, "tuned": pytest.approx(5 / 6)}
+    assert m["spec_format"] == {"base": 0.0, "tuned": pytest.approx(5 / 6)}
+    assert m["still_answering"] == {"base": 1.0, "tuned": 0.0}
+    assert m["format_leak"] == {"rule": "prefix", "rise": pytest.approx(5 / 6)}
+    assert "still gets right 75%" in m["warning"] and "KL" not in m["warning"]
