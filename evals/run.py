@@ -34,6 +34,7 @@ from data_tools.check_base import extract_json_object
 from data_tools.checks import normalise_label
 from data_tools.scoring import all_pass, failures, score, score_loose
 from data_tools.spec import EndpointSpec, PromptSpec, Sampling, load_spec
+from data_tools.vllm_server import check_endpoint_model
 from evals.drift import DriftConfig
 from evals.judge import JudgeSpec
 from evals.stats import mcnemar_exact, wilson_ci95
@@ -223,6 +224,9 @@ def main(config: EvalConfig, spec: PromptSpec | None = None) -> dict:
 
     spec = spec or load_spec(config.spec)
     items = read_eval_inputs(config.eval_inputs, config.limit)
+    for endpoint in (config.base_endpoint, config.tuned_endpoint):
+        if endpoint is not None:  # before any arm runs: a vLLM server without the adapter, named with its flags
+            check_endpoint_model(endpoint.base_url, endpoint.model)
     questions = read_questions(config.drift.questions, config.drift.limit) if "drift" in config.arms else None
     out = Path(config.output_dir)
     metrics: dict = {}

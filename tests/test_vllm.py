@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from data_tools.vllm_server import PYTHON_ENV, VLLMServer, check_lora_ranks
+from data_tools.vllm_server import PYTHON_ENV, VLLMServer, check_endpoint_model, check_lora_ranks
 from promptbake.config import DEFAULT_MODEL, InputError
 from promptbake.models import RUN_INFO_FILE
 
@@ -105,6 +105,8 @@ def test_adapter_rank_above_max_lora_rank_is_refused_before_starting(tiny_model_
                                          r"--max-lora-rank 32"):
         srv.start()
     assert srv.process is None  # refused before any process started
+    with pytest.raises(InputError, match=r"is a LoRA adapter: serve its base model with the adapter as a LoRA module"):
+        VLLMServer(str(adapter)).start()
     check_lora_ranks({"tuned": str(adapter)}, 32)  # and served at a rank that fits
     with pytest.raises(InputError, match=r"--max-lora-rank 24: vLLM takes one of \[1, 8, 16, 32"):
         check_lora_ranks({}, 24)
@@ -181,6 +183,22 @@ def test_eval_arms_through_one_server_answer_as_the_local_backend(server, adapte
     assert all(share >= 0.75 for share in agreement.values()), agreement
     for arm in arms:  # the server's token counts agree with the local tokenizer's
         assert served[arm]["prompt_tokens_per_request"] == local[arm]["prompt_tokens_per_request"]
+
+
+@pytest.mark.slow
+def test_an_eval_asking_for_a_model_the_server_does_not_serve_stops_before_any_arm(server, tmp_path):
+    from evals.run import EvalConfig
+    from evals.run import main as evaluate
+
+    check_endpoint_model(server.base_url, "tuned")
+    config = EvalConfig(spec=str(DEMO_SPEC), eval_inputs=str(eval_inputs(tmp_path / "eval_inputs.jsonl")),
+                        arms=["base_prompted", "tuned_unprompted"], report_to="none", output_dir=str(tmp_path / "e"),
+                        base_endpoint={"base_url": server.base_url, "model": "base"},
+                        tuned_endpoint={"base_url": server.base_url, "model": "tuned-v2"})
+    with pytest.raises(InputError, match=r"serves \['base', 'tuned'\], not 'tuned-v2': .*--enable-lora "
+                                         r"--lora-modules tuned-v2=ADAPTER"):
+        evaluate(config)
+    assert not (tmp_path / "e").exists()  # no arm ran
 
 
 NO_VLLM = pytest.mark.skipif(find_spec("vllm") is not None, reason="vllm is importable here: tests/test_gpu.py runs it")
