@@ -6,6 +6,7 @@
 little) and all n samples of an input are drawn in one batch with a KV cache, by `data_tools.decode`: the
 prompt prefix that every conversation of a spec shares is computed once per batch, each input is prefilled
 once for its n samples, and the cache is written in place (see that module for the measurements behind it).
+`VLLMBackend` (`teacher.backend: vllm`, GPU machines) hands the same rendered prompts to vLLM's offline engine.
 """
 
 from __future__ import annotations

@@ -57,6 +57,11 @@ def make_backend(spec: PromptSpec):
         from data_tools.http_backend import OpenAIBackend
 
         return OpenAIBackend(spec.teacher.endpoint)
+    if spec.teacher.backend == "vllm":
+        from data_tools.backends import VLLMBackend
+
+        return VLLMBackend(spec.teacher.model, **spec.teacher.vllm.model_dump(),
+                           asked_by=f"{spec.source or 'the spec'}: field 'teacher.backend'")
     return LocalBackend.from_name(spec.teacher.model, spec.teacher.batch_size)
 
 

@@ -156,6 +156,27 @@ class EndpointSpec(StrictModel):
     concurrent requests do not retry in lockstep."""
 
 
+class VLLMSettings(StrictModel):
+    """`vllm` backend: vLLM's offline engine in this process, for GPU machines (`vllm` must be importable; on a
+    CPU serve the model with vLLM instead and use the `openai` backend: data_tools/vllm_server.py)."""
+
+    tensor_parallel_size: PositiveInt = 1
+    """GPUs that one copy of the model is split across: raise it for a teacher too large for one GPU."""
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    """Share of each GPU's memory vLLM takes for the weights and the KV cache; lower it when the GPU is shared."""
+    max_model_len: PositiveInt | None = None
+    """Longest prompt + answer in tokens; None: the model's own. Lowering it leaves room for more sequences."""
+    dtype: str = "auto"
+    """vLLM's `dtype`: auto takes bf16/fp16 for an fp32 checkpoint on a GPU; `float32` answers as the local
+    backend does, token for token, at a higher cost."""
+    enable_prefix_caching: bool = True
+    """Every prompt of a spec starts with the same system prompt, rules and examples: vLLM computes their KV
+    cache once and reuses it."""
+    chunk_size: PositiveInt = 1024
+    """Conversations handed to vLLM at once; the journal is written after each chunk, so a kill loses at most
+    one. Larger chunks keep the GPU busier at a chunk's tail."""
+
+
 class RetrySpec(StrictModel):
     """A second round for the inputs whose samples all failed: more samples, usually hotter."""
 
@@ -164,12 +185,15 @@ class RetrySpec(StrictModel):
 
 
 class TeacherSpec(StrictModel):
-    backend: Literal["local", "openai", "labels", "logs"] = "local"
+    backend: Literal["local", "openai", "vllm", "labels", "logs"] = "local"
     """`local`: a transformers model on this machine with batched generation. `openai`: any OpenAI-compatible
-    endpoint (vLLM, llama.cpp server, Ollama, hosted APIs), see `endpoint`. `labels`: the inputs' own
-    `label_field` answers are the samples. `logs`: the logged assistant answers of `chat_logs` inputs."""
+    endpoint (vLLM, llama.cpp server, Ollama, hosted APIs), see `endpoint`. `vllm`: vLLM's offline engine in
+    this process (GPU machines), see `vllm`. `labels`: the inputs' own `label_field` answers are the samples.
+    `logs`: the logged assistant answers of `chat_logs` inputs."""
     model: str = DEFAULT_MODEL
-    """`local` backend: a short name, hub id, local directory or .gguf file."""
+    """`local` and `vllm` backends: a short name, hub id, local directory or .gguf file."""
+    vllm: VLLMSettings = VLLMSettings()
+    """`vllm` backend: tensor parallelism, GPU memory, prefix caching."""
     endpoint: EndpointSpec | None = None
     """`openai` backend: where to send the requests."""
     sampling: Sampling = Sampling()
@@ -242,6 +266,8 @@ class PromptSpec(StrictModel):
             raise ValueError("teacher.backend 'labels' needs `inputs.label_field`")
         if self.teacher.backend == "logs" and self.inputs.format != "chat_logs":
             raise ValueError("teacher.backend 'logs' needs `inputs.format: chat_logs`")
+        if "vllm" in self.teacher.model_fields_set and self.teacher.backend != "vllm":
+            raise ValueError(f"teacher.vllm configures backend 'vllm', not {self.teacher.backend!r}")
         if self.teacher.backend in ("labels", "logs") and self.teacher.retry is not None:
             raise ValueError(f"teacher.retry resamples, but backend {self.teacher.backend!r} does not generate")
         return self
@@ -320,6 +346,10 @@ class PromptSpec(StrictModel):
     def content_hash(self) -> str:
         """Identifies what the data depends on; a resumed build refuses a journal from another spec."""
         payload = self.model_dump(mode="json", exclude={"output_dir", "source"})
+        teacher = payload["teacher"]
+        vllm = teacher.pop("vllm")  # GPUs, memory and chunks do not change the answers; the dtype does
+        if teacher["backend"] == "vllm":
+            teacher["vllm_dtype"] = vllm["dtype"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

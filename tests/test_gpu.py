@@ -1,6 +1,7 @@
 """promptbake's training path on a CUDA device, on the tiny model: a bf16 LoRA run learns with the CPU fast paths
-off, and QLoRA's 4-bit base loads onto the GPU and trains. Skipped without CUDA (tests/conftest.py);
-scripts/gpu_check.sh runs them with `pytest -m gpu`."""
+off, and QLoRA's 4-bit base loads onto the GPU and trains; where vLLM is installed, the vLLM teacher
+(`teacher.backend: vllm`) and GRPO generating with vLLM (`training.use_vllm`), on the default model. Skipped without
+CUDA (tests/conftest.py); scripts/gpu_check.sh runs them with `pytest -m gpu`."""
 
 import json
 import math
@@ -75,4 +76,48 @@ def test_qlora_sft_trains_on_the_gpu(tiny_model_dir, tmp_path):
     adapter_dir = train(recipe(tiny_model_dir, tmp_path, method="qlora"))
     history = losses(tmp_path / "run", 10)
     assert all(math.isfinite(x) for x in history) and history[-1] < history[0], history
+    assert (adapter_dir / "adapter_model.safetensors").exists()
+
+
+DEMO_SPEC = Path(__file__).resolve().parents[1] / "configs" / "specs" / "demo_style.yaml"
+
+
+def test_vllm_teacher_builds_data_and_answers_as_the_local_backend(tmp_path):
+    """`teacher.backend: vllm` (vLLM's offline engine in this process, n samples per request, prefix caching): a
+    data build, then greedy fp32 answers equal to the local backend's for the same prompted conversations."""
+    pytest.importorskip("vllm", reason="vllm is not installed in this environment (pip install vllm)")
+    from data_tools import build
+    from data_tools.backends import LocalBackend, VLLMBackend
+    from data_tools.inputs import load_inputs
+    from data_tools.spec import Sampling, load_spec
+    from promptbake.config import DEFAULT_MODEL
+
+    spec = load_spec(DEMO_SPEC, ["teacher.backend=vllm", "teacher.vllm.gpu_memory_utilization=0.3",
+                                 "inputs.limit=16", f"output_dir={tmp_path / 'data'}"])
+    manifest = build.main(spec)
+    assert manifest["counts"]["samples"] == 2 * manifest["counts"]["train_inputs"] > 0
+    conversations = [spec.prompted_messages(t) for t in list(load_inputs(spec))[:8]]
+    greedy = Sampling(max_new_tokens=32)
+    served = VLLMBackend(DEFAULT_MODEL, gpu_memory_utilization=0.3, dtype="float32").generate(conversations, greedy)
+    local = LocalBackend.from_name(DEFAULT_MODEL).generate(conversations, greedy)
+    assert [c.prompt_tokens for c in served] == [c.prompt_tokens for c in local]
+    agreement = sum(s.texts == a.texts for s, a in zip(served, local)) / len(local)
+    assert agreement >= 0.75, [(s.texts, a.texts) for s, a in zip(served, local)]
+
+
+def test_grpo_generates_with_vllm_colocated(tmp_path):
+    """GRPO with `training.use_vllm` (TRL's colocate mode: vLLM on the training GPU, weights synced each step)."""
+    pytest.importorskip("vllm", reason="vllm is not installed in this environment (pip install vllm)")
+    from promptbake.config import DEFAULT_MODEL
+    from sft.rl import RLRecipe
+    from sft.rl import main as train_rl
+
+    recipe = RLRecipe(model=DEFAULT_MODEL, dataset=str(sft_rows(tmp_path / "rows.jsonl")), spec=str(DEMO_SPEC),
+                      output_dir=str(tmp_path / "rl"), report_to="none", num_generations=4, max_completion_length=16,
+                      training={"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1, "save_steps": 2,
+                                "use_vllm": True, "vllm_gpu_memory_utilization": 0.2})
+    adapter_dir = train_rl(recipe)
+    state = json.loads((tmp_path / "rl" / "checkpoints" / "checkpoint-2" / "trainer_state.json").read_text())
+    rewards = [h["reward"] for h in state["log_history"] if "reward" in h]
+    assert len(rewards) == 2 and all(0.0 <= r <= 1.0 for r in rewards), rewards
     assert (adapter_dir / "adapter_model.safetensors").exists()

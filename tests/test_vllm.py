@@ -205,6 +205,23 @@ NO_VLLM = pytest.mark.skipif(find_spec("vllm") is not None, reason="vllm is impo
 
 
 @NO_VLLM
+def test_teacher_backend_vllm_is_validated_and_refused_where_vllm_is_not_importable(tiny_spec, tmp_path):
+    from data_tools import build
+    from data_tools.spec import load_spec
+
+    with pytest.raises(InputError, match=r"spec.yaml:\d+: field 'teacher.vllm.gpu_memory_utilization': .*less than or "
+                                         r"equal to 1"):
+        load_spec(tiny_spec, ["teacher.backend=vllm", "teacher.vllm.gpu_memory_utilization=1.5"])
+    with pytest.raises(InputError, match=r"teacher.vllm configures backend 'vllm', not 'local'"):
+        load_spec(tiny_spec, ["teacher.vllm.tensor_parallel_size=2"])
+    spec = load_spec(tiny_spec, ["teacher.backend=vllm", "teacher.vllm.tensor_parallel_size=2"])
+    assert spec.content_hash() == load_spec(tiny_spec, ["teacher.backend=vllm"]).content_hash()  # GPUs: same data
+    with pytest.raises(InputError, match=r"spec.yaml: field 'teacher.backend': vLLM runs in this process and "
+                                         r"`vllm` is not importable here: .*teacher.backend: openai"):
+        build.main(spec)
+
+
+@NO_VLLM
 def test_grpo_use_vllm_is_refused_at_load_where_vllm_is_not_importable(tiny_model_dir, tmp_path):
     from promptbake.config import load_config
     from sft.rl import RLRecipe
