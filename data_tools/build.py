@@ -56,7 +56,8 @@ def make_backend(spec: PromptSpec):
     if spec.teacher.backend == "openai":
         from data_tools.http_backend import OpenAIBackend
 
-        return OpenAIBackend(spec.teacher.endpoint)
+        teacher = spec.teacher
+        return OpenAIBackend(teacher.endpoint_list(), teacher.journal_every, teacher.journal_interval_s)
     if spec.teacher.backend == "vllm":
         from data_tools.backends import VLLMBackend
 
@@ -86,14 +87,19 @@ def generate_missing(spec: PromptSpec, texts: list[str], inputs: dict[str, Input
     if todo:
         if "backend" not in backend_cache:  # load the model once, only when something is left to generate
             backend_cache["backend"] = make_backend(spec)
-        conversations = [spec.prompted_messages(t, hint=spec.hint_for(inputs[t].label, hint)) for t in todo]
+        conversations = (spec.prompted_messages(t, hint=spec.hint_for(inputs[t].label, hint)) for t in todo)
+        if spec.teacher.backend != "openai":  # the HTTP backend reads them lazily: a million prompts never in memory
+            conversations = list(conversations)
         label = "teacher" if round_no == 1 else f"teacher round {round_no}"
         bar = tqdm(total=len(texts), initial=len(texts) - len(todo), desc=label, unit="input")
 
+        spec_hash = spec.content_hash()
+
         def on_batch(indices: list[int], completions: list[Completion]) -> None:
-            records = [{"id": input_id(todo[i]), "round": round_no, "spec_hash": spec.content_hash(),
+            records = [{"id": input_id(todo[i]), "round": round_no, "spec_hash": spec_hash,
                         "input": todo[i], "samples": c.texts} for i, c in zip(indices, completions)]
-            append_jsonl(out_dir / JOURNAL, records)  # fsynced: a kill loses nothing generated before it
+            append_jsonl(out_dir / JOURNAL, records)  # fsynced once per batch or group: a kill loses only
+            # the one being gathered (the HTTP backend's groups: teacher.journal_every / journal_interval_s)
             for r in records:
                 done[(round_no, r["id"])] = r["samples"]
             bar.update(len(records))
@@ -256,6 +262,8 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
         "time_s": round(elapsed, 1),
         "examples_per_s": round(n_samples / elapsed, 3) if elapsed else None,
     }
+    if hasattr(cache.get("backend"), "endpoint_summary"):  # what this run asked of each HTTP endpoint
+        manifest["teacher_endpoints"] = cache["backend"].endpoint_summary()
     save_datasets(out_dir)
     write_json(out_dir / "manifest.json", manifest)  # last: its presence means the build finished
     print_summary(manifest, out_dir)
@@ -297,6 +305,10 @@ def print_summary(manifest: dict, out_dir: Path) -> None:
                 "hinted_inputs", "hinted_rescued"):
         if key in c:
             table.add_row(key, str(c[key]))
+    for e in manifest.get("teacher_endpoints", []):
+        failed = ", ".join(f"{n} {kind}" for kind, n in e["failures"].items())
+        table.add_row(f"endpoint {e['base_url']}", f"{e['answered']} of {e['requests']} requests answered"
+                      + (f"; failed: {failed}" if failed else ""))
     table.add_row("raw all-rules pass rate", f"{manifest['raw_all_rules_pass_rate']:.0%}")
     for rule_id, rate in manifest["raw_pass_rate_per_rule"].items():
         table.add_row(f"raw pass: {rule_id}", f"{rate:.0%}")

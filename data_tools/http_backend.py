@@ -1,12 +1,18 @@
-"""A teacher/eval backend that calls any OpenAI-compatible `/v1/chat/completions` endpoint (vLLM, llama.cpp
+"""A teacher/eval backend that calls OpenAI-compatible `/v1/chat/completions` endpoints (vLLM, SGLang, llama.cpp
 server, Ollama, hosted APIs), behind the same interface as `LocalBackend`:
 
     backend = OpenAIBackend(EndpointSpec(base_url="http://127.0.0.1:8080/v1", model="smollm2"))
     backend.generate(conversations, sampling, on_batch=...) -> list[Completion]
+    for group in backend.stream(conversations, sampling): ...   # [(index, Completion), ...] as they finish
 
-Requests run concurrently on a thread pool; 429, 5xx, timeouts, dropped connections and garbled bodies are
-retried with exponential backoff and jitter, any other 4xx fails at once. The API key is read from an
-environment variable at request time: it is never a config field, and never appears in a log or an error.
+Built to stream millions of requests: a fixed set of worker threads (one per request the endpoints take at
+once) pulls conversations from the iterable lazily, at most two per worker ahead of the answers, so memory
+does not grow with the number of inputs. Several endpoints (replicas of one model) are served round-robin
+with per-endpoint limits and backoff (data_tools/http_endpoints.py). Finished answers come back in groups,
+by count (`journal_every`) and by time (`journal_interval_s`), so that a caller journaling them fsyncs once
+per group. 429 (honouring `Retry-After`), 5xx, timeouts, dropped connections and garbled bodies are retried,
+on another endpoint when there is one; any other 4xx fails at once. The API key is read from an environment
+variable at request time: it is never a config field, and never appears in a log or an error.
 """
 
 from __future__ import annotations
@@ -15,67 +21,135 @@ import http.client
 import json
 import logging
 import os
-import random
+import queue
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator
 
 from data_tools.backends import Completion
+from data_tools.http_endpoints import Connections, Endpoint, EndpointPool, Transient, retry_after_s
 from data_tools.spec import EndpointSpec, Sampling
 from promptbake.config import InputError
 
 log = logging.getLogger(__name__)
 
 
-class _Transient(Exception):
-    """A failure worth retrying; `kind` picks the message if retries run out."""
-
-    def __init__(self, kind: str, detail: str):
-        super().__init__(detail)
-        self.kind = kind
+class _Stopped(Exception):
+    """The run ended (another request failed for good): a worker drops what it was doing."""
 
 
 class OpenAIBackend:
-    """Concurrent chat completions against an OpenAI-compatible endpoint."""
+    """Concurrent chat completions against one or several OpenAI-compatible endpoints."""
 
-    def __init__(self, spec: EndpointSpec):
-        self.spec = spec
-        self.url = spec.base_url.rstrip("/") + "/chat/completions"
+    def __init__(self, endpoints: EndpointSpec | list[EndpointSpec], journal_every: int = 256,
+                 journal_interval_s: float = 2.0):
+        specs = [endpoints] if isinstance(endpoints, EndpointSpec) else list(endpoints)
+        if not specs:
+            raise ValueError("OpenAIBackend needs at least one endpoint")
+        self.pool = EndpointPool(specs)
+        self.max_retries = max(s.max_retries for s in specs)
+        self.journal_every, self.journal_interval_s = journal_every, journal_interval_s
 
     def generate(
         self,
-        conversations: list[list[dict]],
+        conversations: Iterable[list[dict]],
         sampling: Sampling,
         on_batch: Callable[[list[int], list[Completion]], None] | None = None,
     ) -> list[Completion]:
         """Answer every conversation with `sampling.n` samples; `on_batch(indices, completions)` is called on
-        this thread as requests finish, with indices into `conversations`. Results are in input order."""
-        results: list[Completion | None] = [None] * len(conversations)
-        stop = threading.Event()  # set on the first failure, so that requests in flight stop retrying
-        pool = ThreadPoolExecutor(max_workers=self.spec.concurrency, thread_name_prefix="openai-backend")
+        this thread with each group of finished requests, with indices into `conversations`. Results are in
+        input order."""
+        found: dict[int, Completion] = {}
+        for group in self.stream(conversations, sampling):
+            found.update(group)
+            if on_batch is not None:
+                on_batch([i for i, _ in group], [c for _, c in group])
+        return [found[i] for i in range(len(found))]
+
+    def stream(self, conversations: Iterable[list[dict]], sampling: Sampling) -> Iterator[list[tuple[int, Completion]]]:
+        """Groups of (index, completion) as requests finish: a group closes at `journal_every` answers or
+        `journal_interval_s` after its first, whichever comes first. The iterable is read lazily, at most two
+        conversations per worker ahead of the answers. A request that fails for good raises its InputError
+        here, on the caller's thread, and stops the others."""
+        todo: queue.SimpleQueue = queue.SimpleQueue()
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        stop = threading.Event()
+        workers = [threading.Thread(target=self._work, args=(todo, done, sampling, stop), daemon=True,
+                                    name=f"openai-backend-{k}") for k in range(self.pool.capacity)]
+        window = 2 * len(workers)  # enough queued that no worker waits on this thread between requests
+        source = enumerate(conversations)
+        ahead = 0  # conversations handed to the workers and not yet answered
+        exhausted = False
+        group: list[tuple[int, Completion]] = []
+        deadline = 0.0
+        for worker in workers:
+            worker.start()
         try:
-            pending: dict[Future, int] = {
-                pool.submit(self._complete, conv, sampling, sampling.seed + i * sampling.n, stop): i
-                for i, conv in enumerate(conversations)
-            }
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                # result() re-raises a request's failure (its InputError) here, on the caller's thread
-                finished = sorted((pending.pop(f), f.result()) for f in done)
-                for i, completion in finished:
-                    results[i] = completion
-                if on_batch is not None:
-                    on_batch([i for i, _ in finished], [c for _, c in finished])
+            while True:
+                while not exhausted and ahead < window:
+                    item = next(source, None)
+                    if item is None:
+                        exhausted = True
+                    else:
+                        todo.put(item)
+                        ahead += 1
+                if ahead == 0:
+                    break
+                try:
+                    index, outcome = done.get(timeout=max(0.0, deadline - time.monotonic()) if group else None)
+                except queue.Empty:  # the group's time is up
+                    pass
+                else:
+                    ahead -= 1
+                    if isinstance(outcome, BaseException):
+                        raise outcome  # the request's InputError, on the caller's thread
+                    if not group:
+                        deadline = time.monotonic() + self.journal_interval_s
+                    group.append((index, outcome))
+                if group and (len(group) >= self.journal_every or time.monotonic() >= deadline or ahead == 0):
+                    yield group
+                    group = []
         finally:
             stop.set()
-            pool.shutdown(wait=False, cancel_futures=True)
-        return results  # type: ignore[return-value]
+            self.pool.wake()
+            for _ in workers:
+                todo.put(None)
+        self._report_failed_endpoints()
 
-    def _complete(self, conversation: list[dict], sampling: Sampling, seed: int, stop: threading.Event
-                  ) -> Completion:
+    def endpoint_summary(self) -> list[dict]:
+        """Per endpoint, over this backend's life: requests sent, answered, failures by kind, last error."""
+        return self.pool.summary()
+
+    def _report_failed_endpoints(self) -> None:
+        summary = self.endpoint_summary()
+        if len(summary) < 2:
+            return
+        for e in summary:
+            if e["failures"] and e["answered"] < e["requests"] / 2:
+                log.warning("endpoint %s answered %d of the %d requests sent to it (last error: %s); the other "
+                            "endpoints answered the rest", e["base_url"], e["answered"], e["requests"],
+                            e["last_error"])
+
+    def _work(self, todo: queue.SimpleQueue, done: queue.SimpleQueue, sampling: Sampling,
+              stop: threading.Event) -> None:
+        connections = Connections()
+        try:
+            while (item := todo.get()) is not None:
+                index, conversation = item
+                try:
+                    completion = self._complete(conversation, sampling, sampling.seed + index * sampling.n, stop,
+                                                connections)
+                except _Stopped:
+                    return
+                except Exception as e:  # handed to the caller's thread, which raises it
+                    done.put((index, e))
+                    return
+                done.put((index, completion))
+        finally:
+            connections.close()
+
+    def _complete(self, conversation: list[dict], sampling: Sampling, seed: int, stop: threading.Event,
+                  connections: Connections) -> Completion:
         """All n samples of one conversation. `n` is asked for in one request; a server that returns fewer
         choices (llama.cpp ignores `n`) gets one more request per missing sample, each with its own seed,
         since a repeated seed would repeat the sample. `latency_s` is the wall time of all its requests."""
@@ -86,7 +160,6 @@ class OpenAIBackend:
         while len(texts) < sampling.n:
             missing = sampling.n - len(texts)
             body = {
-                "model": self.spec.model,
                 "messages": conversation,
                 "max_tokens": sampling.max_new_tokens,
                 "temperature": sampling.temperature,
@@ -97,7 +170,7 @@ class OpenAIBackend:
                 body["n"] = missing
             if sampling.top_k > 0:  # not an OpenAI field: hosted APIs may refuse it, so only sent when asked
                 body["top_k"] = sampling.top_k
-            response = self._post(body, stop)
+            response = self._post(body, stop, connections)
             choices = response["choices"][:missing]
             usage = response.get("usage") or {}
             prompt_tokens = prompt_tokens or int(usage.get("prompt_tokens") or 0)
@@ -108,45 +181,57 @@ class OpenAIBackend:
                 lengths.append(per_choice)
         return Completion(texts, prompt_tokens, lengths, time.perf_counter() - t0)
 
-    def _post(self, body: dict, stop: threading.Event) -> dict:
-        """POST one request, retrying transient failures; returns the parsed response."""
-        data = json.dumps(body).encode()
-        last: _Transient | None = None
-        for attempt in range(self.spec.max_retries + 1):
+    def _post(self, body: dict, stop: threading.Event, connections: Connections) -> dict:
+        """POST one request to the next free endpoint, retrying transient failures: each retry waits for an
+        endpoint that is not backing off, so on one endpoint it waits out that endpoint's backoff, and with
+        several it goes to one it has not failed on yet. Returns the parsed response."""
+        last: tuple[Endpoint, Transient] | None = None
+        failed_on: set[Endpoint] = set()
+        for attempt in range(self.max_retries + 1):
+            taken = self.pool.acquire(stop, failed_on)
+            if taken is None:
+                raise _Stopped
+            endpoint, sent_at = taken
             if attempt:
-                delay = self.spec.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
-                log.info("retry %d/%d of %s in %.2f s after %s", attempt, self.spec.max_retries, self.url,
-                         delay, last)
-                if stop.wait(delay):  # another request failed for good: don't keep a dead run busy
-                    break
+                log.debug("retry %d/%d on %s after %s", attempt, self.max_retries, endpoint.url, last[1])
             try:
-                return self._post_once(data)
-            except _Transient as e:
-                last = e
+                response = self._post_once(endpoint, {**body, "model": endpoint.spec.model}, connections)
+            except Transient as e:
+                self.pool.fail(endpoint, e, sent_at)
+                last = (endpoint, e)
+                failed_on.add(endpoint)
+                continue
+            except BaseException:
+                self.pool.release(endpoint)
+                raise
+            self.pool.release(endpoint, answered=True)
+            return response
         assert last is not None
-        if last.kind == "unreachable":
-            raise InputError(f"cannot reach {self.url}: {last} (after {self.spec.max_retries} retries)")
-        if last.kind == "malformed":
-            raise InputError(f"malformed response from {self.url}: {last}")
-        raise InputError(f"{self.url} kept failing after {self.spec.max_retries} retries; last: {last}")
+        endpoint, error = last
+        if error.kind == "unreachable":
+            raise InputError(f"cannot reach {endpoint.url}: {error} (after {self.max_retries} retries)")
+        if error.kind == "malformed":
+            raise InputError(f"malformed response from {endpoint.url}: {error}")
+        raise InputError(f"{endpoint.url} kept failing after {self.max_retries} retries; last: {error}")
 
-    def _post_once(self, data: bytes) -> dict:
+    def _post_once(self, endpoint: Endpoint, body: dict, connections: Connections) -> dict:
         headers = {"Content-Type": "application/json", "User-Agent": "promptbake"}
-        key = os.environ.get(self.spec.api_key_env)
+        key = os.environ.get(endpoint.spec.api_key_env)
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.spec.timeout_s) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as e:
-            message = self._redact(_server_message(e))
-            if e.code == 429 or e.code >= 500:
-                raise _Transient("status", f"status {e.code}: {message}") from None
-            raise self._client_error(e.code, message) from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
-            reason = getattr(e, "reason", None) or e
-            raise _Transient("unreachable", self._redact(str(reason) or type(e).__name__)) from None
+            status, response_headers, raw = connections.post(endpoint, json.dumps(body).encode(), headers)
+        except (OSError, http.client.HTTPException) as e:  # refused, reset, timed out, dropped mid-answer
+            detail = str(e) or type(e).__name__
+            label = "timeout" if isinstance(e, TimeoutError) else "unreachable"
+            raise Transient("unreachable", self._redact(detail), label=label) from None
+        if status >= 400:
+            message = self._redact(_server_message(raw, status))
+            if status == 429 or status >= 500:
+                wait = retry_after_s(response_headers.get("Retry-After")) if status in (429, 503) else None
+                detail = f"status {status}: {message}" + (f" (Retry-After {wait:.1f} s)" if wait is not None else "")
+                raise Transient("status", detail, label=f"status {status}", retry_after=wait)
+            raise self._client_error(endpoint, status, message)
         try:
             parsed = json.loads(raw)
             choices = parsed["choices"]
@@ -154,33 +239,32 @@ class OpenAIBackend:
                 raise ValueError("no choice with a message")
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             snippet = self._redact(raw[:200].decode("utf-8", "replace"))
-            raise _Transient("malformed", f"{type(e).__name__}: {e}; body starts {snippet!r}") from None
+            raise Transient("malformed", f"{type(e).__name__}: {e}; body starts {snippet!r}") from None
         return parsed
 
-    def _client_error(self, status: int, message: str) -> InputError:
-        """A 4xx other than 429: the request itself is wrong, so retrying cannot help."""
-        env = self.spec.api_key_env
+    def _client_error(self, endpoint: Endpoint, status: int, message: str) -> InputError:
+        """A 4xx other than 429 (or a 3xx, which is not followed): the request itself is wrong, so retrying
+        cannot help."""
+        env, url = endpoint.spec.api_key_env, endpoint.url
         if status in (401, 403):
             source = f"${env}" if os.environ.get(env) else f"${env}, which is unset,"
-            return InputError(f"endpoint {self.url} rejected the API key from {source} (status {status}): "
-                              f"{message}")
+            return InputError(f"endpoint {url} rejected the API key from {source} (status {status}): {message}")
         if status == 404:
-            return InputError(f"{self.url}: not found (status 404): check that base_url ends in the API version "
-                              f"(e.g. /v1) and that the server serves model {self.spec.model!r}: {message}")
-        return InputError(f"{self.url} refused the request (status {status}): {message}")
+            return InputError(f"{url}: not found (status 404): check that base_url ends in the API version "
+                              f"(e.g. /v1) and that the server serves model {endpoint.spec.model!r}: {message}")
+        return InputError(f"{url} refused the request (status {status}): {message}")
 
     def _redact(self, text: str) -> str:
         """Servers may echo the key back in an error; never let it into a message or a log."""
-        key = os.environ.get(self.spec.api_key_env)
-        return text.replace(key, "***") if key else text
+        for endpoint in self.pool.endpoints:
+            key = os.environ.get(endpoint.spec.api_key_env)
+            if key:
+                text = text.replace(key, "***")
+        return text
 
 
-def _server_message(error: urllib.error.HTTPError) -> str:
-    """The `error.message` of an OpenAI-style error body, else the start of the body, else the reason."""
-    try:
-        raw = error.read()
-    except (OSError, http.client.HTTPException):
-        raw = b""
+def _server_message(raw: bytes, status: int) -> str:
+    """The `error.message` of an OpenAI-style error body, else the start of the body, else the status's name."""
     try:
         err = json.loads(raw).get("error")
         message = err.get("message") if isinstance(err, dict) else err
@@ -188,4 +272,4 @@ def _server_message(error: urllib.error.HTTPError) -> str:
             return str(message)
     except (ValueError, AttributeError):
         pass
-    return raw[:200].decode("utf-8", "replace").strip() or str(error.reason)
+    return raw[:200].decode("utf-8", "replace").strip() or http.client.responses.get(status, "")

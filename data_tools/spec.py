@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import string
 import sys
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from data_tools.checks import Check
-from promptbake.config import DEFAULT_MODEL, InputError, StrictModel, load_config
+from promptbake.config import DEFAULT_MODEL, FieldError, InputError, StrictModel, load_config
 
 
 class Rule(StrictModel):
@@ -136,7 +137,7 @@ class Sampling(StrictModel):
 class EndpointSpec(StrictModel):
     """Where and how to reach an OpenAI-compatible chat completions endpoint."""
 
-    base_url: str = Field(pattern=r"^https?://\S+$")
+    base_url: str
     """The API root, up to and including the version, e.g. `http://127.0.0.1:8080/v1`; requests go to
     `{base_url}/chat/completions`."""
     model: str = Field(min_length=1)
@@ -152,8 +153,20 @@ class EndpointSpec(StrictModel):
     max_retries: int = Field(5, ge=0)
     """Retries of one request after a 429, a 5xx, a timeout, a dropped connection or a garbled body."""
     backoff_s: float = Field(0.5, ge=0)
-    """Wait before the first retry; it doubles with each retry, times a random factor in [0.5, 1.5) so that
-    concurrent requests do not retry in lockstep."""
+    """How long the endpoint is paused after a failure; it doubles with each further failure in a row (up to
+    `max_backoff_s`), times a random factor in [0.5, 1.5) so that clients and replicas do not retry in
+    lockstep. A 429 or 503 with `Retry-After` pauses it at least that long. With several endpoints a retried
+    request goes to another one that is not paused."""
+    max_backoff_s: float = Field(30.0, gt=0)
+    """The longest backoff: a dead replica is probed again (one request) at least this often."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/?#]+(/\S*)?", url):
+            raise ValueError(f"expected an http:// or https:// URL up to the API version, such as "
+                             f"http://127.0.0.1:8080/v1; got {url!r}")
+        return url
 
 
 class VLLMSettings(StrictModel):
@@ -196,6 +209,16 @@ class TeacherSpec(StrictModel):
     """`vllm` backend: tensor parallelism, GPU memory, prefix caching."""
     endpoint: EndpointSpec | None = None
     """`openai` backend: where to send the requests."""
+    endpoints: list[EndpointSpec] = []
+    """`openai` backend, instead of `endpoint`: replicas of one model, served round-robin, each with its own
+    `concurrency` and backoff; a failing one's requests go to the others, and the build's summary says how
+    many requests each answered. They may change between a build and its resume (the journal stays valid
+    while the models they name are the same)."""
+    journal_every: PositiveInt = 256
+    """`openai` backend: answers written to the journal (samples.jsonl) and fsynced together. A kill loses at
+    most one group (this many answers, or `journal_interval_s` of them), which the resumed build asks again."""
+    journal_interval_s: float = Field(2.0, gt=0)
+    """`openai` backend: the longest an answer waits for its group to be journaled."""
     sampling: Sampling = Sampling()
     batch_size: PositiveInt = 32
     """Sequences generated together (inputs x n). Larger batches are faster per example until memory runs out."""
@@ -215,6 +238,20 @@ class TeacherSpec(StrictModel):
     """When every sample of an input fails, take the input's label as its answer if the label itself passes
     every check (a label that is the whole answer: an extraction, a call, a short reply). The manifest
     counts these rows."""
+
+    @model_validator(mode="after")
+    def _one_endpoint_form(self):
+        if self.endpoint is not None and self.endpoints:
+            raise FieldError([(("endpoints",), "give `endpoint` (one server) or `endpoints` (replicas), not both")])
+        urls = [e.base_url.rstrip("/") for e in self.endpoints]
+        for i, url in enumerate(urls):
+            if url in urls[:i]:
+                raise FieldError([(("endpoints", i, "base_url"), f"{url} is listed twice")])
+        return self
+
+    def endpoint_list(self) -> list[EndpointSpec]:
+        """The endpoints of the `openai` backend: `endpoints`, or the one `endpoint`."""
+        return list(self.endpoints) or ([self.endpoint] if self.endpoint is not None else [])
 
 
 class SynthesisSpec(StrictModel):
@@ -260,8 +297,8 @@ class PromptSpec(StrictModel):
 
     @model_validator(mode="after")
     def _backend_has_answers(self):
-        if (self.teacher.backend == "openai") != (self.teacher.endpoint is not None):
-            raise ValueError("teacher.endpoint is required by (and only by) teacher.backend 'openai'")
+        if (self.teacher.backend == "openai") != bool(self.teacher.endpoint_list()):
+            raise ValueError("teacher.endpoint (or endpoints) is required by (and only by) teacher.backend 'openai'")
         if self.teacher.backend == "labels" and not self.inputs.label_field:
             raise ValueError("teacher.backend 'labels' needs `inputs.label_field`")
         if self.teacher.backend == "logs" and self.inputs.format != "chat_logs":
@@ -346,8 +383,16 @@ class PromptSpec(StrictModel):
     def content_hash(self) -> str:
         """Identifies what the data depends on; a resumed build refuses a journal from another spec."""
         payload = self.model_dump(mode="json", exclude={"output_dir", "source"})
+        # which servers answer, how hard they are pushed and how often the journal is fsynced do not change the
+        # data, only the model does: a resume may move to another server or add and drop replicas
         teacher = payload["teacher"]
-        vllm = teacher.pop("vllm")  # GPUs, memory and chunks do not change the answers; the dtype does
+        del teacher["journal_every"], teacher["journal_interval_s"]
+        replicas = teacher.pop("endpoints")
+        if teacher["endpoint"] is not None:
+            teacher["endpoint"] = {"model": teacher["endpoint"]["model"]}
+        if replicas:
+            teacher["endpoint_models"] = sorted({e["model"] for e in replicas})
+        vllm = teacher.pop("vllm")  # GPUs, memory and chunks do not change the answers either; the dtype does
         if teacher["backend"] == "vllm":
             teacher["vllm_dtype"] = vllm["dtype"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
