@@ -19,6 +19,7 @@ flag it refused, when its log names one, and the end of its log.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import re
@@ -26,6 +27,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -105,6 +107,12 @@ def context_length(model_dir: str, cap: int = 8192) -> int:
     except (OSError, ValueError):
         return cap
     return min(cap, int(config.get("max_position_embeddings") or config.get("n_positions") or cap))
+
+
+def terminate_with_parent() -> None:
+    """In the child before exec: Linux sends it SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -227,9 +235,11 @@ class VLLMServer:
         cmd = self.command(python, model_dir)
         t0 = time.perf_counter()
         with open(self.log_path, "wb") as log:
-            # a session of its own: stop() ends the engine processes the server spawns along with it
+            # a session of its own: stop() ends the engine processes the server spawns along with it; and a
+            # SIGTERM when this process (strictly: the thread starting it) dies without stopping it, so that no
+            # server outlives its owner
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=terminate_with_parent)
         try:
             self._wait_until_serving(t0 + self.start_timeout_s)
         except BaseException:
@@ -291,7 +301,8 @@ def parse_lora(item: str) -> tuple[str, str]:
 
 
 def main(server: VLLMServer) -> None:
-    """Serve until interrupted."""
+    """Serve until interrupted (Ctrl-C, or SIGTERM: `kill`, or a shell's background job, whose SIGINT is ignored)."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     server.start()
     loras = "".join(f", LoRA {name!r}" for name in server.loras)
     print(f"[vllm] serving {server.model} as {server.served_name!r}{loras} at {server.base_url} "
