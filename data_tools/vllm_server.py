@@ -109,10 +109,14 @@ def context_length(model_dir: str, cap: int = 8192) -> int:
     return min(cap, int(config.get("max_position_embeddings") or config.get("n_positions") or cap))
 
 
+# looked up here, not in the forked child, where loading a library could wait on a lock another thread held
+PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
 def terminate_with_parent() -> None:
     """In the child before exec: Linux sends it SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if PRCTL is not None:
+        PRCTL(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
