@@ -45,11 +45,7 @@ class BudgetSpec(StrictModel):
     """Passes over the rows the budget allows. Few rows need many passes to learn a format: 35 rows at 3
     epochs (15 steps) taught a closing phrase to 11% of answers, at 8 epochs to all of them."""
     min_steps: PositiveInt = 60
-    """The floor: a small dataset still gets enough optimizer steps. It applies only with a validation slice,
-    which stops a run that has learned what it can: without one nothing notices over-training, and `epochs`
-    passes is the budget (on idk_context's 18 rows the floor's 60 steps, 27 passes, drove the loss to 0.002
-    and the held-out score to the prompted base's; csv_extraction and tool_call, the other specs too small
-    for a validation slice, were measured the same way)."""
+    """The floor: a small dataset still gets enough optimizer steps."""
     max_steps: PositiveInt = 240
     """The ceiling: bounds the time of a large dataset (~1.7 s a step for the default model on 2 CPU cores)."""
 
@@ -120,10 +116,8 @@ def synthesis_target(spec, config: BakeConfig) -> int:
     return config.synthesis_min_inputs
 
 
-def budget_steps(rows: int, batch: int, b: BudgetSpec, validated: bool = True) -> int:
-    """`epochs` passes over the rows, within [min_steps, max_steps]; without validation, no floor."""
-    steps = math.ceil(b.epochs * rows / batch)
-    return min(b.max_steps, max(b.min_steps, steps) if validated else steps)
+def budget_steps(rows: int, batch: int, b: BudgetSpec) -> int:
+    return min(b.max_steps, max(b.min_steps, math.ceil(b.epochs * rows / batch)))
 
 
 def flat(d: dict, prefix: str = "") -> dict:
@@ -221,8 +215,7 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
     if n_val == 0:
         print(f"[promptbake] {len(train)} training inputs are too few for a validation slice of "
               f"{config.validation.min_inputs} (with {config.validation.min_train_inputs} left to train on): "
-              f"training runs a fixed budget of {config.budget.epochs:g} passes over its rows (no step floor: "
-              "nothing would notice over-training) and keeps the last step")
+              f"training runs its whole budget and keeps the last step")
     stage_times: dict[str, float] = {}
 
     def stage(name: str, title: str, fn) -> dict:
@@ -278,9 +271,8 @@ def train_sft(config: BakeConfig, spec, recipe, run: Path, manifest: dict) -> di
 
     rows = manifest["counts"]["sft_rows"]
     t = recipe.training
+    steps = budget_steps(rows, t.per_device_train_batch_size * t.gradient_accumulation_steps, config.budget)
     val_path = run / "data" / "val_inputs.jsonl"
-    steps = budget_steps(rows, t.per_device_train_batch_size * t.gradient_accumulation_steps, config.budget,
-                         validated=val_path.exists())
     callbacks = []
     every = None
     if val_path.exists():
@@ -293,8 +285,7 @@ def train_sft(config: BakeConfig, spec, recipe, run: Path, manifest: dict) -> di
     print(f"[promptbake] budget: {steps} optimizer steps for {rows} rows "
           f"({steps * t.per_device_train_batch_size * t.gradient_accumulation_steps / rows:.1f} epochs at most)"
           + (f"; validation on {manifest['counts'].get('val_inputs', 0)} inputs every {every} steps"
-             if every else f"; no validation slice: {config.budget.epochs:g} passes (no step floor), the last step "
-                           "is kept"))
+             if every else "; no validation slice: the last step is kept"))
     # a loss logged at least as often as validation measures, so that every point of the curve has one
     recipe = recipe.model_copy(update={"training": t.model_copy(update={
         "max_steps": steps, "save_steps": every or max(10, steps // 4), "save_total_limit": 1,

@@ -28,9 +28,6 @@ def test_budget_comes_from_the_data():
     assert budget_steps(35, 8, b) == 60      # few rows: the floor
     assert budget_steps(100, 8, b) == 100    # 8 epochs of 100 rows at batch 8
     assert budget_steps(1000, 8, b) == 240   # many rows: the ceiling
-    # without a validation slice nothing stops over-training: `epochs` passes, no floor, still the ceiling
-    assert budget_steps(18, 8, b, validated=False) == 18
-    assert budget_steps(1000, 8, b, validated=False) == 240
 
 
 def test_validation_slice_size_or_none():
