@@ -301,6 +301,7 @@ def sample_prompts(rows_path: Path, n: int) -> list[list[dict]]:
 def log_sample_completions(model, tokenizer, rows_path: Path, n: int = 4, max_new_tokens: int = 48) -> None:
     """Log a W&B table of the trained model's greedy answers to a few prompts (no system prompt, as served)."""
     import wandb
+
     from data_tools.backends import LocalBackend
     from data_tools.spec import Sampling
 
