@@ -130,11 +130,13 @@ def teacher_samples(spec: PromptSpec, inputs: dict[str, InputItem], train: list[
             samples[key] = samples[key] + extra
         rescued = sum(select(spec, t, samples[input_id(t)], inputs[t].label)["chosen"] is not None for t in failing)
         stats = {"retry_inputs": len(failing), "retry_rescued": rescued}
-    failing = [t for t in train if not any(all_pass(score(spec.rules, t, s, inputs[t].label))
+    # a synthesized input's label is the teacher's own guess: it never becomes a hint (see data_tools/synthesize)
+    given = [t for t in train if not inputs[t].synthesized]
+    failing = [t for t in given if not any(all_pass(score(spec.rules, t, s, inputs[t].label))
                                            for s in samples[input_id(t)])]
     if (spec.teacher.auto_hint and spec.teacher.hint is None and spec.inputs.label_names()
-            and len(failing) > len(train) / 2):
-        print(f"[promptbake] the prompted teacher failed {len(failing)} of {len(train)} training inputs: those get "
+            and len(failing) > len(given) / 2):
+        print(f"[promptbake] the prompted teacher failed {len(failing)} of {len(given)} training inputs: those get "
               "one more round with their labels as a hint (teacher.auto_hint)", flush=True)
         more = generate_missing(spec, failing, inputs, out_dir, done, spec.teacher.sampling, 3, cache,
                                 hint=spec.automatic_hint())
@@ -148,8 +150,9 @@ def teacher_samples(spec: PromptSpec, inputs: dict[str, InputItem], train: list[
 
 def add_synthesized(spec: PromptSpec, inputs: dict[str, InputItem], train: list[str], out_dir: Path,
                     cache: dict) -> list[str]:
-    """Inputs the teacher writes, seeded by the training inputs, when the spec has fewer than
-    `synthesis.min_inputs` distinct ones; added to `inputs`, never close to any given input."""
+    """Inputs the teacher writes, seeded by the training inputs (with their labels, where the spec has them),
+    when the spec has fewer than `synthesis.min_inputs` distinct ones; added to `inputs` marked as
+    synthesized, never close to any given input."""
     from data_tools.synthesize import synthesize_inputs
 
     if spec.synthesis.min_inputs <= len(inputs):
@@ -164,16 +167,18 @@ def add_synthesized(spec: PromptSpec, inputs: dict[str, InputItem], train: list[
         return [c.texts for c in cache["backend"].generate(conversations, sampling)]
 
     target = spec.synthesis.min_inputs - len(inputs)
-    new = synthesize_inputs(spec, target, train, list(inputs), out_dir, generate)
-    for text in new:
-        inputs[text] = InputItem()
-    return new
+    new = synthesize_inputs(spec, target, [(t, inputs[t].label) for t in train], list(inputs), out_dir, generate)
+    for text, label in new:
+        inputs[text] = InputItem(label=label, synthesized=True)
+    return [text for text, _ in new]
 
 
-def select(spec: PromptSpec, text: str, samples: list[str], label: str | dict | None = None) -> dict:
+def select(spec: PromptSpec, text: str, samples: list[str], label: str | dict | None = None,
+           label_is_answer: bool = True) -> dict:
     """Score one input's samples: pick the best passing answer (raw before repaired, then the input's own
-    label when it passes every check and `teacher.label_fallback` allows), a rejected one for a preference
-    pair, or report why every sample failed. `label` feeds the checks that compare with it."""
+    label when it passes every check, `teacher.label_fallback` allows and `label_is_answer`: not for a label
+    the teacher guessed), a rejected one for a preference pair, or report why every sample failed. `label`
+    feeds the checks that compare with it."""
     scored = [(s, score(spec.rules, text, s, label)) for s in samples]
     raw_pass = [s for s, r in scored if all_pass(r)]
     failing = [s for s, r in scored if not all_pass(r)]
@@ -184,7 +189,7 @@ def select(spec: PromptSpec, text: str, samples: list[str], label: str | dict | 
         fixed.sort(key=lambda f: not f.rstrip().endswith((".", "!", "?")))
         chosen, repaired = (fixed[0], True) if fixed else (None, False)
     from_label = False
-    if chosen is None and spec.teacher.label_fallback and isinstance(label, str) \
+    if chosen is None and spec.teacher.label_fallback and label_is_answer and isinstance(label, str) \
             and all_pass(score(spec.rules, text, label, label)):
         chosen, from_label = label, True
     return {"chosen": chosen, "repaired": repaired, "from_label": from_label,
@@ -213,12 +218,17 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
     sft_rows, pref_rows, rejects = [], [], []
     rule_passes: Counter[str] = Counter()
     n_samples = n_raw_all_pass = n_repaired = n_from_labels = 0
+    unconfirmed: set[str] = set()
     for text in train:
-        picked = select(spec, text, samples[input_id(text)], inputs[text].label)
+        synthesized_label = inputs[text].synthesized and inputs[text].label is not None
+        picked = select(spec, text, samples[input_id(text)], inputs[text].label, not synthesized_label)
         for _, results in picked["scored"]:
             n_samples += 1
             n_raw_all_pass += all_pass(results)
             rule_passes.update(rule_id for rule_id, r in results.items() if r.passed)
+        if picked["chosen"] is None and synthesized_label:
+            unconfirmed.add(text)  # no answer of the teacher's own agrees with the label it wrote: dropped
+            continue
         if picked["chosen"] is None:
             rejects.append({"input": text, "samples": [{"text": s, "failed": failures(r)}
                                                        for s, r in picked["scored"]]})
@@ -237,6 +247,7 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
     write_jsonl(out_dir / "sft_train.jsonl", sft_rows)
     write_jsonl(out_dir / "prefs_train.jsonl", pref_rows)
     write_jsonl(out_dir / "eval_inputs.jsonl", prompt_only_rows(held_out, inputs))
+    train = [t for t in train if t not in unconfirmed]
     write_jsonl(out_dir / "train_inputs.jsonl", prompt_only_rows(train, inputs))  # on-policy rounds answer these
     if validation:
         write_jsonl(out_dir / "val_inputs.jsonl", prompt_only_rows(validation, inputs))
@@ -249,7 +260,8 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
         "teacher": spec.teacher.model_dump(mode="json"),
         **({"shard": shard_info} if shard_info else {}),
         "counts": {
-            "inputs": len(texts), "synthesized_inputs": len(synthesized), "train_inputs": len(train),
+            "inputs": len(texts), "synthesized_inputs": len(synthesized),
+            "synthesized_unconfirmed": len(unconfirmed), "train_inputs": len(train),
             "val_inputs": len(validation),
             "eval_inputs": len(held_out),
             "samples": n_samples, "sft_rows": len(sft_rows), "sft_rows_raw": len(sft_rows) - n_repaired - n_from_labels,
@@ -300,9 +312,9 @@ def print_summary(manifest: dict, out_dir: Path) -> None:
     table = Table(title=f"dataset {manifest['spec']} -> {out_dir}")
     table.add_column("what")
     table.add_column("value", justify="right")
-    for key in ("synthesized_inputs", "train_inputs", "val_inputs", "eval_inputs", "samples", "sft_rows",
-                "sft_rows_repaired", "sft_rows_from_labels", "pref_rows", "rejects", "retry_inputs", "retry_rescued",
-                "hinted_inputs", "hinted_rescued"):
+    for key in ("synthesized_inputs", "synthesized_unconfirmed", "train_inputs", "val_inputs", "eval_inputs",
+                "samples", "sft_rows", "sft_rows_repaired", "sft_rows_from_labels", "pref_rows", "rejects",
+                "retry_inputs", "retry_rescued", "hinted_inputs", "hinted_rescued"):
         if key in c:
             table.add_row(key, str(c[key]))
     for e in manifest.get("teacher_endpoints", []):

@@ -28,6 +28,8 @@ class InputItem:
     """Reference answer from the input's label column (a dict of columns with `label_fields`)."""
     logged: str | None = None
     """The answer a prompted model gave in production (`chat_logs` inputs)."""
+    synthesized: bool = False
+    """Written by the teacher (data_tools/synthesize.py); its label, if any, is the teacher's guess."""
     line: int | None = field(default=None, compare=False)
     """Where the input stands in its file (line number; row index for a saved dataset), for messages."""
 

@@ -259,7 +259,9 @@ class SynthesisSpec(StrictModel):
 
     min_inputs: int = Field(0, ge=0)
     """When the spec has fewer distinct inputs than this, the teacher writes the difference (training side
-    only). 0: never. Not for specs with labels (a synthesized input has none)."""
+    only). 0: never. With labelled inputs the teacher writes a label with each new input, and an input becomes
+    a training row only where the prompted teacher's own answer agrees with that label through the checks.
+    Not for `chat_logs` inputs (a synthesized input has no logged answer)."""
     seeds_per_request: PositiveInt = 4
     """Given inputs shown as seeds in each request (a fresh random draw each time)."""
     samples_per_request: PositiveInt = 4
@@ -329,10 +331,10 @@ class PromptSpec(StrictModel):
         return teacher
 
     @model_validator(mode="after")
-    def _synthesis_needs_unlabelled_inputs(self):
-        if self.synthesis.min_inputs and (self.inputs.label_names() or self.inputs.format == "chat_logs"):
-            raise ValueError("synthesis.min_inputs: synthesized inputs would have no labels or logged answers; "
-                             "these inputs carry them")
+    def _synthesis_needs_no_logs(self):
+        if self.synthesis.min_inputs and self.inputs.format == "chat_logs":
+            raise ValueError("synthesis.min_inputs: synthesized inputs would have no logged answers; these "
+                             "inputs carry them")
         return self
 
     @model_validator(mode="after")

@@ -79,7 +79,8 @@ class BakeConfig(StrictModel):
     validation: ValidationSpec = ValidationSpec()
     synthesis_min_inputs: int = Field(100, ge=0)
     """A spec with fewer distinct inputs gets new ones written by its teacher, up to this many in all (training
-    side only; not for specs with labels or logs). A spec's own `synthesis.min_inputs` wins; 0 turns it off."""
+    side only; not for chat logs; labelled ones count only where the teacher's own answer agrees with the label
+    it wrote). A spec's own `synthesis.min_inputs` wins; 0 turns it off."""
     rounds: RoundsSpec = RoundsSpec()
     """On-policy rounds after SFT (dpo or rft), kept while validation adherence improves; off by default."""
     eval_batch_size: PositiveInt = 16
@@ -108,10 +109,10 @@ def validation_size(n_train: int, v: ValidationSpec, n_given: int | None = None)
 
 
 def synthesis_target(spec, config: BakeConfig) -> int:
-    """The spec's synthesis.min_inputs, else the bake's default where synthesis can apply (no labels)."""
+    """The spec's synthesis.min_inputs, else the bake's default where synthesis can apply (not to logs)."""
     if spec.synthesis.min_inputs:
         return spec.synthesis.min_inputs
-    if spec.inputs.label_names() or spec.inputs.format == "chat_logs":
+    if spec.inputs.format == "chat_logs":
         return 0
     return config.synthesis_min_inputs
 
