@@ -195,7 +195,8 @@ class OpenAIBackend:
             if attempt:
                 log.debug("retry %d/%d on %s after %s", attempt, self.max_retries, endpoint.url, last[1])
             try:
-                response = self._post_once(endpoint, {**body, "model": endpoint.spec.model}, connections)
+                response = self._post_once(endpoint, {**body, **endpoint.spec.extra_body, "model": endpoint.spec.model},
+                                           connections)
             except Transient as e:
                 self.pool.fail(endpoint, e, sent_at)
                 last = (endpoint, e)

@@ -16,7 +16,7 @@ import string
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
@@ -134,6 +134,10 @@ class Sampling(StrictModel):
         return self
 
 
+# the request fields the HTTP backend fills in itself (data_tools/http_backend.py)
+REQUEST_FIELDS = {"messages", "model", "max_tokens", "temperature", "top_p", "top_k", "seed", "n", "stream"}
+
+
 class EndpointSpec(StrictModel):
     """Where and how to reach an OpenAI-compatible chat completions endpoint."""
 
@@ -160,6 +164,12 @@ class EndpointSpec(StrictModel):
     max_backoff_s: float = Field(30.0, gt=0)
     """The longest backoff: a dead replica is probed again (one request) at least this often."""
 
+    extra_body: dict[str, Any] = {}
+    """Fields added as they are to every request body: a server's own sampling settings. llama-cpp-python's
+    server penalises repeats by default (repeat_penalty 1.1), so its greedy answers differ from the local
+    backend's unless it is sent `{repeat_penalty: 1.0}`; vLLM takes e.g. `{repetition_penalty: 1.0}`. The fields
+    promptbake sets itself (messages, model, sampling) are refused here: set those under `sampling`."""
+
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, url: str) -> str:
@@ -167,6 +177,15 @@ class EndpointSpec(StrictModel):
             raise ValueError(f"expected an http:// or https:// URL up to the API version, such as "
                              f"http://127.0.0.1:8080/v1; got {url!r}")
         return url
+
+    @field_validator("extra_body")
+    @classmethod
+    def _no_field_promptbake_sets(cls, extra: dict[str, Any]) -> dict[str, Any]:
+        taken = sorted(set(extra) & REQUEST_FIELDS)
+        if taken:
+            raise ValueError(f"{', '.join(taken)}: promptbake sets these in every request (from `sampling` and "
+                             "the spec); extra_body is for the server's own fields")
+        return extra
 
 
 class VLLMSettings(StrictModel):

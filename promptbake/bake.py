@@ -84,6 +84,10 @@ class BakeConfig(StrictModel):
     rounds: RoundsSpec = RoundsSpec()
     """On-policy rounds after SFT (dpo or rft), kept while validation adherence improves; off by default."""
     eval_batch_size: PositiveInt = 16
+    drift: bool = False
+    """Also run the eval's `drift` arm: the tuned model vs the base, no prompt, on general questions outside the
+    spec (KL per token, facts it still gets right, format leaking into unrelated answers; evals/drift.py), and
+    warn in the verdict when it drifted past the thresholds. About 2 CPU-minutes with SmolLM2-135M."""
     export: bool = True
     """Merge the kept adapter into standalone weights at the end."""
     report_to: Literal["wandb", "none"] = "wandb"
@@ -140,7 +144,8 @@ STAGES = ["data", "sft", "rounds", "eval", "export"]
 # the first stage each bake config field affects; a change is accepted while that stage has not finished, and
 # the finished stages after it are run again (report_to changes nothing a stage produces)
 FIELD_STAGE = {"model": "data", "synthesis_min_inputs": "data", "validation": "data", "recipe": "sft",
-               "budget": "sft", "rounds": "rounds", "eval_batch_size": "eval", "export": "export", "report_to": None}
+               "budget": "sft", "rounds": "rounds", "eval_batch_size": "eval", "drift": "eval", "export": "export",
+               "report_to": None}
 
 
 class RunState:
@@ -199,7 +204,10 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
     texts = list(load_inputs(user_spec, quiet=True))  # to plan the slice; the build reports repeats
     train, _ = split_inputs(texts, user_spec.split.eval_fraction, user_spec.split.seed)
     synth = synthesis_target(user_spec, config)
-    n_val = validation_size(len(train) + max(0, synth - len(texts)), config.validation, len(train))
+    # labelled synthesized inputs count only where the teacher confirms their label (often a small share, known
+    # only after the build): the slice is planned on the ones that are sure to train
+    planned = 0 if user_spec.inputs.label_names() else max(0, synth - len(texts))
+    n_val = validation_size(len(train) + planned, config.validation, len(train))
     spec = load_spec(config.spec, [*spec_overrides, f"output_dir={run / 'data'}", f"split.validation_size={n_val}",
                                    f"synthesis.min_inputs={synth}"])
     recipe = load_config(SFTRecipe, config.recipe, [f"model={config.model}", f"dataset={run / 'data'}",
@@ -208,6 +216,7 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
     eval_config = EvalConfig(spec=config.spec, eval_inputs=str(run / "data" / "eval_inputs.jsonl"),
                              base_model=config.model, tuned_model=str(run / "sft" / "best_adapter"),
                              sampling={"max_new_tokens": eval_tokens}, batch_size=config.eval_batch_size,
+                             arms=["base_prompted", "tuned_unprompted", *(["drift"] if config.drift else [])],
                              report_to=config.report_to, output_dir=str(run / "eval"))
     # Only what differs from the defaults is recorded and compared: a promptbake upgrade that adds a field with a
     # default must not make an earlier run of the same spec and overrides look like a different one.
@@ -245,13 +254,15 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
         stage("export", "4/4 export: merge the kept adapter into standalone weights",
               lambda: export(tuned, run / "merged"))
 
+    from evals.drift import drift_warning
     from promptbake.bake_report import print_verdict, read_curve_rows, write_reports
     from promptbake.verdict import verdict
 
     curve = read_curve_rows(run / "sft" / "validation.jsonl")
     result = verdict(metrics, manifest, curve, sft["budget_steps"], sft.get("truncated_rows", 0))
     result.update(spec=spec.name, run_dir=str(run), time_s=round(time.time() - start, 1), stage_times_s=stage_times,
-                  kept_step=sft.get("kept_step"), budget_steps=sft["budget_steps"])
+                  kept_step=sft.get("kept_step"), budget_steps=sft["budget_steps"],
+                  drift_warning=drift_warning(metrics))
     write_json(run / "verdict.json", result)
     write_reports(run, result, metrics, curve, sft, rounds_done=state.done("rounds"))
     print_verdict(result, metrics, run)

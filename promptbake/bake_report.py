@@ -18,6 +18,8 @@ def report_markdown(result: dict, metrics: dict, curve: list[dict], sft: dict) -
     """The report as Markdown (to paste into a PR or an issue)."""
     base, tuned = metrics["base_prompted"], metrics["tuned_unprompted"]
     lines = [f"# bake: {result['spec']}", "", f"**Verdict:** {result['statement']}", ""]
+    if result.get("drift_warning"):
+        lines += [f"**Drift:** {result['drift_warning']}", ""]
     if result["diagnosis"]:
         lines += ["## Diagnosis", "", *[f"- {d}" for d in result["diagnosis"]], "",
                   f"**Try first:** {result['try_first']}", ""]
@@ -44,6 +46,8 @@ def print_verdict(result: dict, metrics: dict, run: Path) -> None:
         print(f"  - {d}")
     if result["try_first"]:
         print(f"try first: {result['try_first']}")
+    if result.get("drift_warning"):
+        print(f"drift: {result['drift_warning']}")
     base, tuned = metrics["base_prompted"], metrics["tuned_unprompted"]
     print(f"prompt tokens per request: {base['prompt_tokens_per_request']:.0f} -> "
           f"{tuned['prompt_tokens_per_request']:.0f}; latency per request: "
@@ -68,6 +72,8 @@ def report_html(result: dict, metrics: dict, curves: list[tuple[str, list[dict]]
     base, tuned = metrics["base_prompted"], metrics["tuned_unprompted"]
     body = [f"<h1>bake: {escape(result['spec'])}</h1>",
             f"<p><strong>Verdict:</strong> {escape(result['statement'])}</p>"]
+    if result.get("drift_warning"):
+        body.append(f"<p><strong>Drift:</strong> {escape(result['drift_warning'])}</p>")
     if result["diagnosis"]:
         body.append("<h2>Diagnosis</h2><ul>" + "".join(f"<li>{escape(d)}</li>" for d in result["diagnosis"])
                     + f"</ul><p><strong>Try first:</strong> {escape(result['try_first'])}</p>")

@@ -123,6 +123,22 @@ def test_bake_resumes_finished_stages_and_refuses_a_changed_spec(bake_run, bake_
     assert state["stages"]["export"]["from"] == state["stages"]["sft"]["tuned_model"]
 
 
+def test_bake_with_drift_runs_the_drift_arm_and_carries_its_warning(bake_spec, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "bake"
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "sft" / "bake_lora.yaml"
+    config, spec_overrides = load_bake(str(bake_spec), [*FAST, "drift=true", f"model={tiny_model_dir}",
+                                                        f"output_dir={out}", f"recipe={recipe}"])
+    result = bake(config, spec_overrides)
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    drift = metrics["drift"]
+    assert drift["n"] == 100 and (out / "eval" / "answers_drift.jsonl").exists()
+    assert result["drift_warning"] == drift["warning"] == json.loads((out / "verdict.json").read_text())[
+        "drift_warning"]
+    if drift["warning"]:
+        assert f"drift: {drift['warning']}" in capsys.readouterr().out
+        assert f"**Drift:** {drift['warning']}" in (out / "report.md").read_text()
+
+
 def test_bad_bake_override_fails_before_any_model_loads(tiny_spec, tmp_path):
     with pytest.raises(InputError, match="budget.min_steps"):
         load_bake(str(tiny_spec), ["budget.min_steps=0"])

@@ -1,6 +1,7 @@
 """Configs and specs: bad input fails at once with the file, line and field; every shipped config loads."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,9 @@ def test_every_accelerate_config_is_valid_for_accelerate():
         assert text.startswith("#") and "accelerate launch --config_file" in text, path
         config = ClusterConfig.from_yaml_file(str(path))  # accelerate's own loader refuses unknown keys
         assert config.num_processes >= 1
+        # the command its comment shows must name a recipe (and overrides) that validate
+        for recipe, overrides in re.findall(r"-m sft\.train (configs/\S+\.yaml)((?: [\w.]+=\S+)*)", text):
+            load_config(SFTRecipe, REPO / recipe, overrides.split())
 
 
 def test_chat_logs_keep_the_user_turn_and_logged_answer(tmp_path):

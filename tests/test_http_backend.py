@@ -171,6 +171,20 @@ def test_real_generation_n2(llama_server):
         assert sum(len(texts) for q, _, texts in proxy.delivered if q == question) == 2
 
 
+def test_extra_body_reaches_the_server_s_sampler(llama_server):
+    """llama-cpp-python's server penalises repeats unless told not to: `extra_body` is how a spec tells it, and
+    the field must reach its sampler (a heavy penalty changes a greedy answer), not only the request."""
+    greedy = Sampling(max_new_tokens=32)
+    ask = [conversation("List the numbers from one to ten, in words, separated by commas.")]
+    with FaultProxy(llama_server) as proxy:
+        plain = backend(proxy.base_url, extra_body={"repeat_penalty": 1.0}).generate(ask, greedy)[0].texts
+        again = backend(proxy.base_url, extra_body={"repeat_penalty": 1.0}).generate(ask, greedy)[0].texts
+        penalised = backend(proxy.base_url, extra_body={"repeat_penalty": 3.0}).generate(ask, greedy)[0].texts
+    assert [r["repeat_penalty"] for _, r in proxy.received] == [1.0, 1.0, 3.0]
+    assert all(r["model"] == "smollm2" and r["temperature"] == 0.0 for _, r in proxy.received)
+    assert plain == again and plain != penalised
+
+
 def test_transient_faults_are_retried_and_each_input_answered_once(llama_server, reliability_log):
     plan = [500, 429, "truncate", 503, 500]
     sampling = Sampling(n=1, max_new_tokens=8)
@@ -412,6 +426,8 @@ def spec_file(tmp_path: Path, teacher_yaml: str) -> Path:
      r"spec\.yaml:8: field 'teacher\.endpoints': give `endpoint` \(one server\) or `endpoints` \(replicas\), not both"),
     ("  endpoints:\n    - {base_url: 'http://h:2/v1', model: m}\n    - {base_url: 'http://h:2/v1/', model: m}\n",
      r"spec\.yaml:9: field 'teacher\.endpoints\.1\.base_url': http://h:2/v1 is listed twice"),
+    ("  endpoint:\n    base_url: 'http://h:1/v1'\n    model: m\n    extra_body: {repeat_penalty: 1.0, seed: 3}\n",
+     r"spec\.yaml:10: field 'teacher\.endpoint\.extra_body': .*seed: promptbake sets these in every request"),
 ])
 def test_endpoints_bad_input_names_file_line_field(tmp_path, endpoints, error):
     from data_tools.spec import load_spec
