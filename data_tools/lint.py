@@ -37,6 +37,7 @@ from promptbake.io import atomic_write_text, iter_jsonl, write_json
 # digits, spaces, dots, dashes, brackets); numbers of 3+ digits (order ids, amounts, years; shorter ones are
 # list markers and counts); names of two or more capitalised words ("Kevin Smith"; one capitalised word is
 # usually just the start of a sentence).
+SHOWN_LINES = 20  # lines listed per repeated completion (the count says how many rows share it)
 DEFAULT_VALUE_PATTERN = (r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\+?\(?\d[\d ().-]{5,}\d|\b\d{3,}\b"
                          r"|\b[A-Z][a-z]+(?:[ '-][A-Z][a-z]+)+\b")
 
@@ -124,17 +125,29 @@ def near_pairs(left: list[str], right: list[str] | None, config: LintConfig, wha
         return []
 
 
-def duplicates(rows: list[dict], pairs: list[tuple[int, int, float]]) -> tuple[list[list[int]], list[dict]]:
-    """Exact duplicates (groups of lines with the same prompt and completion) and near-duplicate completions
-    (`pairs` of rows as lines, leaving out pairs that are exact duplicates)."""
+def by_completion(rows: list[dict]) -> dict[str, list[int]]:
+    """Row indices per distinct completion, in first-seen order."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        groups[row["completion"]].append(i)
+    return groups
+
+
+def duplicates(rows: list[dict], completions: dict[str, list[int]], pairs: list[tuple[int, int, float]]
+               ) -> tuple[list[list[int]], list[dict], list[dict]]:
+    """Exact duplicates (groups of lines with the same prompt and completion), repeated completions (one
+    completion answering several different prompts: a group, not every pair of its rows, so that label-like
+    answers repeated a million times cost nothing) and near-duplicate completions (`pairs` of indices into
+    the distinct completions, as first lines)."""
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for row in rows:
         groups[(row["prompt"], row["completion"])].append(row["line"])
     exact = [lines for lines in groups.values() if len(lines) > 1]
-    same = {(a, b) for lines in exact for a in lines for b in lines}
-    near = [{"lines": [rows[i]["line"], rows[j]["line"]], "similarity": s}
-            for i, j, s in pairs if (rows[i]["line"], rows[j]["line"]) not in same]
-    return exact, near
+    repeated = [{"completion": text[:80], "rows": len(idx), "lines": [rows[i]["line"] for i in idx[:SHOWN_LINES]]}
+                for text, idx in completions.items() if len({rows[i]["prompt"] for i in idx}) > 1]
+    first = [idx[0] for idx in completions.values()]
+    near = [{"lines": [rows[first[i]]["line"], rows[first[j]]["line"]], "similarity": s} for i, j, s in pairs]
+    return exact, repeated, near
 
 
 def leakage(eval_rows: list[dict], train: list[tuple[str, dict]], hits: list[tuple[int, int, float]]) -> list[dict]:
@@ -277,8 +290,9 @@ def main(config: LintConfig) -> dict:
     out_dir = Path(config.output_dir) if config.output_dir else (build_dir or sft_path.parent) / "lint"
     notes = []
 
-    exact, near = duplicates(rows, near_pairs([r["completion"] for r in rows], None, config,
-                                              "near-duplicate completions", notes))
+    completions = by_completion(rows)
+    exact, repeated, near = duplicates(rows, completions, near_pairs(list(completions), None, config,
+                                                                     "near-duplicate completions", notes))
     train = [("sft_train.jsonl", r) for r in rows] + [("prefs_train.jsonl", r) for r in pref_rows]
     leaked = leakage(eval_rows, train, near_pairs([r["prompt"] for r in eval_rows], [r["prompt"] for _, r in train],
                                                   config, "near leaks of eval inputs", notes))
@@ -308,6 +322,7 @@ def main(config: LintConfig) -> dict:
     values = invented_values(rows, config.value_pattern, config.overrepresented_fraction)
     issues = {
         "exact_duplicate_rows": sum(len(g) - 1 for g in exact),
+        "repeated_completions": len(repeated),
         "near_duplicate_pairs": len(near),
         "leaked_eval_inputs": len(leaked),
         "overrepresented_values": len(values["flagged"]),
@@ -318,7 +333,8 @@ def main(config: LintConfig) -> dict:
     report = {
         "dataset": str(config.dataset), "rows": len(rows), "eval_inputs": len(eval_rows), "pref_rows": len(pref_rows),
         "config": config.model_dump(mode="json"), "issues": sum(issues.values()), "issue_counts": issues,
-        "exact_duplicates": exact, "near_duplicates": near, "leakage": leaked, "invented_values": values,
+        "exact_duplicates": exact, "repeated_completions": repeated,
+        "near_duplicates": near, "leakage": leaked, "invented_values": values,
         "lengths": {"tokens": lengths, "max": max(lengths), "mean": round(sum(lengths) / len(lengths), 1),
                     "max_length": config.max_length, "truncated_lines": truncated},
         "rules": rules, "coverage": coverage, "notes": notes,

@@ -15,6 +15,9 @@ def sections(report: dict) -> list[tuple[str, list[str]]]:
     lengths, cov = report["lengths"], report["coverage"]
     out = [("Exact duplicates (same prompt and completion)",
             [f"sft_train.jsonl lines {g}" for g in report["exact_duplicates"]]),
+           ("One completion answering different prompts",
+            [f"{r['completion']!r} in {r['rows']} rows: lines {r['lines']}"
+             + (" ..." if r["rows"] > len(r["lines"]) else "") for r in report["repeated_completions"]]),
            (f"Near-duplicate completions (Jaccard >= {report['config']['near_duplicate_threshold']})",
             [f"lines {n['lines']}: similarity {n['similarity']}" for n in report["near_duplicates"]]),
            ("Eval inputs that leak into training",

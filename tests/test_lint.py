@@ -109,7 +109,8 @@ def test_lengths_flag_the_row_training_would_truncate(report, tiny_model_dir):
 
 def test_issue_count_and_reports(report, dataset):
     assert report["issue_counts"] == {
-        "exact_duplicate_rows": 1, "near_duplicate_pairs": 1, "leaked_eval_inputs": 2, "overrepresented_values": 1,
+        "exact_duplicate_rows": 1, "repeated_completions": 0, "near_duplicate_pairs": 1, "leaked_eval_inputs": 2,
+        "overrepresented_values": 1,
         "truncated_rows": 1, "rows_failing_rules": 0, "slots_never_missing": 0}
     assert report["issues"] == 6
     out = dataset / "lint"
@@ -296,3 +297,27 @@ def test_lsh_stops_where_pairs_grow_with_the_square(monkeypatch, dataset, tiny_m
     assert [n.split(":")[0] for n in report["notes"][:2]] == ["near-duplicate completions not searched",
                                                             "near leaks of eval inputs not searched"]
     assert report["exact_duplicates"] == [[9, 10]] and report["invented_values"]["flagged"][0]["value"] == "Kevin Smith"
+
+
+def test_one_completion_for_many_prompts_is_one_group_not_every_pair(monkeypatch, tmp_path, tiny_model_dir):
+    """Label-like answers ("I don't know.", a category) repeat across thousands of prompts: the lint reports each
+    as one group and searches near duplicates among distinct completions only, so their pairs (4.5M here) are
+    never formed (before, the search gave up past its candidate limit and reported no near duplicates at all)."""
+    from data_tools import near_dupes
+
+    labels = ["I don't know.", "billing", "shipping"]
+    pairs = [(f"question number {i} about parcel {i * 7}", labels[i % 3]) for i in range(3000)]
+    pairs += [("What is in the box?", "A red kettle with a wooden handle and a two litre steel body, boxed."),
+              ("And in the other box?", "A red kettle with a wooden handle and a two litre steel body, boxed!")]
+    out = tmp_path / "data"
+    out.mkdir()
+    write_jsonl(out / "sft_train.jsonl", sft_rows(pairs))
+    monkeypatch.setattr(near_dupes, "MAX_CANDIDATES", 1000)
+    report = main(LintConfig(dataset=str(out), model=str(tiny_model_dir), lsh_min_rows=1))
+    assert not [n for n in report["notes"] if "not searched" in n]
+    groups = {r["completion"]: r for r in report["repeated_completions"]}
+    assert set(groups) == set(labels) and all(g["rows"] == 1000 for g in groups.values())
+    assert groups["billing"]["lines"] == list(range(2, 3000, 3))[:20]
+    assert [n["lines"] for n in report["near_duplicates"]] == [[3001, 3002]]
+    assert report["issue_counts"]["repeated_completions"] == 3
+    assert "'billing' in 1000 rows: lines [2, 5, 8" in (out / "lint" / "lint.md").read_text()
