@@ -3,6 +3,7 @@
     promptbake data build configs/specs/demo_style.yaml [key=value ...]
     promptbake data merge runs/demo/data runs/demo/data-shard-*-of-3   # the shards of `data build SPEC shard=i/3`
     promptbake data lint runs/demo/data [spec=configs/specs/demo_style.yaml]
+    promptbake data serve-vllm smollm2-135m-instruct [--lora tuned=runs/demo/sft/adapter]   # a teacher/eval server
     promptbake train sft|distill|dpo|reward|rl CONFIG [key=value ...] [--resume]
     promptbake eval configs/evals/demo.yaml [key=value ...]
     promptbake export runs/demo/sft [--out DIR]
@@ -25,7 +26,7 @@ from promptbake.entry import add_verbose_flag, configure_logging, run_main, stag
 
 # group -> (its help, the stage modules whose commands it holds); None: commands directly under `promptbake`
 STAGES: dict[str | None, tuple[str | None, list[str]]] = {
-    "data": ("dataset tools", ["data_tools.build", "data_tools.merge", "data_tools.lint"]),
+    "data": ("dataset tools", ["data_tools.build", "data_tools.merge", "data_tools.lint", "data_tools.vllm_server"]),
     "train": ("train a model", ["sft.train", "sft.distill", "sft.dpo", "sft.reward", "sft.rl"]),
     None: (None, ["evals.run", "sft.export", "promptbake.bake"]),
 }

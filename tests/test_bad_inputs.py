@@ -33,6 +33,8 @@ def spec(old: str = "", new: str = "") -> str:
 
 # (case id, files to write {name: text or bytes}, command line, exact message expected on stderr)
 CASES = [
+    ("vllm lora without a name", {}, ["data", "serve-vllm", "TINY", "--lora", "runs/x/adapter"],
+     "--lora 'runs/x/adapter': expected NAME=ADAPTER_DIR, e.g. tuned=runs/demo/sft/adapter"),
     ("spec missing", {}, ["data", "build", "{tmp}/nope.yaml"], "{tmp}/nope.yaml: file not found"),
     ("spec invalid yaml", {"s.yaml": "name: [unclosed\n"}, ["data", "build", "{tmp}/s.yaml"],
      "{tmp}/s.yaml:2: invalid YAML: expected ',' or ']', but got '<stream end>'"),
