@@ -53,8 +53,12 @@ def diagnose(metrics: dict, manifest: dict, curve: list[dict], budget_steps: int
     base_rules = metrics["base_prompted"].get("per_rule", {})
     teacher_rules = manifest.get("raw_pass_rate_per_rule", {})
 
+    synthesized, unconfirmed = counts.get("synthesized_inputs", 0), counts.get("synthesized_unconfirmed", 0)
     findings.append((f"data: {rows} training rows, {rejects} inputs rejected (no teacher sample passed every "
-                     f"check); teacher raw all-rules pass rate {manifest.get('raw_all_rules_pass_rate', 0):.0%}",
+                     f"check); teacher raw all-rules pass rate {manifest.get('raw_all_rules_pass_rate', 0):.0%}"
+                     + (f"; {synthesized} inputs synthesized, {synthesized - unconfirmed} of them kept "
+                        f"({unconfirmed} with a label the teacher's own answers did not confirm)"
+                        if unconfirmed else f"; {synthesized} inputs synthesized" if synthesized else ""),
                      None))
     if rows < 40:
         findings.append((f"only {rows} training rows: too few for the model to generalise the rules",

@@ -178,6 +178,10 @@ def test_diagnosis_reads_under_and_over_training_from_the_curve():
     assert rising["try_first"] == "raise budget.max_steps (now 60)"
     falling = verdict(m, MANIFEST, [point(0, 0.0), point(30, 0.6), point(60, 0.3)], 60)
     assert any(d.startswith("over-trained after step 30") for d in falling["diagnosis"])
+    synthesized = {**MANIFEST, "counts": {**MANIFEST["counts"], "synthesized_inputs": 76,
+                                          "synthesized_unconfirmed": 64}}
+    assert "; 76 inputs synthesized, 12 of them kept (64 with a label the teacher's own answers did not confirm)" \
+        in verdict(m, synthesized, [], 60)["diagnosis"][0]
     assert "weakest rule after tuning: b" in " ".join(falling["diagnosis"])
     thin = verdict(m, {**MANIFEST, "counts": {"sft_rows": 12, "rejects": 30}}, [], 60)
     assert "only 12 training rows" in " ".join(thin["diagnosis"]) and "more distinct inputs" in thin["try_first"]
