@@ -35,6 +35,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_tools.backends import Completion, LocalBackend
+from data_tools.format_only import best_fixed_answer, fixed_answers, format_only_warning
 from data_tools.inputs import InputItem, carve_validation, input_id, load_inputs, split_inputs
 from data_tools.scoring import all_pass, failures, repair, score
 from data_tools.shards import Shard, load_sharded, shard_train
@@ -110,13 +111,16 @@ def generate_missing(spec: PromptSpec, texts: list[str], inputs: dict[str, Input
 
 
 def teacher_samples(spec: PromptSpec, inputs: dict[str, InputItem], train: list[str], out_dir: Path,
-                    cache: dict | None = None) -> tuple[dict[str, list[str]], dict]:
-    """Every training input's samples (round 1, then a retry round for inputs where nothing passed);
-    `cache` holds the loaded teacher across calls."""
+                    cache: dict | None = None) -> tuple[dict[str, list[str]], dict, dict[str, int]]:
+    """Every training input's samples (round 1, then a retry round for inputs where nothing passed), the
+    statistics of those rounds, and input id -> the index of its first sample written with a label hint in the
+    teacher's prompt (every sample with `teacher.hint`, those of the automatic hint round otherwise); `cache`
+    holds the loaded teacher across calls."""
     if spec.teacher.backend == "labels":
-        return {input_id(t): [inputs[t].label] for t in train}, {}
+        return {input_id(t): [inputs[t].label] for t in train}, {}, {}
     if spec.teacher.backend == "logs":
-        return {input_id(t): [inputs[t].logged] for t in train}, {}
+        return {input_id(t): [inputs[t].logged] for t in train}, {}, {}
+    hinted_from = {input_id(t): 0 for t in train if spec.hint_for(inputs[t].label) is not None}
     done = read_journal(spec, out_dir)
     cache = {} if cache is None else cache
     samples = generate_missing(spec, train, inputs, out_dir, done, spec.teacher.sampling, 1, cache)
@@ -141,11 +145,12 @@ def teacher_samples(spec: PromptSpec, inputs: dict[str, InputItem], train: list[
         more = generate_missing(spec, failing, inputs, out_dir, done, spec.teacher.sampling, 3, cache,
                                 hint=spec.automatic_hint())
         for key, extra in more.items():
+            hinted_from.setdefault(key, len(samples[key]))
             samples[key] = samples[key] + extra
         stats["hinted_inputs"] = len(failing)
         stats["hinted_rescued"] = sum(any(all_pass(score(spec.rules, t, s, inputs[t].label))
                                           for s in samples[input_id(t)]) for t in failing)
-    return samples, stats
+    return samples, stats, hinted_from
 
 
 def add_synthesized(spec: PromptSpec, inputs: dict[str, InputItem], train: list[str], out_dir: Path,
@@ -180,19 +185,21 @@ def select(spec: PromptSpec, text: str, samples: list[str], label: str | dict | 
     the teacher guessed), a rejected one for a preference pair, or report why every sample failed. `label`
     feeds the checks that compare with it."""
     scored = [(s, score(spec.rules, text, s, label)) for s in samples]
-    raw_pass = [s for s, r in scored if all_pass(r)]
+    raw_pass = [i for i, (_, r) in enumerate(scored) if all_pass(r)]
     failing = [s for s, r in scored if not all_pass(r)]
-    chosen, repaired = (raw_pass[0], False) if raw_pass else (None, False)
+    index = raw_pass[0] if raw_pass else None
+    chosen, repaired = (samples[index], False) if raw_pass else (None, False)
     if chosen is None and spec.teacher.repair:
-        fixed = [f for f in (repair(spec.rules, text, s, label=label) for s in samples) if f is not None]
+        fixed = [(i, f) for i, f in enumerate(repair(spec.rules, text, s, label=label) for s in samples)
+                 if f is not None]
         # a repair that had to cut mid-sentence leaves a fragment: prefer one that ends a sentence
-        fixed.sort(key=lambda f: not f.rstrip().endswith((".", "!", "?")))
-        chosen, repaired = (fixed[0], True) if fixed else (None, False)
+        fixed.sort(key=lambda f: not f[1].rstrip().endswith((".", "!", "?")))
+        (index, chosen), repaired = (fixed[0], True) if fixed else ((None, None), False)
     from_label = False
     if chosen is None and spec.teacher.label_fallback and label_is_answer and isinstance(label, str) \
             and all_pass(score(spec.rules, text, label, label)):
         chosen, from_label = label, True
-    return {"chosen": chosen, "repaired": repaired, "from_label": from_label,
+    return {"chosen": chosen, "index": index, "repaired": repaired, "from_label": from_label,
             "rejected": failing[0] if failing else None, "scored": scored}
 
 
@@ -207,17 +214,19 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
     texts = list(inputs)
     train, held_out = split_inputs(texts, spec.split.eval_fraction, spec.split.seed)
     train, validation = carve_validation(train, spec.split.validation_size, spec.split.seed)
+    train, validation, leaked = drop_leaks(held_out, train, validation)
     shard_info = None
     if shard is not None:  # after the split: every shard holds the eval split and validation slice of the whole
         train, shard_info = shard_train(spec, shard, inputs, train, out_dir)
     cache: dict = {}
     synthesized = add_synthesized(spec, inputs, train, out_dir, cache)
     train = train + synthesized
-    samples, retry_stats = teacher_samples(spec, inputs, train, out_dir, cache)
+    samples, retry_stats, hinted_from = teacher_samples(spec, inputs, train, out_dir, cache)
 
     sft_rows, pref_rows, rejects = [], [], []
     rule_passes: Counter[str] = Counter()
     n_samples = n_raw_all_pass = n_repaired = n_from_labels = 0
+    provenance: Counter[str] = Counter()
     unconfirmed: set[str] = set()
     for text in train:
         synthesized_label = inputs[text].synthesized and inputs[text].label is not None
@@ -235,6 +244,8 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
             continue
         n_repaired += picked["repaired"]
         n_from_labels += picked["from_label"]
+        provenance[row_source(spec, picked, hinted_from.get(input_id(text)))] += 1
+        provenance["synthesized_inputs"] += inputs[text].synthesized
         answer = [{"role": "assistant", "content": picked["chosen"]}]
         sft_rows.append({"prompt": user_prompt(text), "completion": answer})
         if picked["rejected"] is not None and picked["rejected"] != picked["chosen"]:
@@ -251,6 +262,13 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
     write_jsonl(out_dir / "train_inputs.jsonl", prompt_only_rows(train, inputs))  # on-policy rounds answer these
     if validation:
         write_jsonl(out_dir / "val_inputs.jsonl", prompt_only_rows(validation, inputs))
+    # before any training: checks that one fixed answer passes test the format, not the task
+    given = [t for t in texts if t in inputs and not inputs[t].synthesized]
+    fixed = best_fixed_answer(spec, [(t, inputs[t].label) for t in given],
+                              fixed_answers(spec, (r["completion"][-1]["content"] for r in sft_rows)))
+    format_warning = format_only_warning(fixed)
+    if format_warning:
+        print(f"[promptbake] warning: {format_warning}", flush=True)
     elapsed = time.time() - start
     checked = [r.id for r in spec.rules if r.check is not None]
     manifest = {
@@ -266,9 +284,14 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
             "eval_inputs": len(held_out),
             "samples": n_samples, "sft_rows": len(sft_rows), "sft_rows_raw": len(sft_rows) - n_repaired - n_from_labels,
             "sft_rows_repaired": n_repaired, "sft_rows_from_labels": n_from_labels, "pref_rows": len(pref_rows),
-            "rejects": len(rejects),
+            "rejects": len(rejects), "leaked_train_inputs_dropped": leaked,
             **retry_stats,
         },
+        # where each training answer came from (the first four add up to sft_rows); synthesized_inputs counts
+        # the rows, of any source, whose input the teacher wrote
+        "provenance": {key: provenance[key] for key in PROVENANCE},
+        "fixed_answer": {"answer": fixed["answer"], "source": fixed["source"], "pass_rate": fixed["pass_rate"],
+                         "warning": format_warning},
         "raw_pass_rate_per_rule": {rid: rule_passes[rid] / max(n_samples, 1) for rid in checked},
         "raw_all_rules_pass_rate": n_raw_all_pass / max(n_samples, 1),
         "time_s": round(elapsed, 1),
@@ -280,6 +303,39 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
     write_json(out_dir / "manifest.json", manifest)  # last: its presence means the build finished
     print_summary(manifest, out_dir)
     return manifest
+
+
+PROVENANCE = ("teacher", "teacher_repaired", "teacher_with_label_hint", "label_as_answer", "logged_answer",
+              "synthesized_inputs")
+
+
+def row_source(spec: PromptSpec, picked: dict, hinted_from: int | None) -> str:
+    """Where a training answer came from: the teacher's own sample (as written, or repaired), a sample the
+    teacher wrote with the input's label hinted in its prompt, the label itself, or a chat log's answer."""
+    if picked["from_label"] or spec.teacher.backend == "labels":
+        return "label_as_answer"
+    if spec.teacher.backend == "logs":
+        return "logged_answer"
+    if hinted_from is not None and picked["index"] is not None and picked["index"] >= hinted_from:
+        return "teacher_with_label_hint"
+    return "teacher_repaired" if picked["repaired"] else "teacher"
+
+
+def drop_leaks(held_out: list[str], train: list[str], validation: list[str]) -> tuple[list[str], list[str], int]:
+    """Training and validation inputs that are near duplicates of a held-out input (word 3-shingles of the
+    case-folded text, Jaccard >= lint's threshold: `my thermostat screen is blank, what do i do` and `My
+    thermostat screen is blank, what do I do?` are one question) are dropped before the teacher runs: a held-out
+    question must not be a training question. Returns (train, validation, inputs dropped)."""
+    from data_tools.lint import LintConfig
+    from data_tools.near_dupes import similar_pairs
+
+    threshold = LintConfig.model_fields["near_duplicate_threshold"].default
+    both = train + validation
+    leaked = {both[j] for _, j, _ in similar_pairs(held_out, both, threshold)}
+    if leaked:
+        print(f"[promptbake] {len(leaked)} training input(s) near-duplicate a held-out input (similarity >= "
+              f"{threshold}): dropped from training, e.g. {sorted(leaked)[0]!r:.80}", flush=True)
+    return [t for t in train if t not in leaked], [t for t in validation if t not in leaked], len(leaked)
 
 
 def prompt_only_rows(texts: list[str], inputs: dict[str, InputItem]) -> list[dict]:

@@ -32,6 +32,12 @@ class BaseCheck(StrictModel):
         """A deterministic fix for a failing response, or None when this rule has no mechanical fix."""
         return None
 
+    @property
+    def uses_label(self) -> bool:
+        """Whether the check compares with the reference label. Such a check cannot choose between answers at
+        inference time (no label there): the inference-time arms select with the other checks only."""
+        return False
+
 
 def extract_json_object(text: str) -> str | None:
     """The outermost {...} of `text` when it parses as JSON, else None (the repair of the JSON kinds)."""

@@ -241,6 +241,10 @@ class LabelMatch(BaseCheck):
     kind: Literal["label_match"]
     mode: Literal["exact", "normalised"] = "exact"
 
+    @property
+    def uses_label(self) -> bool:
+        return True
+
     def evaluate(self, input, response, label=None):
         if label is None:
             return fail("no label")
@@ -287,6 +291,10 @@ class Python(BaseCheck):
 
     kind: Literal["python"]
     function: str
+
+    @property
+    def uses_label(self) -> bool:
+        return load_function(self.function)[1]
 
     @field_validator("function")
     @classmethod

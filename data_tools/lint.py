@@ -252,6 +252,18 @@ def template_regex(template: str, slots: dict[str, list], missing: dict[str, str
     return re.compile("".join(parts))
 
 
+def fixed_answer_check(rows: list[dict], spec) -> dict:
+    """The best fixed answer (the most frequent completion, or a few-shot example's output) scored on every input
+    of the spec: when it passes most of them, the checks test the format only (data_tools/format_only.py)."""
+    from data_tools.format_only import best_fixed_answer, fixed_answers, format_only_warning
+    from data_tools.inputs import load_inputs
+
+    items = [(text, item.label) for text, item in load_inputs(spec, quiet=True).items()]
+    best = best_fixed_answer(spec, items, fixed_answers(spec, (r["completion"] for r in rows)))
+    return {"answer": best["answer"], "source": best["source"], "pass_rate": best["pass_rate"],
+            "warning": format_only_warning(best)}
+
+
 def slot_coverage(rows: list[dict], spec) -> dict:
     """Per template slot: training rows that show it present vs absent (empty, or its `missing` text)."""
     src = spec.inputs
@@ -302,7 +314,7 @@ def main(config: LintConfig) -> dict:
     lengths = token_lengths(rows, config.model)
     truncated = [r["line"] for r, n in zip(rows, lengths) if n > config.max_length]
 
-    rules = coverage = None
+    rules = coverage = fixed = None
     if config.spec:
         from data_tools.spec import load_spec
 
@@ -316,6 +328,9 @@ def main(config: LintConfig) -> dict:
         rules, coverage = rule_pass_rates(rows, spec), slot_coverage(rows, spec)
         if "note" in coverage:
             notes.append(coverage["note"])
+        fixed = fixed_answer_check(rows, spec)
+        if fixed["warning"]:
+            notes.append(fixed["warning"])
     else:
         notes.append("no spec given: pass spec=<the prompt spec> for per-rule pass rates and slot coverage")
 
@@ -329,6 +344,7 @@ def main(config: LintConfig) -> dict:
         "truncated_rows": len(truncated),
         "rows_failing_rules": len(rules["rows_failing"]) if rules else 0,
         "slots_never_missing": len(coverage.get("uncovered", [])) if coverage else 0,
+        "format_only_checks": int(bool(fixed and fixed["warning"])),
     }
     report = {
         "dataset": str(config.dataset), "rows": len(rows), "eval_inputs": len(eval_rows), "pref_rows": len(pref_rows),
@@ -337,7 +353,7 @@ def main(config: LintConfig) -> dict:
         "near_duplicates": near, "leakage": leaked, "invented_values": values,
         "lengths": {"tokens": lengths, "max": max(lengths), "mean": round(sum(lengths) / len(lengths), 1),
                     "max_length": config.max_length, "truncated_lines": truncated},
-        "rules": rules, "coverage": coverage, "notes": notes,
+        "rules": rules, "coverage": coverage, "fixed_answer": fixed, "notes": notes,
     }
     write_json(out_dir / "lint.json", report)
     atomic_write_text(out_dir / "lint.md", markdown(report))

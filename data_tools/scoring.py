@@ -43,6 +43,32 @@ def repair(rules: list[Rule], input: str, response: str, rounds: int = 3, label:
     return text if all_pass(score(rules, input, text, label)) else None
 
 
+def repair_best_effort(rules: list[Rule], input: str, response: str, rounds: int = 3) -> str:
+    """The response with the repairs of its failing rules applied, even when some rule stays failed: the
+    variant seen (the response itself included) that passes the most checks, earliest on ties. This is what a
+    deployment could do to the prompted model's answers at inference: no label is used, and a label-comparing
+    check neither triggers nor judges a repair."""
+    usable = [r for r in rules if r.check is not None and not r.check.uses_label]
+
+    def passed(text: str) -> int:
+        return sum(r.check.evaluate(input, text).passed for r in usable)
+
+    best, best_passed, text = response, passed(response), response
+    for _ in range(rounds):
+        changed = False
+        for rule in usable:
+            if rule.check.evaluate(input, text).passed:
+                continue
+            fixed = rule.check.repair(input, text)
+            if fixed is not None and fixed != text:
+                text, changed = fixed, True
+        if not changed:
+            break
+        if passed(text) > best_passed:
+            best, best_passed = text, passed(text)
+    return best
+
+
 def loose_variants(response: str) -> list[str]:
     """IFEval's loose transformations: the response with its first line, last line or both removed, each
     with and without markdown asterisks. A rule is loosely followed if any variant passes; this forgives a

@@ -85,6 +85,8 @@ def table_rows(metrics: dict, arms: list[str], rule_ids: list[str]) -> list[tupl
     for key in (k for k in metrics if k.startswith("judge_vs_")):
         rows.append((f"judge win rate vs {key[len('judge_vs_'):]}",
                      [pct(metrics[key][arm]["win_rate"]) if arm in metrics[key] else "-" for arm in arms]))
+    if any("answer_diversity" in m for m in ms):
+        rows.append(("answer diversity", [pct(m.get("answer_diversity")) for m in ms]))
     rows += [("prompt tokens / request", [f"{m['prompt_tokens_per_request']:.0f}" for m in ms]),
              ("generated tokens / request", [f"{m['generated_tokens_per_request']:.0f}" for m in ms]),
              ("latency s / request", [f"{m['latency_s_per_request']:.3f}" for m in ms])]

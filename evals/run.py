@@ -3,19 +3,14 @@
     promptbake eval configs/evals/demo.yaml [key=value ...]
 
 Every arm answers the same held-out inputs with the same generation settings (greedy by default) and the
-same batch size; every answer is scored raw by the spec's checks (no repairs). Each side (base, tuned) runs
-here through the batched local backend, or on an OpenAI-compatible endpoint. Arms:
+same batch size; every answer is scored raw by the spec's checks. Each side (base, tuned) runs here through the
+batched local backend, or on an OpenAI-compatible endpoint. The arms (base_prompted, tuned_unprompted, the
+inference-time alternatives base_prompted_repaired and base_prompted_best_of_n, the null arm constant, drift, ...)
+are defined in evals/arms.py.
 
-    base_prompted     base model + system prompt + rules + few-shot examples (what the teacher saw)
-    base_rules_only   base model + system prompt + rules
-    base_unprompted   base model + bare input
-    tuned_unprompted  tuned model + bare input       <- the model we want to ship
-    tuned_prompted    tuned model + the full prompt
-    drift             base and tuned model on general questions outside the spec, no prompt: KL, short-answer
-                      agreement, answers still answering (evals/drift.py; its settings: the `drift` section)
-
-Writes `metrics.json` (per arm: all_rules_adherence, all_rules_ci95, per_rule, prompt_tokens_per_request,
-generated_tokens_per_request, latency_s_per_request, n; and vs_base_prompted: arm -> McNemar p-value; and
+Writes `metrics.json` (per arm: all_rules_adherence, all_rules_passed, all_rules_ci95, per_rule, label_match
+where inputs have labels, answer_diversity, prompt_tokens_per_request, generated_tokens_per_request,
+latency_s_per_request, n; and vs_base_prompted: arm -> McNemar p-value; and
 drift: the drift arm's figures, with answers_drift.jsonl),
 `answers_<arm>.jsonl` with every answer and its failed checks, and prints a comparison table.
 """
@@ -23,36 +18,21 @@ drift: the drift arm's figures, with answers_drift.jsonl),
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from data_tools.check_base import extract_json_object
-from data_tools.checks import normalise_label
-from data_tools.scoring import all_pass, failures, score, score_loose
 from data_tools.spec import EndpointSpec, PromptSpec, Sampling, load_spec
 from data_tools.vllm_server import check_endpoint_model
+from evals import arms as arm_kinds
+from evals.arms import ARMS, ArmName
 from evals.drift import DriftConfig
 from evals.judge import JudgeSpec
-from evals.stats import mcnemar_exact, wilson_ci95
+from evals.stats import mcnemar_exact
 from promptbake.config import DEFAULT_MODEL, InputError, StrictModel, load_config
 from promptbake.entry import stage_parser
 from promptbake.io import iter_jsonl, write_json, write_jsonl
-
-Arm = Literal["base_prompted", "base_rules_only", "base_unprompted", "tuned_unprompted", "tuned_prompted",
-              "drift"]
-# arm -> (which model, which prompt); drift loads both models itself (evals/drift.py)
-ARMS: dict[str, tuple[str, str]] = {
-    "base_prompted": ("base", "full"),
-    "base_rules_only": ("base", "rules"),
-    "base_unprompted": ("base", "none"),
-    "tuned_unprompted": ("tuned", "none"),
-    "tuned_prompted": ("tuned", "full"),
-    "drift": ("base and tuned", "none"),
-}
 
 
 class EvalConfig(StrictModel):
@@ -68,7 +48,14 @@ class EvalConfig(StrictModel):
     loading `base_model` here."""
     tuned_endpoint: EndpointSpec | None = None
     """Likewise for the tuned_* arms (e.g. the exported model behind vLLM)."""
-    arms: list[Arm] = Field(default_factory=lambda: ["base_prompted", "tuned_unprompted"], min_length=1)
+    arms: list[ArmName] = Field(default_factory=lambda: ["base_prompted", "tuned_unprompted"], min_length=1)
+    """Which arms answer (evals/arms.py). The bake adds constant, base_prompted_repaired and
+    base_prompted_best_of_n."""
+    train_rows: str | None = None
+    """The SFT rows (`sft_train.jsonl`) whose most frequent completion the `constant` arm tries beside the spec's
+    few-shot example outputs."""
+    best_of_n: PositiveInt | None = None
+    """Samples per input of `base_prompted_best_of_n`; default the teacher's n, at least 4."""
     sampling: Sampling = Sampling(max_new_tokens=64)
     """Identical for every arm; greedy by default so that the comparison has no sampling noise."""
     batch_size: PositiveInt = 16
@@ -85,10 +72,22 @@ class EvalConfig(StrictModel):
 
     @model_validator(mode="after")
     def _tuned_arms_need_a_model(self):
-        tuned = [a for a in self.arms if ARMS[a][0] == "tuned"]
+        tuned = [a for a in self.arms if ARMS[a].model == "tuned"]
         if tuned and not self.tuned_model:
             if not self.tuned_endpoint:
                 raise ValueError(f"field 'tuned_model' is required by the arms {tuned}")
+        return self
+
+    @model_validator(mode="after")
+    def _derived_arms_need_their_source(self):
+        for arm in self.arms:
+            source = ARMS[arm].source
+            if source is not None and source not in self.arms:
+                raise ValueError(f"the arm {arm} repairs the answers of {source}: add {source} to 'arms'")
+            if source is not None and self.sampling.n != 1:
+                raise ValueError(f"the arm {arm} repairs one answer per input: set sampling.n to 1")
+        if self.arms == ["constant"]:
+            raise ValueError("the arm constant is a baseline: add an arm such as tuned_unprompted")
         return self
 
     @model_validator(mode="after")
@@ -111,6 +110,19 @@ class EvalConfig(StrictModel):
                 raise ValueError(f"judge.against={self.judge.against!r} is not one of the arms {self.arms}")
         return self
 
+    @model_validator(mode="after")
+    def _models_exist(self):
+        """A model loaded here (not served by an endpoint) must exist: a wrong path is refused before any arm
+        runs, not after the base arms have (promptbake.models.model_ref_problem)."""
+        from promptbake.models import check_model_fields
+
+        sides = {ARMS[a].model for a in self.arms}  # "both": the drift arm, which loads both models here
+        base = "both" in sides or ("base" in sides and self.base_endpoint is None)
+        tuned = "both" in sides or ("tuned" in sides and self.tuned_endpoint is None)
+        check_model_fields({"base_model": self.base_model if base else None,
+                            "tuned_model": self.tuned_model if tuned else None})
+        return self
+
 
 def read_eval_inputs(path: str, limit: int | None) -> list[tuple[str, str | None]]:
     """(input, label or None) for each held-out prompt-only row."""
@@ -129,90 +141,8 @@ def read_eval_inputs(path: str, limit: int | None) -> list[tuple[str, str | None
     return items[:limit] if limit else items
 
 
-def conversation(spec: PromptSpec, prompt: str, text: str) -> list[dict]:
-    if prompt == "full":
-        return spec.prompted_messages(text, with_examples=True)
-    if prompt == "rules":
-        return spec.prompted_messages(text, with_examples=False)
-    return [{"role": "user", "content": text}]
-
-
-def run_arm(backend, spec: PromptSpec, items: list[tuple[str, str | None]], prompt: str, sampling: Sampling):
-    """Answer and score every input; returns (answer records, all-rules outcome per answer, arm metrics)."""
-    from tqdm import tqdm
-
-    texts = [text for text, _ in items]
-    bar = tqdm(total=len(texts), desc=f"eval {prompt}-prompt", unit="input")
-    start = time.perf_counter()
-    completions = backend.generate([conversation(spec, prompt, t) for t in texts], sampling,
-                                   on_batch=lambda idx, _: bar.update(len(idx)))
-    wall = time.perf_counter() - start
-    bar.close()
-    rule_ids = [r.id for r in spec.rules if r.check is not None]
-    records, strict, loose, matches = [], [], [], []
-    per_rule = {rid: [] for rid in rule_ids}
-    per_rule_loose = {rid: [] for rid in rule_ids}
-    for (text, label), comp in zip(items, completions):
-        for answer in comp.texts:
-            results = score(spec.rules, text, answer, label)
-            results_loose = score_loose(spec.rules, text, answer, label)
-            for rid in rule_ids:
-                per_rule[rid].append(results[rid].passed)
-                per_rule_loose[rid].append(results_loose[rid])
-            strict.append(all_pass(results))
-            loose.append(all(results_loose.values()))
-            record = {"input": text, "answer": answer, "all_rules": strict[-1], "failed": failures(results)}
-            if label is not None:
-                fields = label_matches(answer, label)
-                matches.append(fields)
-                record.update(label=label, label_match=all(fields.values()), label_match_fields=fields)
-            records.append(record)
-    n = len(strict)
-    metrics = {
-        "n": n,
-        "all_rules_adherence": sum(strict) / n,
-        "all_rules_ci95": list(wilson_ci95(sum(strict), n)),
-        "per_rule": {rid: sum(v) / n for rid, v in per_rule.items()},
-        "all_rules_adherence_loose": sum(loose) / n,
-        "all_rules_loose_ci95": list(wilson_ci95(sum(loose), n)),
-        "per_rule_loose": {rid: sum(v) / n for rid, v in per_rule_loose.items()},
-        "prompt_tokens_per_request": sum(c.prompt_tokens for c in completions) / len(completions),
-        "generated_tokens_per_request": sum(sum(c.completion_tokens) for c in completions) / n,
-        "latency_s_per_request": wall / len(texts),
-        "throughput_requests_per_s": len(texts) / wall,
-    }
-    if matches:
-        whole = [all(m.values()) for m in matches]
-        metrics["label_match"] = sum(whole) / len(whole)
-        metrics["label_match_ci95"] = list(wilson_ci95(sum(whole), len(whole)))
-        names = list(dict.fromkeys(k for m in matches for k in m))
-        if names != ["label"]:
-            metrics["label_match_per_field"] = {k: sum(m.get(k, False) for m in matches) / len(matches) for k in names}
-    return records, strict, metrics
-
-
-def label_matches(answer: str, label: str | dict) -> dict[str, bool]:
-    """Field -> whether the answer agrees with the label on it. A dict label (several label columns), or a
-    label that is itself a JSON object, is matched field by field against the answer's JSON object (a field
-    the answer lacks, or an answer with no JSON, does not match); a plain string label is one field, `label`,
-    compared whole after normalisation. Matching a whole JSON answer as a string would count a reordered key
-    or an extra space as wrong."""
-    expected = label if isinstance(label, dict) else None
-    if expected is None:
-        found = extract_json_object(label)
-        expected = json.loads(found) if found is not None and isinstance(json.loads(found), dict) else None
-    if expected is None:
-        return {"label": normalise_label(answer) == normalise_label(label)}
-    found = extract_json_object(answer)
-    got = json.loads(found) if found is not None else None
-    got = got if isinstance(got, dict) else {}
-    return {k: k in got and same_value(got[k], v) for k, v in expected.items()}
-
-
-def same_value(got, expected) -> bool:
-    if isinstance(expected, str) and isinstance(got, str):
-        return normalise_label(got) == normalise_label(expected)
-    return got == expected
+COST_KEYS = ("prompt_tokens_per_request", "generated_tokens_per_request", "latency_s_per_request",
+             "throughput_requests_per_s")
 
 
 def main(config: EvalConfig, spec: PromptSpec | None = None) -> dict:
@@ -232,8 +162,14 @@ def main(config: EvalConfig, spec: PromptSpec | None = None) -> dict:
     metrics: dict = {}
     outcomes: dict[str, list[bool]] = {}
     records: dict[str, list[dict]] = {}
+
+    def finish(arm: str, answers: list[list[str]], cost: dict, model_name: str, **extra) -> None:
+        records[arm], outcomes[arm], metrics[arm] = arm_kinds.score_answers(spec, items, answers, cost)
+        metrics[arm].update(model=model_name, **extra)
+        write_jsonl(out / f"answers_{arm}.jsonl", records[arm])
+
     for which in ("base", "tuned"):
-        arms = [a for a in config.arms if ARMS[a][0] == which]
+        arms = [a for a in ARMS if a in config.arms and ARMS[a].model == which]
         if not arms:
             continue
         endpoint = config.base_endpoint if which == "base" else config.tuned_endpoint
@@ -244,11 +180,25 @@ def main(config: EvalConfig, spec: PromptSpec | None = None) -> dict:
         else:
             model_name = config.base_model if which == "base" else config.tuned_model
             backend = LocalBackend.from_name(model_name, config.batch_size)
-        for arm in arms:
-            records[arm], outcomes[arm], metrics[arm] = run_arm(backend, spec, items, ARMS[arm][1], config.sampling)
-            metrics[arm]["model"] = model_name
-            write_jsonl(out / f"answers_{arm}.jsonl", records[arm])
+        for arm in arms:  # in registry order: a repaired arm's source has answered before it
+            kind = ARMS[arm]
+            if kind.how == "greedy":
+                answers, cost = arm_kinds.greedy_answers(backend, spec, items, kind.prompt, config.sampling)
+                finish(arm, answers, cost, model_name)
+            elif kind.how == "repaired":
+                answers, cost, changed = arm_kinds.repaired_answers(spec, items, records[kind.source],
+                                                                    {k: metrics[kind.source][k] for k in COST_KEYS})
+                finish(arm, answers, cost, f"{model_name} + repairs", repaired_answers=changed)
+            elif kind.how == "best_of_n":
+                sampling = arm_kinds.best_of_n_sampling(spec, config.best_of_n or max(4, spec.teacher.sampling.n),
+                                                        config.sampling.max_new_tokens)
+                answers, cost, raw = arm_kinds.best_of_n_answers(backend, spec, items, sampling)
+                finish(arm, answers, cost, model_name, samples_per_input=sampling.n, raw_sample_kept=raw,
+                       temperature=sampling.temperature)
         del backend  # one model in memory at a time
+    if "constant" in config.arms:
+        answers, cost, chosen = arm_kinds.constant_answers(spec, items, config.train_rows)
+        finish("constant", answers, cost, "none (one fixed answer)", **chosen)
     if "base_prompted" in outcomes:
         metrics["vs_base_prompted"] = {arm: mcnemar_exact(outcomes["base_prompted"], o)
                                        for arm, o in outcomes.items() if arm != "base_prompted"}
@@ -261,7 +211,7 @@ def main(config: EvalConfig, spec: PromptSpec | None = None) -> dict:
     write_reports(metrics, records, rules, out, title=f"{spec.name}: tuned without prompt vs prompted base")
     if config.report_to == "wandb":
         log_to_wandb(config, metrics, records)
-    print_table(metrics, [a for a in config.arms if a != "drift"], out)
+    print_table(metrics, [a for a in ARMS if a in config.arms and a != "drift"], out)
     if questions is not None:
         print_drift_table(metrics["drift"])
     return metrics
@@ -326,6 +276,7 @@ def print_table(metrics: dict, arms: list[str], out: Path) -> None:
     if judge:
         table.add_row(f"judge win rate vs {judge[len('judge_vs_'):]}",
                       *[f"{metrics[judge][a]['win_rate']:.0%}" if a in metrics[judge] else "-" for a in arms])
+    table.add_row("answer diversity", *[f"{metrics[a]['answer_diversity']:.0%}" for a in arms])
     table.add_row("prompt tokens / request", *[f"{metrics[a]['prompt_tokens_per_request']:.0f}" for a in arms])
     table.add_row("generated tokens / request",
                   *[f"{metrics[a]['generated_tokens_per_request']:.0f}" for a in arms])

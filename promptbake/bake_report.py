@@ -13,19 +13,48 @@ from pathlib import Path
 from promptbake.html import line_chart_svg, page
 from promptbake.io import atomic_write_text, iter_jsonl
 
+ARM_COLUMNS = ("base_prompted", "tuned_unprompted", "constant", "base_prompted_repaired", "base_prompted_best_of_n")
+
+
+def arm_table(metrics: dict) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """(arms, rows): all rules, each rule, label match, answer diversity, tokens and latency per request, p."""
+    arms = [a for a in ARM_COLUMNS if a in metrics]
+    ms = [metrics[a] for a in arms]
+    rows = [("all rules", [f"{m['all_rules_adherence']:.1%}" for m in ms])]
+    rows += [(rid, [f"{m['per_rule'].get(rid, 0):.1%}" for m in ms]) for rid in ms[0]["per_rule"]]
+    if any("label_match" in m for m in ms):
+        rows.append(("label match", [f"{m['label_match']:.1%}" if "label_match" in m else "-" for m in ms]))
+    if all("answer_diversity" in m for m in ms):
+        rows.append(("answer diversity", [f"{m['answer_diversity']:.0%}" for m in ms]))
+    rows.append(("tokens / request", [f"{m['prompt_tokens_per_request'] + m['generated_tokens_per_request']:.0f}"
+                                      for m in ms]))
+    rows.append(("latency s / request", [f"{m['latency_s_per_request']:.2f}" for m in ms]))
+    vs = metrics.get("vs_base_prompted", {})
+    rows.append(("McNemar p vs base_prompted", [f"{vs[a]:.2g}" if a in vs else "-" for a in arms]))
+    return arms, rows
+
+
+def provenance_line(provenance: dict | None) -> str | None:
+    if not provenance:
+        return None
+    return "training rows by source: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in provenance.items())
+
 
 def report_markdown(result: dict, metrics: dict, curve: list[dict], sft: dict) -> str:
     """The report as Markdown (to paste into a PR or an issue)."""
-    base, tuned = metrics["base_prompted"], metrics["tuned_unprompted"]
     lines = [f"# bake: {result['spec']}", "", f"**Verdict:** {result['statement']}", ""]
+    if result.get("alternatives"):
+        lines += [f"**Against the inference-time alternatives:** {result['alternatives']}", ""]
+    if provenance_line(result.get("provenance")):
+        lines += [f"**Provenance:** {provenance_line(result['provenance'])}", ""]
     if result.get("drift_warning"):
         lines += [f"**Drift:** {result['drift_warning']}", ""]
     if result["diagnosis"]:
         lines += ["## Diagnosis", "", *[f"- {d}" for d in result["diagnosis"]], "",
                   f"**Try first:** {result['try_first']}", ""]
-    lines += ["## Per rule (held-out inputs)", "", "| rule | base_prompted | tuned_unprompted |", "|---|---|---|"]
-    lines += [f"| all rules | {base['all_rules_adherence']:.1%} | {tuned['all_rules_adherence']:.1%} |"]
-    lines += [f"| {rid} | {v:.1%} | {tuned['per_rule'].get(rid, 0):.1%} |" for rid, v in base["per_rule"].items()]
+    arms, rows = arm_table(metrics)
+    lines += ["## Arms (held-out inputs)", "", "| | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows]
     lines += ["", f"Training budget {sft['budget_steps']} steps; kept step {sft.get('kept_step')}.", ""]
     if curve:
         rule_ids = list(curve[0]["per_rule"])
@@ -42,6 +71,10 @@ def print_verdict(result: dict, metrics: dict, run: Path) -> None:
     times = ", ".join(f"{k} {v:.0f} s" for k, v in result["stage_times_s"].items())
     print(f"\n=== bake {result['spec']} done in {result['time_s']:.0f} s{f' ({times})' if times else ''} ===")
     print(result["statement"])
+    if result.get("alternatives"):
+        print(result["alternatives"])
+    if provenance_line(result.get("provenance")):
+        print(provenance_line(result["provenance"]))
     for d in result["diagnosis"]:
         print(f"  - {d}")
     if result["try_first"]:
@@ -69,20 +102,23 @@ def curve_svg(plot_id: str, title: str, curve: list[dict]) -> str:
 
 
 def report_html(result: dict, metrics: dict, curves: list[tuple[str, list[dict]]], sft: dict) -> str:
-    base, tuned = metrics["base_prompted"], metrics["tuned_unprompted"]
     body = [f"<h1>bake: {escape(result['spec'])}</h1>",
             f"<p><strong>Verdict:</strong> {escape(result['statement'])}</p>"]
+    if result.get("alternatives"):
+        body.append(f"<p><strong>Against the inference-time alternatives:</strong> "
+                    f"{escape(result['alternatives'])}</p>")
+    if provenance_line(result.get("provenance")):
+        body.append(f"<p><strong>Provenance:</strong> {escape(provenance_line(result['provenance']))}</p>")
     if result.get("drift_warning"):
         body.append(f"<p><strong>Drift:</strong> {escape(result['drift_warning'])}</p>")
     if result["diagnosis"]:
         body.append("<h2>Diagnosis</h2><ul>" + "".join(f"<li>{escape(d)}</li>" for d in result["diagnosis"])
                     + f"</ul><p><strong>Try first:</strong> {escape(result['try_first'])}</p>")
-    rows = [("all rules", base["all_rules_adherence"], tuned["all_rules_adherence"])]
-    rows += [(rid, v, tuned["per_rule"].get(rid, 0.0)) for rid, v in base["per_rule"].items()]
-    body.append("<h2>Per rule (held-out inputs)</h2><table><tr><th>rule</th><th>base_prompted</th>"
-                "<th>tuned_unprompted</th></tr>" + "".join(
-                    f'<tr><th>{escape(r)}</th><td class="num">{b:.1%}</td><td class="num">{t:.1%}</td></tr>'
-                    for r, b, t in rows) + "</table>")
+    arms, rows = arm_table(metrics)
+    body.append("<h2>Arms (held-out inputs)</h2><table><tr><th></th>"
+                + "".join(f"<th>{escape(a)}</th>" for a in arms) + "</tr>" + "".join(
+                    f"<tr><th>{escape(name)}</th>" + "".join(f'<td class="num">{escape(c)}</td>' for c in cells)
+                    + "</tr>" for name, cells in rows) + "</table>")
     body.append(f"<p>Training budget {sft['budget_steps']} steps; kept step {sft.get('kept_step')}. The eval's own "
                 "report (every answer, by arm) is eval/report.html.</p>")
     for i, (title, curve) in enumerate(curves):

@@ -12,7 +12,7 @@ from data_tools.spec import load_spec
 from promptbake.bake import BudgetSpec, ValidationSpec, budget_steps, load_bake, validation_size
 from promptbake.bake import main as bake
 from promptbake.config import InputError, load_config
-from promptbake.verdict import verdict
+from promptbake.verdict import is_won, min_decisive_n, verdict
 
 FAST = ["report_to=none", "export=false", "synthesis_min_inputs=0", "budget.min_steps=4", "budget.max_steps=6",
         "validation.fraction=0.3", "validation.min_inputs=2", "validation.min_train_inputs=4",
@@ -149,8 +149,9 @@ def test_bad_bake_override_fails_before_any_model_loads(tiny_spec, tmp_path):
 
 
 def metrics_for(base: float, tuned: float, p: float, per_rule_tuned: dict, per_rule_base: dict) -> dict:
-    return {"base_prompted": {"all_rules_adherence": base, "per_rule": per_rule_base, "n": 40},
-            "tuned_unprompted": {"all_rules_adherence": tuned, "per_rule": per_rule_tuned, "n": 40},
+    cost = {"prompt_tokens_per_request": 200.0, "generated_tokens_per_request": 40.0, "latency_s_per_request": 0.4}
+    return {"base_prompted": {"all_rules_adherence": base, "per_rule": per_rule_base, "n": 40, **cost},
+            "tuned_unprompted": {"all_rules_adherence": tuned, "per_rule": per_rule_tuned, "n": 40, **cost},
             "vs_base_prompted": {"tuned_unprompted": p}}
 
 
@@ -164,10 +165,70 @@ def point(step, all_rules, a=0.5, b=0.5):
 
 def test_verdict_wins_by_margin_or_absolute():
     won = verdict(metrics_for(0.2, 0.31, 0.01, {"a": 1, "b": 0.31}, {"a": 1, "b": 0.2}), MANIFEST, [], 60)
-    assert won["won"] and won["relation"] == "beats" and won["diagnosis"] == [] and won["try_first"] is None
-    assert verdict(metrics_for(0.9, 0.95, 0.5, {}, {}), MANIFEST, [], 60)["won"]
-    close = verdict(metrics_for(0.2, 0.29, 0.3, {"a": 1, "b": 0.3}, {"a": 1, "b": 0.2}), MANIFEST, [], 60)
-    assert not close["won"] and close["relation"] == "is not distinguishable from"
+    assert won["won"] and won["outcome"] == "won" and won["relation"] == "beats"
+    assert won["diagnosis"] == [] and won["try_first"] is None
+    close = verdict(metrics_for(0.2, 0.275, 0.3, {"a": 1, "b": 0.3}, {"a": 1, "b": 0.2}), MANIFEST, [], 60)
+    assert not close["won"] and close["outcome"] == "not won" and close["relation"] == "is not distinguishable from"
+
+
+def arm(passed: int, n: int, **extra) -> dict:
+    return {"all_rules_passed": passed, "all_rules_adherence": passed / n, "n": n, "per_rule": {},
+            "prompt_tokens_per_request": 200.0, "generated_tokens_per_request": 40.0, "latency_s_per_request": 0.4,
+            **extra}
+
+
+def test_verdict_margin_is_exact_and_needs_significance():
+    """3/10 vs 2/10 is exactly +0.10 (floats say 0.30000000000000004 >= 0.3 only by luck of rounding); and a
+    margin met on too few inputs is undecided, with the number of inputs that could decide it."""
+    assert is_won(2, 3, 10) and not is_won(2, 2, 10) and is_won(0, 19, 20)
+    assert min_decisive_n() == 51  # 6 discordant pairs (p = 2 / 2**6 < 0.05), >= 10 points of n
+    tiny = verdict({"base_prompted": arm(1, 6), "tuned_unprompted": arm(2, 6),
+                    "vs_base_prompted": {"tuned_unprompted": 1.0}}, MANIFEST, [], 60)
+    assert tiny["outcome"] == "undecided" and not tiny["won"]
+    assert "n=6 held-out inputs with 1 already passed by the prompted base cannot show a significant gain; " \
+           "give at least 51" in tiny["statement"]
+    assert tiny["try_first"].startswith("give at least 51 held-out inputs")
+    near_top = verdict({"base_prompted": arm(36, 40), "tuned_unprompted": arm(38, 40),
+                        "vs_base_prompted": {"tuned_unprompted": 0.5}}, MANIFEST, [], 60)
+    assert near_top["outcome"] == "undecided" and "with 36 already passed" in near_top["statement"]
+    small = verdict({"base_prompted": arm(10, 40), "tuned_unprompted": arm(15, 40),
+                     "vs_base_prompted": {"tuned_unprompted": 0.2}}, MANIFEST, [], 60)
+    assert "the gain is not significant (p=0.2); n=40 held-out inputs cannot show a 10-point gain" in \
+        small["statement"]
+    large = verdict({"base_prompted": arm(30, 60), "tuned_unprompted": arm(37, 60),
+                     "vs_base_prompted": {"tuned_unprompted": 0.2}}, MANIFEST, [], 60)
+    assert large["outcome"] == "undecided" and large["statement"].endswith("the gain is not significant (p=0.2)")
+
+
+def test_a_fixed_answer_or_wrong_content_is_not_a_win():
+    base, tuned = arm(2, 36), arm(36, 36, answer_diversity=0.03)
+    constant = arm(36, 36, constant_answer="quick answer: yes.", constant_source="few-shot example 1's output",
+                   prompt_tokens_per_request=0.0, generated_tokens_per_request=0.0, latency_s_per_request=0.0)
+    template = verdict({"base_prompted": base, "tuned_unprompted": tuned, "constant": constant,
+                        "vs_base_prompted": {"tuned_unprompted": 1e-10}}, MANIFEST, [], 60)
+    assert template["outcome"] == "not won" and template["relation"] == "beats"
+    assert "a fixed answer (few-shot example 1's output: 'quick answer: yes.') passes 100%" in template["statement"]
+    assert "cannot tell the tuned model from a template" in template["statement"]
+    assert "answer diversity 3%" in template["statement"]
+    wrong = verdict({"base_prompted": arm(2, 36, label_match=0.5), "tuned_unprompted": arm(36, 36, label_match=0.2),
+                     "constant": arm(3, 36), "vs_base_prompted": {"tuned_unprompted": 1e-10}}, MANIFEST, [], 60)
+    assert wrong["outcome"] == "not won" and "label match is below the prompted base's (20% vs 50%)" in \
+        wrong["statement"]
+
+
+def test_verdict_names_the_cheapest_arm_that_reaches_the_tuned_model():
+    metrics = {"base_prompted": arm(2, 36), "tuned_unprompted": arm(35, 36, prompt_tokens_per_request=40.0),
+               "base_prompted_repaired": arm(35, 36), "vs_base_prompted": {"tuned_unprompted": 1e-9},
+               "base_prompted_best_of_n": arm(36, 36, generated_tokens_per_request=160.0)}
+    v = verdict(metrics, MANIFEST, [], 60)
+    assert v["won"] and v["cheapest_reaching_tuned"] == "base_prompted_repaired"
+    assert v["alternatives"].startswith("training bought nothing over repair: base_prompted_repaired reaches 97%")
+    metrics["base_prompted_repaired"] = arm(20, 36)
+    metrics["base_prompted_best_of_n"] = arm(30, 36)
+    v = verdict(metrics, MANIFEST, [], 60)
+    assert v["cheapest_reaching_tuned"] == "tuned_unprompted"
+    assert v["alternatives"].startswith("no inference-time alternative reaches the tuned model: the best, "
+                                        "base_prompted_best_of_n, passes 83%")
 
 
 def test_diagnosis_reads_under_and_over_training_from_the_curve():

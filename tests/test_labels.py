@@ -12,7 +12,7 @@ from data_tools import build
 from data_tools.backends import LocalBackend
 from data_tools.inputs import load_inputs
 from data_tools.spec import load_spec
-from evals.run import label_matches
+from evals.labels import label_matches
 from promptbake.config import InputError
 
 TRIAGE = """\
