@@ -5,13 +5,14 @@ every gallery spec builds end to end with a tiny teacher."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 import re
 from pathlib import Path
 
 import pytest
 
 from data_tools.gallery_checks import TOOLS
-from data_tools.inputs import load_inputs
+from data_tools.inputs import load_inputs, split_inputs
 from data_tools.scoring import failures, score
 from data_tools.spec import PromptSpec, load_spec
 from promptbake.config import InputError
@@ -67,19 +68,31 @@ def test_labels_and_examples_pass_their_own_checks(name):
 def test_csv_extraction_rejects_invented_values():
     spec = spec_of("csv_extraction")
     text = "Delta Plus needs a copy of the receipt for ORD-29932. Our line is 800-555-8784."
-    assert not failed(spec, text, ",800-555-8784,ORD-29932")
+    label = ",800-555-8784,ORD-29932"
+    assert not failed(spec, text, label, label)
+    assert not failed(spec, text, " ,800-555-8784 ,ord-29932", label) - {"csv_line"}  # case and spacing aside
     # seed 000: a name where the message gives none
-    assert failed(spec, text, "Kevin Smith,800-555-8784,ORD-29932") == {"name_from_message"}
+    assert failed(spec, text, "Kevin Smith,800-555-8784,ORD-29932", label) == {"name_from_message",
+                                                                               "fields_match_label"}
     # grounding checks that a value was given, not that it sits in the right field: a company in the name field
-    # passes the checks; the label (the evals' label match) is what catches it
-    assert not failed(spec, text, "Delta Plus,800-555-8784,ORD-29932")
-    assert failed(spec, text, ",800-555-8785,ORD-29932") == {"phone_from_message"}
-    assert failed(spec, text, ",800-555-8784,ORD-29933") == {"order_from_message"}
-    assert failed(spec, text, "Unknown,800-555-8784,ORD-29932") == {"name_from_message", "empty_means_empty"}
-    assert failed(spec, text, "name,phone,order_id\n,800-555-8784,ORD-29932") >= {"csv_line"}
+    # passes it; the content check against the label catches it, naming the field
+    results = score(spec.rules, text, "Delta Plus,800-555-8784,ORD-29932", label)
+    assert failures(results).keys() == {"fields_match_label"}
+    assert results["fields_match_label"].reason == "name 'delta plus' (label '')"
+    assert failed(spec, text, ",800-555-8785,ORD-29932", label) == {"phone_from_message", "fields_match_label"}
+    assert failed(spec, text, ",800-555-8784,ORD-29933", label) == {"order_from_message", "fields_match_label"}
+    assert failed(spec, text, "Unknown,800-555-8784,ORD-29932", label) == {
+        "name_from_message", "empty_means_empty", "fields_match_label"}
+    assert failed(spec, text, "name,phone,order_id\n,800-555-8784,ORD-29932", label) >= {"csv_line",
+                                                                                        "fields_match_label"}
+    # a value left out, or one answer for every message: grounded, well formed, and wrong
+    assert failed(spec, text, ",,ORD-29932", label) == {"fields_match_label"}
+    assert failed(spec, text, ",,", label) == {"fields_match_label"}
+    assert "no label" in score(spec.rules, text, label)["fields_match_label"].reason
     named = "Grace O'Neil here. Refund for ORD-77102 still pending."
-    assert not failed(spec, named, "Grace O'Neil,,ORD-77102")
-    assert failed(spec, named, '"Grace O\'Neil",,ORD-77102') == {"csv_line"}
+    assert not failed(spec, named, "Grace O'Neil,,ORD-77102", "Grace O'Neil,,ORD-77102")
+    assert failed(spec, named, '"Grace O\'Neil",,ORD-77102', "Grace O'Neil,,ORD-77102") == {"csv_line",
+                                                                                            "fields_match_label"}
 
 
 def test_bilingual_replies_need_both_languages():
@@ -138,7 +151,8 @@ def test_idk_context_says_i_dont_know_only_where_the_label_does():
     inputs = load_inputs(spec)
     unanswerable = [(t, i.label) for t, i in inputs.items() if i.label == "I don't know."]
     answerable = [(t, i.label) for t, i in inputs.items() if i.label != "I don't know."]
-    assert len(unanswerable) == len(answerable) == 12
+    # "I don't know." for every input must not pass most checks: about a quarter of the questions need it
+    assert len(unanswerable) >= 24 and len(unanswerable) <= 0.25 * len(inputs) < len(answerable)
     for text, label in unanswerable:
         assert not failed(spec, text, "I don't know.", label)
         assert not failed(spec, text, "i don't know", label)  # normalised: case and end punctuation
@@ -221,6 +235,31 @@ def test_review_reply_tag_follows_the_label():
     assert failed(spec, text, good.replace("so we can", "for a refund, and so we can"), "mixed") == {"no_refunds"}
     assert failed(spec, text, good.replace("— The Acme team", "- The Acme team"), "mixed") == {"sign_off"}
     assert failed(spec, text, good.replace("Thank you", "Thank you so " + "very " * 20), "mixed") == {"max_40_words"}
+    # about_the_review: the reply names something the reviewer wrote; a stock thank-you does not
+    stock = "[mixed] Thank you for your review! We're glad you enjoy the app. — The Acme team"
+    assert failed(spec, text, stock, "mixed") == {"about_the_review"}
+    assert failed(spec, "Not bad!", "[positive] Thanks for the kind words! — The Acme team", "positive") == {
+        "about_the_review"}
+    assert not failed(spec, "Not bad!", "[positive] Not bad is high praise, thank you! — The Acme team", "positive")
+
+
+# The labelled specs: one fixed answer for every input (each few-shot example's output, and the most frequent
+# label where a label is a whole answer) is right for at most a third of the held-out split, of 30 inputs or more.
+LABELLED = ["csv_extraction", "idk_context", "tool_call", "review_reply"]
+
+
+@pytest.mark.parametrize("name", LABELLED)
+def test_a_fixed_answer_is_wrong_for_most_labelled_held_out_inputs(name):
+    spec = spec_of(name)
+    inputs = load_inputs(spec, quiet=True)
+    _, held_out = split_inputs(list(inputs), spec.split.eval_fraction, spec.split.seed)
+    assert len(held_out) >= 30
+    answers = [ex.output for ex in spec.examples]
+    if name not in FIELD_LABELS:
+        answers.append(Counter(item.label for item in inputs.values()).most_common(1)[0][0])
+    for answer in answers:
+        passed = sum(not failed(spec, text, answer, inputs[text].label) for text in held_out)
+        assert passed <= len(held_out) / 3, (answer, f"{passed}/{len(held_out)}")
 
 
 @pytest.mark.parametrize("name", GALLERY)
