@@ -103,10 +103,42 @@ def test_bilingual_replies_need_both_languages():
     assert not failed(spec, text, good)
     assert failed(spec, text, "EN: Yes, we offer gift wrapping at checkout.") == {"spanish_second", "spanish_words"}
     copied = "EN: Yes, we offer gift wrapping.\n\nES: Yes, we offer gift wrapping."
-    assert failed(spec, text, copied) == {"spanish_words"}
+    assert failed(spec, text, copied) == {"spanish_words", "on_topic"}
+    # a few Spanish words sprinkled over a copy fool the word list, not the content check
+    assert failed(spec, text, "EN: Yes, we offer gift wrapping.\n\nES: Sí, we offer gift wrapping para usted.") == {
+        "on_topic"}
     assert failed(spec, text, good.replace("Yes,", "Yes [name],")) == {"no_placeholders"}
     assert failed(spec, text, good + "\n\nFR: Oui.") == {"spanish_second"}
     assert failed(spec, text, good[4:]) == {"english_first"}
+
+
+def test_bilingual_replies_answer_the_message():
+    """on_topic (content_checks.py): the reply shares a content word with the message; a stock reply does not."""
+    spec = spec_of("bilingual_replies")
+    good = {
+        "I was charged twice for the same order.":
+            "EN: I'm sorry you were charged twice. We have refunded the second payment; it will reach your account "
+            "in 3 to 5 days.\n\nES: Lamentamos el cargo doble. Hemos devuelto el segundo pago; llegará a su cuenta "
+            "en 3 a 5 días.",
+        "Do you deliver on Saturdays?":
+            "EN: Yes, we deliver on Saturdays in most areas. Choose Saturday delivery at checkout.\n\n"
+            "ES: Sí, entregamos los sábados en la mayoría de las zonas. Elija la entrega en sábado al pagar.",
+        "The headphones only play sound on the left side.":
+            "EN: Sorry about that. Please send the headphones back with our free return label and we will replace "
+            "them.\n\nES: Lo sentimos. Envíe los auriculares con nuestra etiqueta de devolución gratuita y los "
+            "cambiaremos.",
+        "The tablet case does not fit the model it says it fits.":  # names shared by EN and ES are no copy
+            "EN: Sorry the case does not fit. The listing says it fits the Galaxy Tab S9; we will send the right "
+            "case for your tablet today.\n\nES: Lamentamos que la funda no encaje. El anuncio dice que sirve para el "
+            "Galaxy Tab S9; hoy le enviaremos la funda correcta para su tablet.",
+    }
+    stock = ("EN: Thank you for your message. We will look into it and get back to you soon.\n\n"
+             "ES: Gracias por su mensaje. Lo revisaremos y le responderemos pronto.")
+    for text, answer in good.items():
+        assert not failed(spec, text, answer), text
+        assert failed(spec, text, stock) == {"on_topic"}, text
+    charger = spec.examples[0].output  # the charger example, given to a question about Saturdays
+    assert failed(spec, "Do you deliver on Saturdays?", charger) == {"on_topic"}
 
 
 def test_tool_call_checks():
@@ -173,7 +205,22 @@ def test_style_rules_each_violation_fails_its_own_rule():
     assert failed(spec, text, good.replace("weight and", "weight, and")) == {"no_comma"}
     assert failed(spec, text, good.replace("use two", "really use two")) == {"no_intensifiers"}
     assert failed(spec, text, good.replace(" anything else i can help with?", "")) == {"closing_question"}
-    assert failed(spec, text, "use anchors " * 20 + "anything else i can help with?") == {"under_40_words"}
+    assert failed(spec, text, "hang it on anchors " * 10 + "anything else i can help with?") == {"under_40_words"}
+    # on_topic (content_checks.py): the answer names what was asked about, the closing question does not count
+    assert failed(spec, text, "anything else i can help with?") == {"on_topic"}
+    assert failed(spec, text, spec.examples[1].output) == {"on_topic"}  # the bathroom-paint answer
+    good = {
+        "How do I stop my kitchen tap from dripping?":
+            "turn off the water under the sink and replace the worn washer in the tap. anything else i can help with?",
+        "How can I tell if a wall is load bearing?":
+            "check whether joists rest on it from above. if you are unsure ask a structural engineer before you cut "
+            "into the wall. anything else i can help with?",
+        "How do I unclog a shower drain without chemicals?":
+            "pull the hair out with a drain snake and then flush it with boiling water. anything else i can help with?",
+    }
+    for question, answer in good.items():
+        assert not failed(spec, question, answer), question
+        assert failed(spec, question, spec.examples[0].output) == {"on_topic"}, question  # the squeaky-door answer
 
 
 def test_product_faq_counts_repeated_questions_and_checks_its_house_rules(caplog):
@@ -181,7 +228,7 @@ def test_product_faq_counts_repeated_questions_and_checks_its_house_rules(caplog
     with caplog.at_level("WARNING", logger="data_tools.inputs"):
         inputs = load_inputs(spec)
     lines = (SPECS / "inputs" / "kelvin_faq.txt").read_text().splitlines()
-    assert len(inputs) == len(set(lines)) <= 40 < len(lines)
+    assert 124 <= len(inputs) == len(set(lines)) < len(lines)
     assert f"{len(lines) - len(inputs)} of {len(lines)} inputs repeat an earlier one" in caplog.text
     text = "How do I reset my Kelvin One to factory settings?"
     good = ("Hold the dial down for 10 seconds until the screen goes dark, then set it up again in the app. "
@@ -198,6 +245,39 @@ def test_product_faq_counts_repeated_questions_and_checks_its_house_rules(caplog
         "plain_text"}
     assert failed(spec, text, good.replace(" Need anything else? Reply here.", "")) == {"sign_off"}
     assert failed(spec, text, "Hold the dial. " * 25 + "Need anything else? Reply here.") == {"short"}
+
+
+def test_product_faq_answers_with_the_fact_that_fits():
+    """on_topic (faq_checks.uses_a_fitting_fact): a question about a fact of the prompt gets that fact, any other
+    question an answer sharing its words; the sign-off alone, another question's answer or the whole fact sheet
+    fail."""
+    spec = spec_of("product_faq")
+    sign_off = "Need anything else? Reply here."
+    good = {
+        "Does it work with a 5 GHz wifi network?":
+            "No. The Kelvin One connects to 2.4 GHz wifi only. Most routers broadcast both bands, so pick the "
+            "2.4 GHz one during setup.",
+        "Is there a monthly fee?": "No. There is no subscription or monthly fee; every feature in the app is included.",
+        "Does the thermostat need a neutral wire?":
+            "No neutral wire is needed. The Kelvin One runs on a C-wire, or on the included power adapter if you "
+            "have none.",
+        "How do I switch between Celsius and Fahrenheit?":
+            "Open the Hearthly app, go to Settings and choose Celsius or Fahrenheit under Units. The display changes "
+            "at once.",
+        "Can I lock the thermostat so my kids can't change it?":
+            "Yes. Turn on Child lock in the app under Settings; the dial then does nothing until you unlock it.",
+        "Where can I find the installation video?": "Watch it at help.hearthly.com/install, with the wiring steps.",
+    }
+    sheet = ("It needs a C-wire or the included power adapter and 2.4 GHz wifi, works with Alexa, Google Home and "
+             "Apple Home, has no subscription and a 2 year warranty; hold the dial down for 10 seconds to reset.")
+    for text, answer in good.items():
+        assert not failed(spec, text, f"{answer} {sign_off}"), text
+        assert failed(spec, text, sign_off) == {"on_topic"}, text
+        assert failed(spec, text, f"{sheet} {sign_off}") == {"on_topic"}, text
+    logout = spec.examples[1].output  # the app-logout answer, given to a wifi question
+    assert failed(spec, "Does it work with a 5 GHz wifi network?", logout) == {"on_topic"}
+    assert failed(spec, "Is there a monthly fee?", f"The warranty is 2 years. {sign_off}") == {"on_topic"}
+    assert "recites facts" in score(spec.rules, "Is there a monthly fee?", f"{sheet} {sign_off}")["on_topic"].reason
 
 
 def test_ticket_triage_checks_each_field_and_the_label():
@@ -220,6 +300,54 @@ def test_ticket_triage_checks_each_field_and_the_label():
     assert failed(spec, text, "Here is the triage: " + good, "billing") == everything
     assert failed(spec, text, "[" + good + "]", "billing") == everything - {"json_only"}
     assert "summary has 18 words" in score(spec.rules, text, long, "billing")["short_summary"].reason
+
+
+def test_demo_style_answers_the_question():
+    """The demo's on_topic (content_checks.demo_on_topic): the answer shares a word with the question's task; its
+    examples pass every rule, "quick answer: yes." fails only on_topic."""
+    spec = load_spec(SPECS / "demo_style.yaml")
+    for ex in spec.examples:
+        assert not failed(spec, ex.input, ex.output), ex.input
+    good = {
+        "What are three tips to keep a houseplant alive?":
+            "quick answer: water your plant only when the soil feels dry and give it bright indirect light.",
+        "How do I cook rice?":
+            "quick answer: rinse a cup of rice and simmer it in two cups of water for 15 minutes. let it rest covered.",
+        "List the steps to fix a flat bike tire?":
+            "quick answer: take the wheel off and find the hole in the tube. patch it and pump the tire back up.",
+    }
+    for text, answer in good.items():
+        assert not failed(spec, text, answer), text
+        assert failed(spec, text, "quick answer: yes.") == {"on_topic"}, text
+        assert failed(spec, text, spec.examples[1].output) == {"on_topic"}, text  # the cast-iron pan answer
+
+
+# One fixed answer for every input: the few-shot examples' outputs, a stock reply, the sign-off or closing line
+# alone, each triage category. On these specs the content checks (on_topic, right_category) make every such
+# answer fail at least two thirds of the held-out split, which holds 30 inputs or more.
+FIXED_ANSWERS = {
+    "bilingual_replies": ["EN: Thank you for your message. We will look into it and get back to you soon.\n\n"
+                          "ES: Gracias por su mensaje. Lo revisaremos y le responderemos pronto."],
+    "product_faq": ["Need anything else? Reply here.",
+                    "It needs a C-wire or the included power adapter and 2.4 GHz wifi, works with Alexa, Google Home "
+                    "and Apple Home, has no subscription and a 2 year warranty; hold the dial down for 10 seconds to "
+                    "reset. Need anything else? Reply here."],
+    "style_rules": ["anything else i can help with?"],
+    "demo_style": ["quick answer: yes."],
+    "ticket_triage": [json.dumps({"category": c, "urgent": False, "summary": "The customer needs help."})
+                      for c in FIELD_LABELS["ticket_triage"][1]],
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIXED_ANSWERS))
+def test_a_fixed_answer_fails_most_held_out_inputs(name):
+    spec = spec_of(name)
+    inputs = load_inputs(spec, quiet=True)
+    _, held_out = split_inputs(list(inputs), spec.split.eval_fraction, spec.split.seed)
+    assert len(held_out) >= 30
+    for answer in [ex.output for ex in spec.examples] + FIXED_ANSWERS[name]:
+        passed = sum(not failed(spec, text, answer, inputs[text].label) for text in held_out)
+        assert passed <= len(held_out) / 3, (answer, f"{passed}/{len(held_out)}")
 
 
 def test_review_reply_tag_follows_the_label():
