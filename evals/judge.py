@@ -11,7 +11,12 @@ from __future__ import annotations
 import torch
 from pydantic import Field, PositiveInt
 
+from evals.stats import sign_test, wilson_ci95
 from promptbake.config import DEFAULT_MODEL, StrictModel
+
+CONTENT_CRITERIA = ("Which answer responds to the question better: correct, relevant and specific to what was "
+                    "asked? Ignore formatting.")
+"""The bake's judge for specs without labels: content, since the checks already score the format."""
 
 
 class JudgeSpec(StrictModel):
@@ -68,4 +73,7 @@ def win_rate(model, tokenizer, questions: list[str], answers: list[str], referen
     losses = sum(s and not f for f, s in zip(first, swapped))
     n = len(questions)
     return {"win_rate": (wins + 0.5 * (n - wins - losses)) / n, "wins": wins, "losses": losses,
-            "ties": n - wins - losses, "order_consistency": (wins + losses) / n, "judge": spec.model}
+            "ties": n - wins - losses, "order_consistency": (wins + losses) / n, "judge": spec.model,
+            # of the inputs the judge decided (both orders agreeing), the share won, with its interval, and the
+            # sign test of wins against losses
+            "decided_win_share_ci95": list(wilson_ci95(wins, wins + losses)), "sign_test_p": sign_test(wins, losses)}

@@ -35,3 +35,11 @@ def mcnemar_exact(a: list[bool], b: list[bool]) -> float:
     k = min(a_only, b_only)
     tail = sum(math.comb(d, i) for i in range(k + 1)) / 2**d
     return min(1.0, 2 * tail)
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test of wins against losses (ties dropped): the McNemar test's binomial on counts."""
+    d = wins + losses
+    if d == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(d, i) for i in range(min(wins, losses) + 1)) / 2**d)

@@ -108,6 +108,10 @@ def verdict(metrics: dict, manifest: dict, curve: list[dict], budget_steps: int 
                            f"{base_m['label_match']:.0%}): it follows the format and gets the content wrong")
     if "answer_diversity" in tuned_m:
         notes.append(f"answer diversity {tuned_m['answer_diversity']:.0%}")
+    judged = metrics.get("judge_vs_base_prompted", {}).get("tuned_unprompted")
+    if judged is not None:
+        notes.append(f"judge on content vs the prompted base: {judged['wins']} wins, {judged['losses']} losses, "
+                     f"{judged['ties']} ties (sign test p={judged.get('sign_test_p', 1.0):.2g})")
 
     needed = min_decisive_n()
     if margin and beats_constant and label_ok and significant:
@@ -137,6 +141,7 @@ def verdict(metrics: dict, manifest: dict, curve: list[dict], budget_steps: int 
            "tuned_unprompted": tuned, "n": n, "mcnemar_p": p, "constant": constant and passed(constant)[0] / n,
            "label_match": {a: metrics[a]["label_match"] for a in metrics
                            if isinstance(metrics[a], dict) and "label_match" in metrics[a]},
+           "judge": judged,
            "reasons": reasons, "statement": statement, "alternatives": alternatives["statement"],
            "cheapest_reaching_tuned": alternatives["cheapest"], "min_decisive_n": needed,
            "provenance": manifest.get("provenance"), "diagnosis": [], "try_first": None}

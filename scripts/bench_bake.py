@@ -1,17 +1,17 @@
 """Benchmark: `promptbake bake` with its defaults and no per-spec overrides on every spec of the gallery.
 
-    .venv/bin/python scripts/bench_bake.py [--specs demo_style,style_rules] [--out runs/bench_bake] [--fresh]
+    .venv/bin/python scripts/bench_bake.py [--specs demo_style,style_rules] [--out runs/bench_bake] [--resume]
 
-Each spec runs as a user runs it (the real `promptbake bake` command, in its own process) into
-OUT/<spec>; an existing run directory resumes (its finished stages are reused) unless --fresh. Prints, per
-spec, base_prompted vs tuned_unprompted all-rules adherence on the held-out inputs and the wall time, and
-ends with
+Each spec runs as a user runs it (the real `promptbake bake` command, in its own process) into OUT/<spec>, fresh
+(an earlier run directory of the spec is deleted first) unless --resume, which reuses its finished stages.
+Prints, per spec, all-rules adherence on the held-out inputs of every arm (the prompted base, the tuned model
+without prompt, the null arm `constant`, the prompted base's answers repaired and its best of n), label match
+where the inputs have labels, answer diversity, the McNemar p of tuned vs base, the verdict (won / undecided /
+not won, promptbake.verdict) and the wall time, and ends with
 
-    specs_won=W specs_total=T min_gain=G max_minutes=M
+    specs_won=W specs_undecided=U specs_total=T constant_wins=C max_minutes=M
 
-where a spec is won when the tuned model without prompt follows every rule on >= the prompted base + 0.10 of
-the held-out inputs, or on >= 0.95 (promptbake.verdict), min_gain is the smallest tuned - base difference and
-max_minutes the longest bake. Target: W = T, each bake <= 20 minutes on a 2-core CPU for <= 200 inputs.
+where constant_wins counts specs on which the null arm would win by the verdict's margin (it must be 0).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--specs", help="comma-separated spec names (file stems); default: every spec")
     parser.add_argument("--out", default="runs/bench_bake")
-    parser.add_argument("--fresh", action="store_true", help="delete earlier runs of these specs first")
+    parser.add_argument("--resume", action="store_true", help="reuse the finished stages of earlier runs")
     args = parser.parse_args()
     names = args.specs.split(",") if args.specs else sorted(p.stem for p in SPECS.glob("*.yaml"))
     env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
@@ -42,7 +42,7 @@ def main() -> None:
         spec, out = SPECS / f"{name}.yaml", Path(args.out) / name
         if not spec.exists():
             sys.exit(f"no spec {spec}")
-        if args.fresh and out.exists():
+        if not args.resume and out.exists():
             shutil.rmtree(out)
         print(f"\n##### bake {name} -> {out}", flush=True)
         t0 = time.time()
@@ -52,25 +52,57 @@ def main() -> None:
         verdict_path = out / "verdict.json"
         if proc.returncode != 0 or not verdict_path.exists():
             print(f"{name}: bake failed (exit {proc.returncode})", flush=True)
-            results.append({"spec": name, "won": False, "gain": None, "minutes": minutes})
+            results.append({"spec": name, "outcome": "failed", "minutes": minutes})
             continue
         v = json.loads(verdict_path.read_text())
+        metrics = json.loads((out / "eval" / "metrics.json").read_text())
         # a resumed bake's own time counts only what was left; report the stages' total
         state = json.loads((out / "bake.json").read_text())
         total = sum(s.get("time_s", 0) for s in state["stages"].values()) / 60
-        results.append({"spec": name, "won": v["won"], "gain": v["tuned_unprompted"] - v["base_prompted"],
-                        "minutes": max(minutes, total), "base": v["base_prompted"], "tuned": v["tuned_unprompted"]})
-    print("\nspec                 base_prompted  tuned_unprompted  won  minutes")
+        results.append({"spec": name, "outcome": v["outcome"], "minutes": max(minutes, total), "n": v["n"],
+                        "p": v["mcnemar_p"], "metrics": metrics, "verdict": v})
+    print_table(results)
+
+
+ARMS = [("base", "base_prompted"), ("tuned", "tuned_unprompted"), ("constant", "constant"),
+        ("repaired", "base_prompted_repaired"), ("best-of-n", "base_prompted_best_of_n")]
+
+
+def print_table(results: list[dict]) -> None:
+    from promptbake.verdict import meets_margin, passed
+
+    print("\n| spec | n | " + " | ".join(label for label, _ in ARMS)
+          + " | content: label match base / tuned, or judge tuned vs base W-L-T | diversity tuned | p | verdict "
+          "| minutes |")
+    print("|---" * (len(ARMS) + 7) + "|")
+    constant_wins = 0
     for r in results:
-        if r["gain"] is None:
-            print(f"{r['spec']:<20} {'failed':>13}  {'':>16}  {'no':>3}  {r['minutes']:7.1f}")
-        else:
-            print(f"{r['spec']:<20} {r['base']:>13.0%}  {r['tuned']:>16.0%}  {'yes' if r['won'] else 'no':>3}  "
-                  f"{r['minutes']:7.1f}")
-    gains = [r["gain"] for r in results if r["gain"] is not None]
-    print(f"specs_won={sum(r['won'] for r in results)} specs_total={len(results)} "
-          f"min_gain={min(gains) if gains else float('nan'):.2f} "
-          f"max_minutes={max(r['minutes'] for r in results):.1f}")
+        if r["outcome"] == "failed":
+            print(f"| {r['spec']} | | " + " | ".join("" for _ in ARMS) + f" | | | | failed | {r['minutes']:.1f} |")
+            continue
+        m = r["metrics"]
+        cells = [f"{m[arm]['all_rules_adherence']:.0%}" if arm in m else "-" for _, arm in ARMS]
+        judged = m.get("judge_vs_base_prompted", {}).get("tuned_unprompted")
+        labels = (f"label {m['base_prompted']['label_match']:.0%} / {m['tuned_unprompted']['label_match']:.0%}"
+                  if "label_match" in m["tuned_unprompted"] else
+                  f"judge {judged['wins']}-{judged['losses']}-{judged['ties']} (p={judged['sign_test_p']:.2g})"
+                  if judged else "-")
+        if "constant" in m:
+            constant_wins += meets_margin(passed(m["base_prompted"])[0], passed(m["constant"])[0], r["n"])
+        print(f"| {r['spec']} | {r['n']} | " + " | ".join(cells)
+              + f" | {labels} | {m['tuned_unprompted'].get('answer_diversity', float('nan')):.0%} | {r['p']:.2g} "
+              f"| {r['outcome']} | {r['minutes']:.1f} |")
+    for r in results:
+        if r["outcome"] != "failed" and r["verdict"].get("alternatives"):
+            print(f"{r['spec']}: {r['verdict']['alternatives']}")
+    for r in results:
+        if r["outcome"] not in ("won", "failed"):
+            print(f"{r['spec']}: {r['verdict']['statement']}")
+            if r["verdict"].get("try_first"):
+                print(f"  try first: {r['verdict']['try_first']}")
+    print(f"specs_won={sum(r['outcome'] == 'won' for r in results)} "
+          f"specs_undecided={sum(r['outcome'] == 'undecided' for r in results)} specs_total={len(results)} "
+          f"constant_wins={constant_wins} max_minutes={max(r['minutes'] for r in results):.1f}")
 
 
 if __name__ == "__main__":

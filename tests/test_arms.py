@@ -107,7 +107,7 @@ def test_a_repaired_arm_needs_the_answers_it_repairs(tiny_spec):
 PREFIX_RULE = "  - {id: prefix, text: Start with ok., check: {kind: starts_with, prefix: 'ok:'}}"
 
 
-def thermostat_spec(tmp_path, rules: str, labels: bool = True):
+def thermostat_spec(tmp_path, rules: str, labels: bool = True, out: str = "data"):
     questions = [f"how do i reset the thermostat in room {n}" for n in ("one", "two")] + [
         "my thermostat screen is blank, what do i do", "My thermostat screen is blank, what do I do?",
         "why does the heater click at night", "can the app run two homes", "what battery does the sensor take",
@@ -119,7 +119,7 @@ def thermostat_spec(tmp_path, rules: str, labels: bool = True):
         f"name: thermo\nrules:\n{rules}\nexamples:\n  - {{input: hi, output: 'ok: hello'}}\n"
         f"inputs: {{path: inputs.jsonl{', label_field: answer' if labels else ''}}}\n"
         "teacher: {backend: labels, repair: false}\n"
-        f"split: {{eval_fraction: 0.5, seed: 0}}\noutput_dir: {tmp_path / 'data'}\n")
+        f"split: {{eval_fraction: 0.5, seed: 0}}\noutput_dir: {tmp_path / out}\n")
     return load_spec(tmp_path / "spec.yaml")
 
 
@@ -153,7 +153,7 @@ def test_build_and_lint_name_a_checker_that_a_fixed_answer_passes(tmp_path, caps
     report = lint(LintConfig(dataset=str(tmp_path / "data"), spec=str(tmp_path / "spec.yaml")))
     assert report["issue_counts"]["format_only_checks"] == 1
     # with a content check (the label), no fixed answer passes more than one input
-    spec = thermostat_spec(tmp_path, "  - {id: exact, text: The label., check: {kind: label_match}}")
+    spec = thermostat_spec(tmp_path, "  - {id: exact, text: The label., check: {kind: label_match}}", out="data2")
     manifest = build.main(spec)
     assert manifest["fixed_answer"]["warning"] is None and manifest["fixed_answer"]["pass_rate"] <= 0.1
 

@@ -83,8 +83,23 @@ def test_bake_runs_every_stage_with_a_validation_slice(bake_run, bake_spec):
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert result["tuned_unprompted"] == metrics["tuned_unprompted"]["all_rules_adherence"]
     assert result == json.loads((out / "verdict.json").read_text())
+    # the null arm and the inference-time alternatives ran beside the two arms, and the content judge (the tiny
+    # spec has no labels) compared every arm with the prompted base
+    for arm in ("constant", "base_prompted_repaired", "base_prompted_best_of_n"):
+        assert metrics[arm]["n"] == metrics["tuned_unprompted"]["n"], arm
+    assert result["constant"] == metrics["constant"]["all_rules_adherence"]
+    judged = metrics["judge_vs_base_prompted"]["tuned_unprompted"]
+    assert result["judge"] == judged and judged["wins"] + judged["losses"] + judged["ties"] == metrics[
+        "tuned_unprompted"]["n"]
+    assert result["outcome"] in ("won", "undecided", "not won") and result["won"] == (result["outcome"] == "won")
+    manifest = json.loads((out / "data" / "manifest.json").read_text())
+    assert sum(manifest["provenance"][k] for k in ("teacher", "teacher_repaired", "teacher_with_label_hint",
+                                                   "label_as_answer")) == manifest["counts"]["sft_rows"]
+    assert result["provenance"] == manifest["provenance"]
     report = (out / "report.md").read_text()
     assert result["statement"] in report and "## Validation curve" in report
+    assert "## Arms (held-out inputs)" in report and "base_prompted_best_of_n" in report
+    assert "**Provenance:** training rows by source: teacher" in report
     page = (out / "report.html").read_text()
     # one point per measured step on the all-rules line, and the loss chart beside it
     assert page.count('<title>all rules at ') == len(curve) and 'id="curve-0-loss"' in page
