@@ -28,6 +28,7 @@ and when the tuned model is evaluated or served, and the evals count those token
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -42,7 +43,15 @@ from data_tools.shards import Shard, load_sharded, shard_train
 from data_tools.spec import PromptSpec, Sampling
 from promptbake.config import InputError
 from promptbake.entry import stage_parser
-from promptbake.io import append_jsonl, atomic_dir, recover_journal, write_json, write_jsonl
+from promptbake.io import (
+    append_jsonl,
+    atomic_dir,
+    check_output_dir,
+    mark_output,
+    recover_journal,
+    write_json,
+    write_jsonl,
+)
 
 JOURNAL = "samples.jsonl"
 
@@ -203,14 +212,43 @@ def select(spec: PromptSpec, text: str, samples: list[str], label: str | dict | 
             "rejected": failing[0] if failing else None, "scored": scored}
 
 
+BUILD_KIND = "dataset build"
+
+
+def claim_build_dir(out_dir: Path, spec_hash: str) -> None:
+    """Refuse an output directory that holds anything but a build of this spec (the user's files, another spec's
+    build, another kind of output), then mark it as this spec's build: checked before anything is written."""
+    marker = check_output_dir(out_dir, BUILD_KIND, legacy=lambda d: unmarked_build_hash(d) is not None)
+    if marker is not None:
+        if (marker.get("spec_hash") or unmarked_build_hash(out_dir)) != spec_hash:
+            raise InputError(f"{out_dir}: holds a build of a different spec (or different settings); "
+                             "choose another output_dir or delete this one")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mark_output(out_dir, BUILD_KIND, {"spec_hash": spec_hash})
+
+
+def unmarked_build_hash(out_dir: Path) -> str | None:
+    """The spec hash of a build written before promptbake marked its outputs: its manifest's, or else its
+    journal's first record's; None when it has neither (not a build)."""
+    try:
+        if (out_dir / "manifest.json").is_file():
+            return json.loads((out_dir / "manifest.json").read_text()).get("spec_hash")
+        if (out_dir / JOURNAL).is_file():
+            with open(out_dir / JOURNAL, encoding="utf-8") as f:
+                return json.loads(f.readline()).get("spec_hash")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        pass  # not JSON objects: not files a build wrote
+    return None
+
+
 def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
     """Build the dataset described by `spec` (only `shard`'s part of its training inputs); returns the manifest."""
     start = time.time()
     out_dir = Path(spec.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    inputs = load_inputs(spec)
+    claim_build_dir(out_dir, spec.content_hash())  # the user's files or another spec's build: refused before any write
     # the manifest marks a finished build: drop a previous one before rewriting the files it describes
     (out_dir / "manifest.json").unlink(missing_ok=True)
-    inputs = load_inputs(spec)
     texts = list(inputs)
     train, held_out = split_inputs(texts, spec.split.eval_fraction, spec.split.seed)
     train, validation = carve_validation(train, spec.split.validation_size, spec.split.seed)
@@ -356,7 +394,7 @@ def save_datasets(out_dir: Path) -> None:
         rows = [row for _, row in iter_jsonl(out_dir / f"{name}.jsonl")]
         if rows:
             splits[name] = Dataset.from_list(rows)
-    with atomic_dir(out_dir / "hf") as tmp:
+    with atomic_dir(out_dir / "hf", "dataset", legacy=lambda d: (d / "dataset_dict.json").is_file()) as tmp:
         DatasetDict(splits).save_to_disk(str(tmp))
 
 

@@ -25,7 +25,7 @@ import argparse
 import json
 from pathlib import Path
 
-from data_tools.build import JOURNAL, print_summary, save_datasets
+from data_tools.build import JOURNAL, claim_build_dir, print_summary, save_datasets
 from data_tools.inputs import input_id
 from promptbake.config import InputError
 from promptbake.entry import stage_parser
@@ -184,7 +184,7 @@ def main(out: str | Path, dirs: list[str | Path]) -> dict:
     if not manifest["counts"]["sft_rows"]:
         raise InputError(f"no teacher sample passed every check in any shard, even after repair; see the shards' "
                          f"rejects.jsonl ({', '.join(str(d) for d in dirs)})")
-    out.mkdir(parents=True, exist_ok=True)
+    claim_build_dir(out, manifest["spec_hash"])  # the user's files or another spec's build: refused, untouched
     (out / "manifest.json").unlink(missing_ok=True)  # the manifest marks a finished build: it goes last
     merge_rows(out, shards, positions)
     save_datasets(out)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import string
 import sys
@@ -21,7 +22,9 @@ from typing import Any, Literal
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from data_tools.checks import Check
-from promptbake.config import DEFAULT_MODEL, FieldError, InputError, StrictModel, load_config
+from promptbake.config import DEFAULT_MODEL, FieldError, InputError, StrictModel, load_config, read_yaml
+
+log = logging.getLogger(__name__)
 
 
 class Rule(StrictModel):
@@ -83,6 +86,9 @@ class InputsSpec(StrictModel):
     limit: PositiveInt | None = None
     """Use at most this many inputs (after a seeded shuffle), e.g. for a quick trial or to sample a large
     template expansion."""
+    max_chars: PositiveInt = 4000
+    """Longer inputs are reported with their file and line and dropped before any model sees them (a pasted log
+    of megabytes would make the teacher allocate its attention for all of it). About 1,000 tokens at 4000."""
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -358,10 +364,15 @@ class PromptSpec(StrictModel):
 
     @model_validator(mode="after")
     def _unique_rule_ids(self):
-        ids = [r.id for r in self.rules]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        if dupes:
-            raise ValueError(f"rule ids must be unique; repeated: {dupes}")
+        first: dict[str, int] = {}
+        repeats = []  # each repeat at its own line
+        for i, rule in enumerate(self.rules):
+            if rule.id in first:
+                repeats.append((("rules", i, "id"), f"rule ids must be unique; repeated: {[rule.id]} (first in "
+                                                    f"rules.{first[rule.id]})"))
+            first.setdefault(rule.id, i)
+        if repeats:
+            raise FieldError(repeats)
         return self
 
     def full_system_prompt(self) -> str:
@@ -440,4 +451,26 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     spec.source = str(path)
     if spec.inputs.path is not None and not spec.inputs_path().exists():
         raise InputError(f"{path}: field 'inputs.path': file not found: {spec.inputs_path()}")
+    warn_unchecked_rules(spec, path)
     return spec
+
+
+_warned: set[tuple[str, str]] = set()  # (spec file, rule id): a spec loaded twice in one command warns once
+
+
+def warn_unchecked_rules(spec: PromptSpec, path: str | Path) -> None:
+    """A rule without a check is prompted but never scored: legal, but it looks measured when it is not (a spec
+    whose rules all lack one passes every answer: "100%"). Each is named with its file:line."""
+    unchecked = [(i, r.id) for i, r in enumerate(spec.rules) if r.check is None]
+    if not unchecked:
+        return
+    _, lines = read_yaml(path)
+    for i, rule_id in unchecked:
+        if (str(path), rule_id) in _warned:
+            continue
+        _warned.add((str(path), rule_id))
+        line = lines.get(("rules", i))
+        log.warning("%s%s: rule %r has no check: it is prompted but never scored (no pass rate; it rejects no "
+                    "answer)%s", path, f":{line}" if line else "", rule_id,
+                    "; no rule has one, so every answer passes every rule" if len(unchecked) == len(spec.rules)
+                    else "")

@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, model_validator
 
 from promptbake.config import InputError, StrictModel, apply_overrides, load_config, validate
-from promptbake.io import iter_jsonl, write_json
-from promptbake.models import DEFAULT_MODEL, RUN_INFO_FILE
+from promptbake.io import describe_contents, iter_jsonl, write_json
+from promptbake.models import DEFAULT_MODEL, RUN_INFO_FILE, check_model_fields
 from sft.rounds import RoundsSpec
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -91,6 +91,11 @@ class BakeConfig(StrictModel):
     export: bool = True
     """Merge the kept adapter into standalone weights at the end."""
     report_to: Literal["wandb", "none"] = "wandb"
+
+    @model_validator(mode="after")
+    def _model_exists(self):
+        check_model_fields({"model": self.model})  # refused here, not after the data stage
+        return self
 
 
 def load_bake(spec_path: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[BakeConfig, list[str]]:
@@ -154,6 +159,9 @@ class RunState:
     def __init__(self, run: Path, spec_dump: dict, config_dump: dict, source: str):
         self.path = run / STATE_FILE
         if not self.path.exists():
+            if run.is_dir() and any(run.iterdir()):  # it writes reports and directories there: not over the user's
+                raise InputError(f"{source}: {run} is not a bake's run directory (no {STATE_FILE}) and holds "
+                                 f"{describe_contents(run)}; choose another output_dir or move them away")
             self.data = {"spec": spec_dump, "config": config_dump, "stages": {}}
             self.save()
             return
@@ -214,7 +222,8 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
                                                     f"output_dir={run / 'sft'}", f"report_to={config.report_to}"])
     eval_tokens = max(64, spec.teacher.sampling.max_new_tokens)
     eval_config = EvalConfig(spec=config.spec, eval_inputs=str(run / "data" / "eval_inputs.jsonl"),
-                             base_model=config.model, tuned_model=str(run / "sft" / "best_adapter"),
+                             # the tuned model exists only after SFT: the eval stage sets it; the base stands in
+                             base_model=config.model, tuned_model=config.model,
                              sampling={"max_new_tokens": eval_tokens}, batch_size=config.eval_batch_size,
                              arms=["base_prompted", "tuned_unprompted", *(["drift"] if config.drift else [])],
                              report_to=config.report_to, output_dir=str(run / "eval"))
@@ -358,7 +367,7 @@ def evaluate(eval_config, spec) -> dict:
 def export(tuned_model: str, out: Path) -> dict:
     from sft.export import main as export_main
 
-    return {"merged": str(export_main(tuned_model, out))}
+    return {"merged": str(export_main(tuned_model, out, force=True))}  # the run's own merged/, redone
 
 
 def make_parser(subparsers=None):

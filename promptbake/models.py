@@ -12,17 +12,19 @@ only when a recipe asks for it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from promptbake.config import DEFAULT_MODEL, InputError
+from promptbake.config import DEFAULT_MODEL, FieldError, InputError
 from promptbake.io import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -75,11 +77,89 @@ def convert_gguf(gguf_path: Path, out_dir: Path | None = None) -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config = gguf_model.generation_config
-    with atomic_dir(out_dir) as tmp:  # a killed conversion never looks like a finished one
+    # a killed conversion never looks like a finished one
+    with atomic_dir(out_dir, "converted model", about={"source": str(gguf_path)}) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf_path)}) + "\n")
     return out_dir
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+"""The `org/name` form of a hub model id; any other reference that names nothing local is a wrong path."""
+LOCAL_PREFIXES = (".", "~", "/", "runs/")
+"""References that are paths whatever else they look like (`runs/x` is where promptbake's own runs go)."""
+HUB_TIMEOUT_S = 10
+
+
+def check_model_ref(value: str, field: str) -> str:
+    """Refuse (InputError naming `field`), before anything loads, a model reference that cannot load; returns
+    `value` unchanged. What is refused: `model_ref_problem`."""
+    problem = model_ref_problem(value)
+    if problem:
+        raise InputError(f"{field} {value!r}: {problem}")
+    return value
+
+
+def check_model_fields(refs: dict[str, str | None]) -> None:
+    """For a config's model validator: `model_ref_problem` of each field's value (None or "": not used), all
+    raised at once as a FieldError, so that the error names each field's file and line."""
+    problems = [((field,), f"{value!r}: {problem}") for field, value in refs.items()
+                if value and (problem := model_ref_problem(value))]
+    if problems:
+        raise FieldError(problems)
+
+
+def model_ref_problem(value: str) -> str | None:
+    """Why a model reference cannot load, or None: a path that does not exist (a reference that starts with
+    `.`, `~`, `/` or `runs/`, ends in `.gguf`, or is not of the hub's `org/name` form is a path), a directory that
+    is not a model or an adapter, or a hub id that is neither in the local hub cache nor known to the hub
+    (asked once, briefly; never with HF_HUB_OFFLINE set)."""
+    if value.lower() in EMBEDDED_MODELS:
+        try:
+            embedded_gguf_path(value.lower())
+        except InputError as e:
+            return str(e).removeprefix(f"model {value.lower()!r} ")  # "needs the PyPI package ..."
+        return None
+    path = Path(value).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+            return "directory has no config.json or adapter_config.json (not a transformers model or a LoRA adapter)"
+        return None
+    if path.exists():
+        return None if path.suffix == ".gguf" else "a file, not a model directory or a .gguf file"
+    if value.startswith(LOCAL_PREFIXES) or path.suffix == ".gguf" or not HUB_ID.fullmatch(value):
+        return "no such directory or file"
+    problem = hub_problem(value)
+    return f"no such local directory, and {problem}" if problem else None
+
+
+@functools.cache
+def hub_problem(repo_id: str) -> str | None:
+    """Why `repo_id` cannot be loaded from the hub, or None when it can (cached locally, or the hub knows it).
+    One request with a short timeout: an unreachable hub is said at once, not after transformers' retries."""
+    from huggingface_hub import HfApi, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, HFValidationError, RepositoryNotFoundError
+
+    try:
+        if any(isinstance(try_to_load_from_cache(repo_id, f), str) for f in ("config.json", "adapter_config.json")):
+            return None
+    except HFValidationError as e:
+        return f"not a valid hub model id either ({str(e).splitlines()[0][:200]})"
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}:
+        return "HF_HUB_OFFLINE is set, so it cannot be fetched from the hub (and it is not in the local hub cache)"
+    try:
+        HfApi().model_info(repo_id, timeout=HUB_TIMEOUT_S)
+    except GatedRepoError:
+        return "it is a gated model on the hub: accept its terms on huggingface.co and log in (hf auth login)"
+    except RepositoryNotFoundError:
+        return "the Hugging Face hub has no model of that id (or it is private: log in with hf auth login)"
+    except HfHubHTTPError as e:
+        return f"the Hugging Face hub could not be asked about it ({str(e).splitlines()[0][:200]})"
+    except Exception as e:  # no network, DNS, proxy, timeout: the transport's own errors
+        return (f"the Hugging Face hub is unreachable ({type(e).__name__}: {str(e)[:200]}); give a local directory, "
+                "or download it where there is a network")
+    return None
 
 
 def resolve_model_path(name: str) -> str:
@@ -95,9 +175,7 @@ def resolve_model_path(name: str) -> str:
         if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
             raise InputError(f"model {name!r}: directory has no config.json (not a transformers model)")
         return str(path)
-    if name.startswith((".", "/", "~")) or path.exists():
-        raise InputError(f"model {name!r}: no such directory or file")
-    return name  # a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct
+    return check_model_ref(name, "model")  # a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct
 
 
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str) -> PreTrainedTokenizerBase:
@@ -127,6 +205,12 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedToke
     # an adapter directory holds the tokenizer it was trained with, so one call serves every kind of path
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name), trust_remote_code=trust_remote_code)
     return prepare_tokenizer(tokenizer, name)
+
+
+def is_run_output(path: Path) -> bool:
+    """An adapter or model directory a promptbake trainer wrote before promptbake marked its outputs: the run
+    info it writes beside the weights says so."""
+    return (path / RUN_INFO_FILE).is_file()
 
 
 def read_run_info(path: str) -> dict | None:

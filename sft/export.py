@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from promptbake.config import InputError
 from promptbake.entry import stage_parser
-from promptbake.io import atomic_dir
+from promptbake.io import atomic_dir, check_output_dir, describe_output
 from promptbake.models import RUN_INFO_FILE, load_model_and_tokenizer, resolve_model_path
 from sft import gguf as gguf_export
 
@@ -77,28 +78,63 @@ def model_card(info: dict, diff: float) -> str:
 
 
 def main(run_dir: str | Path, out: str | Path | None = None, gguf: str | None = None,
-         gguf_adapter: bool = False) -> Path:
+         gguf_adapter: bool = False, force: bool = False) -> Path:
     """Merge, verify, save; returns the merged model's directory. With `gguf` (a type of sft.gguf.QUANT_TYPES)
-    or `gguf_adapter`, also the GGUF files; then returns the `gguf/` directory that holds them."""
-    if gguf is None and not gguf_adapter:
-        return merge(run_dir, out)
+    or `gguf_adapter`, also the GGUF files; then returns the `gguf/` directory that holds them.
+
+    Every directory it writes is claimed before anything loads (`claim_outputs`): one holding anything but a
+    promptbake output of its kind is refused, and with `out` given, a promptbake output there is replaced only
+    with `force` (inside RUN_DIR, its own outputs are redone as before)."""
     run_dir = Path(run_dir)
     if gguf is not None and gguf not in gguf_export.QUANT_TYPES:
         raise InputError(f"--gguf {gguf!r}: not one of {', '.join(gguf_export.QUANT_TYPES)}")
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: no such directory (RUN_DIR: a training run, its adapter/ or a merged model)")
+    force = force or out is None
+    if gguf is None and not gguf_adapter:
+        claim_outputs([(merged_out(run_dir, out), "export", is_legacy_export)], force)
+        return merge(run_dir, out)
+    # everything that can be refused is refused before a model loads
     adapter_dir = find_adapter(run_dir) if gguf_adapter or has_adapter(run_dir) else None
+    trained = adapter_dir or full_model_dir(run_dir)
+    targets = []
+    if gguf is not None:
+        merged = merged_out(run_dir, out) if trained else merged_model_dir(run_dir)
+        targets += [(merged, "export", is_legacy_export)] if trained else []
+        targets += [(merged.parent / "gguf" / gguf, "gguf", gguf_export.is_legacy_gguf)]
+    if gguf_adapter:
+        targets += [(adapter_dir.parent / "gguf" / "adapter", "gguf adapter", gguf_export.is_legacy_gguf)]
+    claim_outputs(targets, force)
     base = resolve_model_path(json.loads((adapter_dir / RUN_INFO_FILE).read_text())["base_model"]) \
         if adapter_dir else None
     if gguf is not None:
-        # everything that can be refused is refused before a model loads
-        trained = adapter_dir or full_model_dir(run_dir)
-        source = Path(base) if adapter_dir else trained or merged_model_dir(run_dir)
+        source = Path(base) if adapter_dir else trained or merged
         if source.is_dir():  # a hub id (no local config) is left to the converter to judge
             gguf_export.check_convertible(source)
-        merged = merge(run_dir, out) if trained else source
+        merged = merge(run_dir, out) if trained else merged
         written = gguf_export.export_model(merged, merged.parent / "gguf", gguf)
     if gguf_adapter:
         written = gguf_export.export_adapter(adapter_dir, base, adapter_dir.parent / "gguf")
     return written.parent.parent
+
+
+def claim_outputs(targets: list[tuple[Path, str, Callable[[Path], bool]]], force: bool) -> None:
+    """Check every (directory, kind, legacy test) the export will write before anything is: all are refused
+    or all go ahead; what `force` replaces is said."""
+    replaced = [(path, check_output_dir(path, kind, force=force, legacy=legacy)) for path, kind, legacy in targets]
+    for path, marker in replaced:
+        if marker is not None:
+            print(f"[promptbake] replacing {path}: {describe_output(path, marker)}")
+
+
+def merged_out(run_dir: Path, out: str | Path | None) -> Path:
+    return Path(out) if out else run_dir / "merged"
+
+
+def is_legacy_export(path: Path) -> bool:
+    """An export written before promptbake marked its outputs: its model card says what wrote it."""
+    card = path / "README.md"
+    return card.is_file() and "Produced by `promptbake export`" in card.read_text(errors="replace")
 
 
 def full_model_dir(run_dir: Path) -> Path | None:
@@ -133,13 +169,13 @@ def merge(run_dir: str | Path, out: str | Path | None = None) -> Path:
     from peft import PeftModel
 
     run_dir = Path(run_dir)
-    out = Path(out) if out else run_dir / "merged"
+    out = merged_out(run_dir, out)
     full = full_model_dir(run_dir)
     if full is not None:
         info = json.loads((full / RUN_INFO_FILE).read_text())
         model, tokenizer = load_model_and_tokenizer(str(full), dtype=torch.float32)
         reference = probe_logits(model.eval(), tokenizer)
-        return save_verified(model, tokenizer, reference, info, 0.0, out)
+        return save_verified(model, tokenizer, reference, info, 0.0, out, full)
 
     adapter_dir = find_adapter(run_dir)
     info = json.loads((adapter_dir / RUN_INFO_FILE).read_text())
@@ -149,15 +185,16 @@ def merge(run_dir: str | Path, out: str | Path | None = None) -> Path:
     reference = probe_logits(model, tokenizer)
     merged = model.merge_and_unload()
     diff = check_close(reference, probe_logits(merged, tokenizer), "merged model")
-    return save_verified(merged, tokenizer, reference, info, diff, out)
+    return save_verified(merged, tokenizer, reference, info, diff, out, adapter_dir)
 
 
-def save_verified(model, tokenizer, reference: torch.Tensor, info: dict, diff: float, out: Path) -> Path:
+def save_verified(model, tokenizer, reference: torch.Tensor, info: dict, diff: float, out: Path,
+                  source: Path) -> Path:
     """Save model + tokenizer + card under a temporary name, reload it with plain transformers, compare its
     logits with `reference`, and only then rename it into place: an export killed midway never looks finished."""
     from transformers import AutoModelForCausalLM
 
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "export", legacy=is_legacy_export, about={"source": str(source)}) as tmp:
         model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.save_pretrained(tmp, safe_serialization=True)
@@ -179,7 +216,10 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None) -> argpars
                              "gguf/TYPE/ beside it (llama.cpp's own converter and quantizer)")
     parser.add_argument("--gguf-adapter", action="store_true",
                         help="also write the LoRA adapter as a GGUF LoRA (gguf/adapter/) for llama.cpp's --lora")
-    parser.set_defaults(run=lambda args: main(args.run_dir, args.out, args.gguf, args.gguf_adapter))
+    parser.add_argument("--force", action="store_true",
+                        help="replace an earlier promptbake export at --out (and its gguf/ beside it); a directory "
+                             "promptbake did not write is refused even so")
+    parser.set_defaults(run=lambda args: main(args.run_dir, args.out, args.gguf, args.gguf_adapter, args.force))
     return parser
 
 

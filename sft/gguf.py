@@ -61,7 +61,7 @@ def llama_cpp_sources() -> Path:
     if (final / "convert_hf_to_gguf.py").is_file():
         return final
     log.info("fetching llama.cpp's converter: the llama-cpp-python %s sdist, with pip (once)", version)
-    with tempfile.TemporaryDirectory() as download, atomic_dir(final) as tmp:
+    with tempfile.TemporaryDirectory() as download, atomic_dir(final, "llama.cpp converter") as tmp:
         fetched = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
              f"llama-cpp-python=={version}", "-d", download], capture_output=True, text=True)
@@ -155,13 +155,22 @@ def quantize(f16_file: Path, out_file: Path, quant: str) -> None:
         raise RuntimeError(f"llama.cpp's quantizer failed to write {quant} from {f16_file} (status {status})")
 
 
+def is_legacy_gguf(path: Path) -> bool:
+    """A GGUF directory written before promptbake marked its outputs: its `model-TYPE.gguf` and Modelfile, or
+    an `adapter-f16.gguf`, and nothing else."""
+    names = {p.name for p in path.iterdir()}
+    model = len(names) == 2 and "Modelfile" in names and any(n.startswith("model-") and n.endswith(".gguf")
+                                                              for n in names)
+    return model or names == {f"adapter-{ADAPTER_TYPE}.gguf"}
+
+
 def export_model(model_dir: Path, out_root: Path, quant: str) -> Path:
     """Merged model directory -> `out_root/<quant>/model-<quant>.gguf` + `Modelfile`; returns the GGUF path."""
     if quant not in QUANT_TYPES:
         raise InputError(f"--gguf {quant!r}: not one of {', '.join(QUANT_TYPES)}")
     start = time.perf_counter()
     name = f"model-{quant}.gguf"
-    with atomic_dir(out_root / quant) as tmp:
+    with atomic_dir(out_root / quant, "gguf", legacy=is_legacy_gguf, about={"source": str(model_dir)}) as tmp:
         if quant == "f16":
             convert(model_dir, tmp / name, "f16")
         else:
@@ -182,7 +191,8 @@ def export_adapter(adapter_dir: Path, base: str, out_root: Path) -> Path:
     start = time.perf_counter()
     name = f"adapter-{ADAPTER_TYPE}.gguf"
     log.info("converting the LoRA adapter %s with llama.cpp's convert_lora_to_gguf.py", adapter_dir)
-    with atomic_dir(out_root / "adapter") as tmp:
+    with atomic_dir(out_root / "adapter", "gguf adapter", legacy=is_legacy_gguf,
+                    about={"source": str(adapter_dir)}) as tmp:
         base_args = ["--base", base] if Path(base).is_dir() else ["--base-model-id", base]
         result = run_converter("convert_lora_to_gguf.py", [str(adapter_dir), *base_args, "--outfile",
                                                            str(tmp / name), "--outtype", ADAPTER_TYPE])

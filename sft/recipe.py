@@ -17,7 +17,7 @@ from pydantic import Field, PositiveInt, model_validator
 
 from promptbake.config import DEFAULT_MODEL, InputError, StrictModel, load_config
 from promptbake.entry import stage_parser
-from promptbake.io import atomic_dir
+from promptbake.io import atomic_dir, check_output_dir
 from sft.training import TrainingSpec, check_training, lift_top_level_fields
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -71,6 +71,13 @@ class BaseRecipe(StrictModel):
     def _full_has_no_adapter(self):
         if self.method == "full" and "lora" in self.model_fields_set:
             raise ValueError("method 'full' trains every weight; remove the `lora` section or pick lora/qlora/dora")
+        return self
+
+    @model_validator(mode="after")
+    def _model_exists(self):
+        from promptbake.models import check_model_fields
+
+        check_model_fields({"model": self.model})
         return self
 
     def settings(self) -> dict[str, tuple[Any, str]]:
@@ -231,6 +238,9 @@ def run_trainer(recipe: BaseRecipe, resume: bool, *, name: str, rows_file: str, 
     `load(recipe, precision)` gives the model and tokenizer and `build(recipe, model, tokenizer, rows, config)` the
     trainer (checking what it made of the rows); `callbacks` join the trainer's own. Trains and saves
     (train_and_save); `after_save(trainer, save_dir)` tidies the saved output. Returns the saved directory."""
+    from promptbake.models import is_run_output
+
+    check_output_dir(*saved_output(recipe), legacy=is_run_output)  # refused now, not after training
     rows_path = dataset_file(recipe.dataset, rows_file)
     rows = load_rows(rows_path, fields)
     precision = choose_precision(recipe.precision)
@@ -246,11 +256,18 @@ def run_trainer(recipe: BaseRecipe, resume: bool, *, name: str, rows_file: str, 
     return save_dir
 
 
+def saved_output(recipe: BaseRecipe) -> tuple[Path, str]:
+    """Where a trainer saves its result, and the kind of output that is: OUTPUT_DIR/adapter, or OUTPUT_DIR/model
+    for full fine-tuning."""
+    return (Path(recipe.output_dir) / "model", "model") if recipe.method == "full" else \
+        (Path(recipe.output_dir) / "adapter", "adapter")
+
+
 def train_and_save(trainer, recipe: BaseRecipe, tokenizer, rows_path: Path, precision: str,
                    resume: bool) -> Path:
     """Run the trainer (from the last complete checkpoint with `resume`) and save the result with a
     `promptbake_run.json` naming the base model; returns the adapter (or full model) directory."""
-    from promptbake.models import RUN_INFO_FILE
+    from promptbake.models import RUN_INFO_FILE, is_run_output
     from sft.fast_paths import cpu_fast_paths
 
     out = Path(recipe.output_dir)
@@ -267,9 +284,10 @@ def train_and_save(trainer, recipe: BaseRecipe, tokenizer, rows_path: Path, prec
         if wandb.run is not None:
             log_sample_completions(trainer.model, tokenizer, rows_path)
         wandb.finish()  # close the run now, not at interpreter exit, so later stages don't log into it
-    save_dir = out / ("model" if recipe.method == "full" else "adapter")
+    save_dir, kind = saved_output(recipe)
     if trainer.is_world_process_zero():
-        with atomic_dir(save_dir) as tmp:  # a kill mid-save never leaves a half adapter in place
+        # a kill mid-save never leaves a half adapter in place
+        with atomic_dir(save_dir, kind, legacy=is_run_output) as tmp:
             trainer.save_model(str(tmp))
             tokenizer.save_pretrained(str(tmp))
             # `training` as the trainer got it: promptbake's defaults and the recipe's fields (TRL's for the rest)

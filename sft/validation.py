@@ -24,8 +24,8 @@ from transformers import TrainerCallback
 
 from data_tools.scoring import all_pass, score
 from data_tools.spec import PromptSpec, Sampling
-from promptbake.io import append_jsonl, atomic_dir, iter_jsonl
-from promptbake.models import RUN_INFO_FILE
+from promptbake.io import append_jsonl, atomic_dir, check_output_dir, iter_jsonl
+from promptbake.models import RUN_INFO_FILE, is_run_output
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class ValidationCallback(TrainerCallback):
         if not items:
             raise ValueError("a validation callback needs validation inputs")
         self.spec, self.items, self.out_dir = spec, items, Path(out_dir)
+        check_output_dir(self.out_dir / BEST_DIR, "adapter", legacy=is_run_output)  # before training, not at step 0
         self.every, self.patience = max(1, every), max(1, patience)
         self.tokenizer = None  # the trainer's own (its processing_class), taken from the first event
         self.run_info, self.batch_size = run_info, batch_size
@@ -155,7 +156,7 @@ class ValidationCallback(TrainerCallback):
         return point
 
     def save_best(self, model) -> None:
-        with atomic_dir(self.out_dir / BEST_DIR) as tmp:
+        with atomic_dir(self.out_dir / BEST_DIR, "adapter", legacy=is_run_output) as tmp:
             # only the adapter being trained: DPO holds a frozen copy of its starting adapter beside it
             active = getattr(model, "active_adapter", None)
             model.save_pretrained(str(tmp), **({"selected_adapters": [active]} if isinstance(active, str) else {}))

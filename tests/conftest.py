@@ -91,6 +91,24 @@ def tiny_spec(tmp_path, tiny_model_dir) -> Path:
 
 
 @pytest.fixture
+def as_after_the_demo(tmp_path, monkeypatch):
+    """Validate a shipped config as it is once the demo has run: from a scratch working directory in which every
+    `runs/...` model the config names exists (as an adapter directory). Call it with the config's path."""
+    from promptbake.config import read_yaml
+
+    monkeypatch.chdir(tmp_path)
+
+    def make_its_models(config_path: Path) -> None:
+        data, _ = read_yaml(config_path)
+        for field, value in data.items():
+            if field.endswith("model") and isinstance(value, str) and value.startswith("runs/"):
+                (tmp_path / value).mkdir(parents=True, exist_ok=True)
+                (tmp_path / value / "adapter_config.json").write_text("{}")
+
+    return make_its_models
+
+
+@pytest.fixture
 def reliability_log():
     """Record what a reliability test exercised (faults injected, bad inputs, secrets found, rows lost), for
     scripts/reliability_report.py, which runs these tests with PROMPTBAKE_RELIABILITY_LOG set."""

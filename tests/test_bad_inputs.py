@@ -123,7 +123,7 @@ CASES = [
      ["train", "sft", "{tmp}/r.yaml"], "training.max_length=8 leaves no response token in any of the 2 rows"),
     ("model missing",
      {"r.yaml": "model: ./no/such/model\ndataset: {tmp}/d.jsonl\nreport_to: none\n", "d.jsonl": ROW + "\n"},
-     ["train", "sft", "{tmp}/r.yaml"], "model './no/such/model': no such directory or file"),
+     ["train", "sft", "{tmp}/r.yaml"], "{tmp}/r.yaml:1: field 'model': './no/such/model': no such directory or file"),
     ("chat template missing", {"r.yaml": "model: NOTEMPLATE\ndataset: {tmp}/d.jsonl\nreport_to: none\n",
                                "d.jsonl": ROW + "\n"},
      ["train", "sft", "{tmp}/r.yaml"], "its tokenizer has no chat template; promptbake needs one"),

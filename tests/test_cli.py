@@ -24,8 +24,11 @@ def promptbake(*args, cwd=REPO):
     (["train", "sft", "configs/sft/demo_lora.yaml", "lora.rank=8"], "field 'lora.rank': unknown field"),
     (["train", "sft", "configs/sft/demo_lora.yaml", "dataset=/nonexistent/rows.jsonl"],
      "dataset '/nonexistent/rows.jsonl': file not found"),
-    (["eval", "configs/evals/demo.yaml", "eval_inputs=/nonexistent.jsonl"], "/nonexistent.jsonl: file not found"),
-    (["export", "/nonexistent-run"], "/nonexistent-run: no LoRA adapter found"),
+    (["eval", "configs/evals/demo.yaml", "arms=[base_prompted]", "eval_inputs=/nonexistent.jsonl"],
+     "/nonexistent.jsonl: file not found"),
+    (["eval", "configs/evals/demo.yaml", "tuned_model=runs/nonexistent/adapter"],
+     "field 'tuned_model': 'runs/nonexistent/adapter': no such directory or file"),
+    (["export", "/nonexistent-run"], "/nonexistent-run: no such directory"),
 ])
 def test_bad_input_exits_2_without_traceback(args, message):
     result = promptbake(*args)

@@ -184,7 +184,10 @@ def test_shipped_questions_validate():
 def test_bad_question_file_names_line_and_field_before_any_model_loads(tmp_path, tiny_spec, line, error):
     rows = write_jsonl(tmp_path / "eval_inputs.jsonl", [{"prompt": [{"role": "user", "content": "tea"}]}])
     questions = write_jsonl(tmp_path / "q.jsonl", [QUESTIONS[0], QUESTIONS[2], line])
-    # no such models: had anything loaded before the questions were read, the error would name them instead
+    # models that cannot load: had anything loaded before the questions were read, the error would name them
+    for name in ("no_base", "no_adapter"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
     config = EvalConfig(spec=str(tiny_spec), eval_inputs=str(rows), base_model=str(tmp_path / "no_base"),
                         tuned_model=str(tmp_path / "no_adapter"), arms=["base_prompted", "drift"],
                         drift={"questions": str(questions)}, report_to="none", output_dir=str(tmp_path / "eval"))
@@ -193,15 +196,15 @@ def test_bad_question_file_names_line_and_field_before_any_model_loads(tmp_path,
     assert not (tmp_path / "eval").exists()
 
 
-def test_drift_needs_a_base_and_a_tuned_model(tmp_path, tiny_spec):
+def test_drift_needs_a_base_and_a_tuned_model(tmp_path, tiny_spec, tiny_model_dir):
     path = tmp_path / "eval.yaml"
     path.write_text(f"spec: {tiny_spec}\neval_inputs: x.jsonl\narms: [base_prompted, drift]\n")
     with pytest.raises(InputError, match="field 'tuned_model' is required by the arm drift"):
         load_config(EvalConfig, path)
     with pytest.raises(InputError, match="field 'base_model' is required by the arm drift"):
-        load_config(EvalConfig, path, ["base_model=''", "tuned_model=runs/x/adapter"])
+        load_config(EvalConfig, path, ["base_model=''", f"tuned_model={tiny_model_dir}"])
     with pytest.raises(InputError, match="reported beside adherence"):
-        load_config(EvalConfig, path, ["arms=[drift]", "tuned_model=runs/x/adapter"])
+        load_config(EvalConfig, path, ["arms=[drift]", f"tuned_model={tiny_model_dir}"])
 
 
 def test_summary_counts_what_the_answers_say(tiny_spec):

@@ -25,6 +25,7 @@ from test_crash_safety import kill_when, start
 from data_tools.scoring import all_pass, score
 from data_tools.spec import Sampling, load_spec
 from promptbake.config import InputError
+from promptbake.io import MARKER
 from promptbake.models import DEFAULT_MODEL, RUN_INFO_FILE, load_tokenizer
 from sft import gguf as gguf_export
 from sft.export import main as export
@@ -129,7 +130,7 @@ def test_f16_and_q8_0_gguf_served_by_llama_cpp_answer_like_the_merged_model(tiny
         assert {t.tensor_type.name for t in tensors if len(t.shape) == 2} == {matrix_type}
     # nothing but the finished files: no temporary directory or f16 intermediate left behind
     assert sorted(p.name for p in gguf_dir.iterdir()) == ["f16", "q8_0"]
-    assert sorted(p.name for p in (gguf_dir / "q8_0").iterdir()) == ["Modelfile", "model-q8_0.gguf"]
+    assert sorted(p.name for p in (gguf_dir / "q8_0").iterdir()) == [MARKER, "Modelfile", "model-q8_0.gguf"]
 
 
 @pytest.mark.slow
@@ -157,7 +158,8 @@ def test_gguf_export_killed_midway_leaves_nothing_under_a_final_name(tiny_run, t
     kills = 0
     for _ in range(2):
         kills += kill_when(start(["export", str(run), "--gguf", "q8_0"]), writing, rng.uniform(0, 2))
-        assert not final.exists() or sorted(p.name for p in final.iterdir()) == ["Modelfile", "model-q8_0.gguf"]
+        assert not final.exists() or sorted(p.name for p in final.iterdir()) == [MARKER, "Modelfile",
+                                                                                 "model-q8_0.gguf"]
     assert kills >= 1, "no kill landed mid-export; the test proved nothing"
     reliability_log("faults_injected", kills)
     export(run, gguf="q8_0")  # started again, it finishes

@@ -220,8 +220,11 @@ def test_malformed_preference_row_is_refused_with_its_line(tmp_path, train):
 
 def test_dpo_refuses_an_adapter_of_another_base(sft_adapter, tmp_path):
     data = write_rows(tmp_path / "prefs_train.jsonl", pref_rows())
+    other = tmp_path / "other-model"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
     with pytest.raises(InputError, match="was trained on base .*: set model="):
-        dpo.main(dpo.DPORecipe(model="some/other-model", init_adapter=str(sft_adapter), dataset=str(data),
+        dpo.main(dpo.DPORecipe(model=str(other), init_adapter=str(sft_adapter), dataset=str(data),
                                report_to="none", output_dir=str(tmp_path / "run")))
     with pytest.raises(ValueError, match="remove the `lora` section"):
         dpo.DPORecipe(init_adapter=str(sft_adapter), dataset=str(data), lora={"r": 4})
@@ -241,7 +244,8 @@ RECIPES = {"dpo": dpo.DPORecipe, "reward": reward.RewardRecipe, "rl": rl.RLRecip
 
 @pytest.mark.parametrize("path", sorted(p for d in RECIPES for p in (REPO / "configs" / d).glob("*.yaml")),
                          ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_shipped_recipes_validate_and_say_how_to_run(path):
+def test_shipped_recipes_validate_and_say_how_to_run(path, as_after_the_demo):
     assert path.read_text().startswith("#")
+    as_after_the_demo(path)  # the RL recipe starts from the adapter the demo trains
     load_config(RECIPES[path.parent.name], path)
     assert f"python -m sft.{path.parent.name} {path.relative_to(REPO)}" in path.read_text()
