@@ -300,13 +300,7 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
     write_jsonl(out_dir / "train_inputs.jsonl", prompt_only_rows(train, inputs))  # on-policy rounds answer these
     if validation:
         write_jsonl(out_dir / "val_inputs.jsonl", prompt_only_rows(validation, inputs))
-    # before any training: checks that one fixed answer passes test the format, not the task
-    given = [t for t in texts if t in inputs and not inputs[t].synthesized]
-    fixed = best_fixed_answer(spec, [(t, inputs[t].label) for t in given],
-                              fixed_answers(spec, (r["completion"][-1]["content"] for r in sft_rows)))
-    format_warning = format_only_warning(fixed)
-    if format_warning:
-        print(f"[promptbake] warning: {format_warning}", flush=True)
+    fixed = fixed_answer_finding(spec, sft_rows)
     elapsed = time.time() - start
     checked = [r.id for r in spec.rules if r.check is not None]
     manifest = {
@@ -328,8 +322,7 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
         # where each training answer came from (the first four add up to sft_rows); synthesized_inputs counts
         # the rows, of any source, whose input the teacher wrote
         "provenance": {key: provenance[key] for key in PROVENANCE},
-        "fixed_answer": {"answer": fixed["answer"], "source": fixed["source"], "pass_rate": fixed["pass_rate"],
-                         "warning": format_warning},
+        "fixed_answer": fixed,
         "raw_pass_rate_per_rule": {rid: rule_passes[rid] / max(n_samples, 1) for rid in checked},
         "raw_all_rules_pass_rate": n_raw_all_pass / max(n_samples, 1),
         "time_s": round(elapsed, 1),
@@ -341,6 +334,20 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
     write_json(out_dir / "manifest.json", manifest)  # last: its presence means the build finished
     print_summary(manifest, out_dir)
     return manifest
+
+
+def fixed_answer_finding(spec: PromptSpec, sft_rows: list[dict]) -> dict:
+    """Before any training: the best fixed answer (the most frequent training answer or a few-shot example's
+    output) scored on every given input; when it passes most, the checks test the format, not the task, and
+    the build warns (data_tools/format_only.py)."""
+    inputs = load_inputs(spec, quiet=True)
+    fixed = best_fixed_answer(spec, [(t, item.label) for t, item in inputs.items()],
+                              fixed_answers(spec, (r["completion"][-1]["content"] for r in sft_rows)))
+    warning = format_only_warning(fixed)
+    if warning:
+        print(f"[promptbake] warning: {warning}", flush=True)
+    return {"answer": fixed["answer"], "source": fixed["source"], "pass_rate": fixed["pass_rate"],
+            "warning": warning}
 
 
 PROVENANCE = ("teacher", "teacher_repaired", "teacher_with_label_hint", "label_as_answer", "logged_answer",

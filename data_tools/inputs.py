@@ -142,6 +142,13 @@ def load_inputs(spec: PromptSpec, quiet: bool = False) -> dict[str, InputItem]:
     else:
         items = _read_rows(spec.inputs_path(), src.field, src.label_field, src.label_fields)
         where = str(spec.inputs_path())
+    long = [(item.line, len(text)) for text, item in items if len(text) > src.max_chars]
+    if long:
+        at = ", ".join(f"line {line}: {n:,} characters" if line is not None else f"{n:,} characters"
+                       for line, n in long[:3])
+        log.warning("%s: %d input(s) longer than inputs.max_chars=%d were dropped (%s%s)", where, len(long),
+                    src.max_chars, at, ", ..." if len(long) > 3 else "")
+        items = [(text, item) for text, item in items if len(text) <= src.max_chars]
     inputs: dict[str, InputItem] = {}
     repeats: list[int | None] = []
     for text, item in items:

@@ -25,8 +25,9 @@ import argparse
 import json
 from pathlib import Path
 
-from data_tools.build import JOURNAL, claim_build_dir, print_summary, save_datasets
+from data_tools.build import JOURNAL, claim_build_dir, fixed_answer_finding, print_summary, save_datasets
 from data_tools.inputs import input_id
+from data_tools.spec import load_spec
 from promptbake.config import InputError
 from promptbake.entry import stage_parser
 from promptbake.io import iter_jsonl, write_json, write_jsonl
@@ -40,7 +41,8 @@ TRAIN_FILES = {
 }
 # the same in every shard (the split of the whole), with the count that says whether the build wrote it
 SHARED_FILES = {"eval_inputs.jsonl": "eval_inputs", "val_inputs.jsonl": "val_inputs"}
-SHARED_COUNTS = ("inputs", "val_inputs", "eval_inputs")  # every other count is a sum over the shards
+# every other count is a sum over the shards
+SHARED_COUNTS = ("inputs", "val_inputs", "eval_inputs", "leaked_train_inputs_dropped")
 
 
 def read_shard(directory: Path) -> dict:
@@ -162,12 +164,27 @@ def merged_manifest(shards: list[tuple[Path, dict]]) -> dict:
         "counts": counts,
         "raw_pass_rate_per_rule": {rule: n / max(samples, 1) for rule, n in passes.items()},
         "raw_all_rules_pass_rate": all_pass / max(samples, 1),
+        "provenance": {k: sum(m.get("provenance", {}).get(k, 0) for m in manifests)
+                       for k in first.get("provenance", {})},
+        # one shard's finding, from its rows; main() redoes it on all of them when the spec file still matches
+        "fixed_answer": first.get("fixed_answer") and {**first["fixed_answer"], "from": "shard 1's rows"},
         "time_s": round(time_s, 1),  # summed over the shards: machine time, not the wall time of the build
         "examples_per_s": round(samples / time_s, 3) if time_s else None,
         "merged_from": [{"dir": str(d), "shard": f"{m['shard']['index']}/{m['shard']['count']}",
                          "time_s": m["time_s"], **{k: m[k] for k in ("teacher_endpoints",) if k in m}}
                         for d, m in shards],
     }
+
+
+def spec_of_build(manifest: dict):
+    """The spec the shards were built from, when its file still says so: the file with the manifest's teacher
+    (shards usually differ from the file only in their teacher settings); None when the hash disagrees."""
+    path = Path(manifest["spec_path"])
+    if not path.exists():
+        return None
+    spec = load_spec(path)
+    spec = spec.model_copy(update={"teacher": spec.teacher.model_validate(manifest["teacher"])})
+    return spec if spec.content_hash() == manifest["spec_hash"] else None
 
 
 def main(out: str | Path, dirs: list[str | Path]) -> dict:
@@ -187,6 +204,9 @@ def main(out: str | Path, dirs: list[str | Path]) -> dict:
     claim_build_dir(out, manifest["spec_hash"])  # the user's files or another spec's build: refused, untouched
     (out / "manifest.json").unlink(missing_ok=True)  # the manifest marks a finished build: it goes last
     merge_rows(out, shards, positions)
+    spec = spec_of_build(manifest)
+    if spec is not None:
+        manifest["fixed_answer"] = fixed_answer_finding(spec, [row for _, row in iter_jsonl(out / "sft_train.jsonl")])
     save_datasets(out)
     write_json(out / "manifest.json", manifest)
     print_summary(manifest, out)

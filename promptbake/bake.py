@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Literal
@@ -88,6 +89,19 @@ class BakeConfig(StrictModel):
     """Also run the eval's `drift` arm: the tuned model vs the base, no prompt, on general questions outside the
     spec (KL per token, facts it still gets right, format leaking into unrelated answers; evals/drift.py), and
     warn in the verdict when it drifted past the thresholds. About 2 CPU-minutes with SmolLM2-135M."""
+    inference_arms: bool = True
+    """Also measure what a user could do instead of training: the prompted base's answers repaired by the spec's
+    repairs (base_prompted_repaired) and its best of n samples by the checks (base_prompted_best_of_n; about as
+    long again as the base_prompted arm times n). The verdict names the cheapest arm that reaches the tuned
+    model. The null arm (`constant`: one fixed answer for every input) always runs: it costs nothing."""
+    best_of_n: PositiveInt | None = None
+    """Samples per input of base_prompted_best_of_n; default the teacher's n, at least 4."""
+    judge: bool = True
+    """For specs without labels (no label match to read the content): a pairwise judge of every arm's answers
+    against the prompted base's, both orders (evals/judge.py), on content rather than format; the verdict reports
+    the tuned model's wins, losses and sign-test p. A 135M judge is a weak one: pass a bigger `judge_model`."""
+    judge_model: str | None = None
+    """The judge (a model name or directory); default the bake's `model`."""
     export: bool = True
     """Merge the kept adapter into standalone weights at the end."""
     report_to: Literal["wandb", "none"] = "wandb"
@@ -146,11 +160,14 @@ def changed_fields(old: dict, new: dict) -> list[str]:
 
 
 STAGES = ["data", "sft", "rounds", "eval", "export"]
+STAGE_DIRS = {"data": "data", "sft": "sft", "rounds": "rounds", "eval": "eval", "export": "merged"}
+"""Where each stage writes inside the run directory."""
 # the first stage each bake config field affects; a change is accepted while that stage has not finished, and
 # the finished stages after it are run again (report_to changes nothing a stage produces)
 FIELD_STAGE = {"model": "data", "synthesis_min_inputs": "data", "validation": "data", "recipe": "sft",
-               "budget": "sft", "rounds": "rounds", "eval_batch_size": "eval", "drift": "eval", "export": "export",
-               "report_to": None}
+               "budget": "sft", "rounds": "rounds", "eval_batch_size": "eval", "drift": "eval",
+               "inference_arms": "eval", "best_of_n": "eval", "judge": "eval", "judge_model": "eval",
+               "export": "export", "report_to": None}
 
 
 class RunState:
@@ -181,7 +198,14 @@ class RunState:
             redo = [s for s in STAGES[STAGES.index(first):] if s in self.data["stages"]]
             for stage in redo:
                 del self.data["stages"][stage]
-            print(f"[promptbake] bake config changed ({', '.join(changed)}): the {first} stage has not run yet; "
+            # a stage killed part-way under the old settings left checkpoints (or a journal) that a resume would
+            # continue: under other settings it starts again from nothing instead
+            started = [run / STAGE_DIRS[s] for s in STAGES[STAGES.index(first):] if (run / STAGE_DIRS[s]).exists()]
+            for path in started:
+                shutil.rmtree(path)
+            print(f"[promptbake] bake config changed ({', '.join(changed)}): the {first} stage has not finished; "
+                  + (f"it was started under the old settings, so it starts again from scratch (removed "
+                     f"{', '.join(str(p) for p in started)}); " if started else "")
                   + (f"{', '.join(redo)} will run again" if redo else "continuing"))
         self.data["config"] = config_dump
         self.save()
@@ -202,6 +226,7 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
     """Run (or resume) the whole bake; returns the verdict."""
     from data_tools.inputs import load_inputs, split_inputs
     from data_tools.spec import load_spec
+    from evals.judge import CONTENT_CRITERIA
     from evals.run import EvalConfig
     from sft.train import SFTRecipe
 
@@ -225,7 +250,14 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
                              # the tuned model exists only after SFT: the eval stage sets it; the base stands in
                              base_model=config.model, tuned_model=config.model,
                              sampling={"max_new_tokens": eval_tokens}, batch_size=config.eval_batch_size,
-                             arms=["base_prompted", "tuned_unprompted", *(["drift"] if config.drift else [])],
+                             arms=["base_prompted", "tuned_unprompted", "constant",
+                                   *(["base_prompted_repaired", "base_prompted_best_of_n"]
+                                     if config.inference_arms else []),
+                                   *(["drift"] if config.drift else [])],
+                             train_rows=str(run / "data" / "sft_train.jsonl"), best_of_n=config.best_of_n,
+                             judge={"model": config.judge_model or config.model, "against": "base_prompted",
+                                    "criteria": CONTENT_CRITERIA}
+                             if config.judge and not user_spec.inputs.label_names() else None,
                              report_to=config.report_to, output_dir=str(run / "eval"))
     # Only what differs from the defaults is recorded and compared: a promptbake upgrade that adds a field with a
     # default must not make an earlier run of the same spec and overrides look like a different one.

@@ -283,6 +283,7 @@ def train_and_save(trainer, recipe: BaseRecipe, tokenizer, rows_path: Path, prec
 
         if wandb.run is not None:
             log_sample_completions(trainer.model, tokenizer, rows_path)
+            log_provenance(wandb.run, rows_path.parent / "manifest.json")
         wandb.finish()  # close the run now, not at interpreter exit, so later stages don't log into it
     save_dir, kind = saved_output(recipe)
     if trainer.is_world_process_zero():
@@ -314,6 +315,14 @@ def sample_prompts(rows_path: Path, n: int) -> list[list[dict]]:
         if len(prompts) == n:
             break
     return prompts
+
+
+def log_provenance(run, manifest_path: Path) -> None:
+    """The training rows counted by where their answers came from (teacher, teacher with a label hint, the
+    label itself, ...; the data build's manifest) into the W&B run's summary, beside the loss curve they made."""
+    if manifest_path.exists():
+        provenance = json.loads(manifest_path.read_text()).get("provenance") or {}
+        run.summary.update({f"data/provenance/{k}": v for k, v in provenance.items()})
 
 
 def log_sample_completions(model, tokenizer, rows_path: Path, n: int = 4, max_new_tokens: int = 48) -> None:

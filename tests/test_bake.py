@@ -154,6 +154,21 @@ def test_bake_with_drift_runs_the_drift_arm_and_carries_its_warning(bake_spec, t
         assert f"**Drift:** {drift['warning']}" in (out / "report.md").read_text()
 
 
+def test_a_changed_field_restarts_a_stage_killed_part_way_instead_of_resuming_it(tmp_path, capsys):
+    """budget.max_steps changed on a bake killed in SFT: checkpoint-18 of the old 66-step run must not be resumed."""
+    from promptbake.bake import RunState
+
+    run = tmp_path / "run"
+    RunState(run, {"name": "s"}, {"budget": {"max_steps": 66}}, "spec.yaml").finish("data", {"counts": {}})
+    (run / "data").mkdir()
+    (run / "sft" / "checkpoints" / "checkpoint-18").mkdir(parents=True)
+    state = RunState(run, {"name": "s"}, {"budget": {"max_steps": 30}}, "spec.yaml")
+    assert not (run / "sft").exists() and (run / "data").exists() and state.done("data") is not None
+    out = capsys.readouterr().out
+    assert "bake config changed (budget.max_steps): the sft stage has not finished; it was started under the old " \
+           f"settings, so it starts again from scratch (removed {run / 'sft'})" in out
+
+
 def test_bad_bake_override_fails_before_any_model_loads(tiny_spec, tmp_path):
     with pytest.raises(InputError, match="budget.min_steps"):
         load_bake(str(tiny_spec), ["budget.min_steps=0"])

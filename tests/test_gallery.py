@@ -5,8 +5,8 @@ every gallery spec builds end to end with a tiny teacher."""
 from __future__ import annotations
 
 import json
-from collections import Counter
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest

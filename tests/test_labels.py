@@ -151,6 +151,17 @@ def test_repeated_inputs_are_counted_with_their_lines(tmp_path, caplog):
            "remain" in caplog.text
 
 
+def test_an_input_past_max_chars_is_dropped_with_its_line(tmp_path, caplog):
+    """A pasted megabyte never reaches the teacher: it is named with its line and dropped."""
+    (tmp_path / "q.txt").write_text("How do I reset it?\n" + "x" * 5_000_000 + "\nWhere is my order?\n")
+    (tmp_path / "s.yaml").write_text("name: faq\nrules: [{id: r, text: Be brief.}]\ninputs: {path: q.txt}\n")
+    with caplog.at_level(logging.WARNING, logger="data_tools.inputs"):
+        inputs = load_inputs(load_spec(tmp_path / "s.yaml"))
+    assert list(inputs) == ["How do I reset it?", "Where is my order?"]
+    assert f"{tmp_path / 'q.txt'}: 1 input(s) longer than inputs.max_chars=4000 were dropped (line 2: 5,000,000 " \
+           "characters)" in caplog.text
+
+
 def test_a_check_module_beside_the_spec_imports_without_pythonpath(tmp_path):
     (tmp_path / "my_spec_checks_7f3a.py").write_text(
         "def polite(input, response):\n    return 'please' in response.lower()\n")

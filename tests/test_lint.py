@@ -111,7 +111,7 @@ def test_issue_count_and_reports(report, dataset):
     assert report["issue_counts"] == {
         "exact_duplicate_rows": 1, "repeated_completions": 0, "near_duplicate_pairs": 1, "leaked_eval_inputs": 2,
         "overrepresented_values": 1,
-        "truncated_rows": 1, "rows_failing_rules": 0, "slots_never_missing": 0}
+        "truncated_rows": 1, "rows_failing_rules": 0, "slots_never_missing": 0, "format_only_checks": 0}
     assert report["issues"] == 6
     out = dataset / "lint"
     assert json.loads((out / "lint.json").read_text())["issues"] == 6

@@ -105,9 +105,12 @@ def test_shards_killed_and_resumed_merge_to_one_unsharded_build(tiny_spec, talka
     assert sorted(map(json.dumps, journal)) == sorted(map(json.dumps, map(json.loads, lines(base / build.JOURNAL))))
     assert len({r["id"] for r in journal}) == len(journal)  # each input answered once, kills and all
     merged, unsharded = manifest_of(out), manifest_of(base)
-    timing = ("time_s", "examples_per_s", "merged_from")
+    # the shards were built with overrides: the merge cannot reload their spec, and says whose rows found the
+    # fixed answer (data_tools/merge.py spec_of_build)
+    timing = ("time_s", "examples_per_s", "merged_from", "fixed_answer")
     assert {k: v for k, v in merged.items() if k not in timing} == \
         {k: v for k, v in unsharded.items() if k not in timing}
+    assert merged["fixed_answer"]["from"] == "shard 1's rows"
     assert [m["shard"] for m in merged["merged_from"]] == ["1/3", "2/3", "3/3"]
     from datasets import load_from_disk
 
@@ -157,7 +160,9 @@ def test_labels_shards_merge_to_the_unsharded_build(labelled_shards, tmp_path):
     merge.main(tmp_path / "merged", dirs)
     for name in ROW_FILES:
         assert lines(tmp_path / "merged" / name) == lines(tmp_path / "data" / name), name
-    assert manifest_of(tmp_path / "merged")["counts"] == manifest_of(tmp_path / "data")["counts"]
+    merged, whole = manifest_of(tmp_path / "merged"), manifest_of(tmp_path / "data")
+    assert merged["counts"] == whole["counts"] and merged["provenance"] == whole["provenance"]
+    assert merged["fixed_answer"] == whole["fixed_answer"]  # redone on all the rows: the spec file still matches
     eval_files = {(d / "eval_inputs.jsonl").read_text() for d in dirs}
     assert len(eval_files) == 1  # every shard holds the same eval split, the unsharded one
     assert not (tmp_path / "merged" / build.JOURNAL).exists()  # the labels teacher keeps no journal
