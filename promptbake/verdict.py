@@ -93,7 +93,9 @@ def verdict(metrics: dict, manifest: dict, curve: list[dict], budget_steps: int 
         beats_constant = Fraction(tuned_k, n) >= Fraction(const_k, n) + WIN_MARGIN
         source, answer = constant.get("constant_source", "constant"), constant.get("constant_answer", "")
         said = f"a fixed answer ({source}: {answer!r:.60}) passes {const_k / n:.0%}"
-        if not beats_constant:
+        if not beats_constant and const_k >= tuned_k:
+            reasons.append(f"{said}, at least as many inputs as the tuned model")
+        elif not beats_constant:
             reasons.append(f"{said}, within {float(WIN_MARGIN) * 100:.0f} points of the tuned model: the checks "
                            "cannot tell the tuned model from a template")
         elif const_k / n >= 0.5:
@@ -161,7 +163,9 @@ def inference_alternatives(metrics: dict, tuned_k: int) -> dict:
     if reaching:
         a = reaching[0]
         m = metrics[a]
-        what = "training bought nothing over repair: " if a != "base_prompted" else "training bought no adherence: "
+        what = {"base_prompted": "training bought no adherence: ",
+                "base_prompted_repaired": "training bought nothing over repair: ",
+                "base_prompted_best_of_n": "training bought nothing over best-of-n sampling: "}[a]
         return {"cheapest": a, "statement": (
             f"{what}{a} reaches {m['all_rules_adherence']:.0%} (tuned {tuned['all_rules_adherence']:.0%}) at "
             f"{cost(m):.0f} tokens and {m['latency_s_per_request']:.2f} s per request; the tuned model needs "

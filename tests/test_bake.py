@@ -238,7 +238,11 @@ def test_a_fixed_answer_or_wrong_content_is_not_a_win():
                         "vs_base_prompted": {"tuned_unprompted": 1e-10}}, MANIFEST, [], 60)
     assert template["outcome"] == "not won" and template["relation"] == "beats"
     assert "a fixed answer (few-shot example 1's output: 'quick answer: yes.') passes 100%" in template["statement"]
-    assert "cannot tell the tuned model from a template" in template["statement"]
+    assert "at least as many inputs as the tuned model" in template["statement"]
+    near = verdict({"base_prompted": base, "tuned_unprompted": tuned, "vs_base_prompted": {"tuned_unprompted": 1e-10},
+                    "constant": {**constant, "all_rules_passed": 33, "all_rules_adherence": 33 / 36}}, MANIFEST, [], 60)
+    assert "within 10 points of the tuned model: the checks cannot tell the tuned model from a template" in \
+        near["statement"] and near["outcome"] == "not won"
     assert "answer diversity 3%" in template["statement"]
     wrong = verdict({"base_prompted": arm(2, 36, label_match=0.5), "tuned_unprompted": arm(36, 36, label_match=0.2),
                      "constant": arm(3, 36), "vs_base_prompted": {"tuned_unprompted": 1e-10}}, MANIFEST, [], 60)
