@@ -12,7 +12,7 @@ once for its n samples, and the cache is written in place (see that module for t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from data_tools.spec import Sampling
@@ -53,15 +53,18 @@ class LocalBackend:
         conversations: list[list[dict]],
         sampling: Sampling,
         on_batch: Callable[[list[int], list[Completion]], None] | None = None,
+        skip: Collection[int] = (),
     ) -> list[Completion]:
         """Answer every conversation with `sampling.n` samples; `on_batch(indices, completions)` is called
-        after each batch (for journaling and progress), with indices into `conversations`."""
+        after each batch (for journaling and progress), with indices into `conversations`. `skip`: indices
+        answered before (a resumed journal): not generated again (None in the result), while every other
+        conversation gets the very samples a call without `skip` gives it (the same batches and seeds)."""
         import torch  # here, not at the top: the HTTP backend shares `Completion` and needs no torch
 
         with torch.inference_mode():
-            return self._generate(conversations, sampling, on_batch)
+            return self._generate(conversations, sampling, on_batch, skip)
 
-    def _generate(self, conversations, sampling, on_batch) -> list[Completion]:
+    def _generate(self, conversations, sampling, on_batch, skip=()) -> list[Completion]:
         import torch
 
         from data_tools.decode import decode_batch, plain_cache_layout
@@ -75,6 +78,8 @@ class LocalBackend:
         results: list[Completion | None] = [None] * len(prompts)
         for start in range(0, len(order), per_batch):
             idx = order[start : start + per_batch]
+            if all(i in skip for i in idx):
+                continue
             torch.manual_seed(sampling.seed + start)  # a fresh run with the same seed samples the same answers
             t0 = time.perf_counter()
             answers = decode(
@@ -85,12 +90,14 @@ class LocalBackend:
             latency = time.perf_counter() - t0
             batch_results = []
             for row, i in enumerate(idx):
+                if i in skip:  # sampled with its batch, as before, so that the others' samples are too
+                    continue
                 seqs = answers[row * sampling.n : (row + 1) * sampling.n]
                 texts = [t.strip() for t in tok.batch_decode(seqs, skip_special_tokens=True)]
                 results[i] = Completion(texts, len(encoded[i]), [len(s) for s in seqs], latency)
                 batch_results.append(results[i])
             if on_batch is not None:
-                on_batch(idx, batch_results)
+                on_batch([i for i in idx if i not in skip], batch_results)
         return results  # type: ignore[return-value]
 
     def eos_token_ids(self) -> set[int]:
@@ -154,25 +161,31 @@ class VLLMBackend:
         conversations: list[list[dict]],
         sampling: Sampling,
         on_batch: Callable[[list[int], list[Completion]], None] | None = None,
+        skip: Collection[int] = (),
     ) -> list[Completion]:
+        """As `LocalBackend.generate` (`skip`: indices answered before, None in the result)."""
         from vllm import SamplingParams
 
-        results: list[Completion] = []
+        results: list[Completion | None] = [None] * len(conversations)
         for start in range(0, len(conversations), self.chunk_size):
-            chunk = conversations[start : start + self.chunk_size]
+            indices = [i for i in range(start, min(start + self.chunk_size, len(conversations))) if i not in skip]
+            if not indices:
+                continue
             prompts = [{"prompt_token_ids": self.tokenizer(
-                self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True),
-                add_special_tokens=False)["input_ids"]} for c in chunk]
-            # a seed per input (as the HTTP backend sends): an input's samples do not depend on its chunk
+                self.tokenizer.apply_chat_template(conversations[i], tokenize=False, add_generation_prompt=True),
+                add_special_tokens=False)["input_ids"]} for i in indices]
+            # a seed per input (as the HTTP backend sends): an input's samples do not depend on its chunk, nor on
+            # the inputs skipped before it
             params = [SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
                                      top_k=sampling.top_k, max_tokens=sampling.max_new_tokens,
-                                     seed=sampling.seed + (start + i) * sampling.n) for i in range(len(chunk))]
+                                     seed=sampling.seed + i * sampling.n) for i in indices]
             t0 = time.perf_counter()
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
             latency = time.perf_counter() - t0
             batch = [Completion([o.text.strip() for o in out.outputs], len(out.prompt_token_ids),
                                 [len(o.token_ids) for o in out.outputs], latency) for out in outputs]
-            results += batch
+            for i, completion in zip(indices, batch):
+                results[i] = completion
             if on_batch is not None:
-                on_batch(list(range(start, start + len(chunk))), batch)
-        return results
+                on_batch(indices, batch)
+        return results  # type: ignore[return-value]

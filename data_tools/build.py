@@ -93,28 +93,31 @@ def generate_missing(spec: PromptSpec, texts: list[str], inputs: dict[str, Input
     """Teacher samples of one round for every input in `texts`, generating only what the journal lacks;
     returns input id -> samples. The teacher's prompt carries the input's label hint when the spec has one
     (or from the template `hint`)."""
-    todo = [t for t in texts if (round_no, input_id(t)) not in done]
-    if todo:
+    answered = {i for i, t in enumerate(texts) if (round_no, input_id(t)) in done}
+    if len(answered) < len(texts):
         if "backend" not in backend_cache:  # load the model once, only when something is left to generate
             backend_cache["backend"] = make_backend(spec)
-        conversations = (spec.prompted_messages(t, hint=spec.hint_for(inputs[t].label, hint)) for t in todo)
+        conversations = (spec.prompted_messages(t, hint=spec.hint_for(inputs[t].label, hint)) for t in texts)
         if spec.teacher.backend != "openai":  # the HTTP backend reads them lazily: a million prompts never in memory
             conversations = list(conversations)
         label = "teacher" if round_no == 1 else f"teacher round {round_no}"
-        bar = tqdm(total=len(texts), initial=len(texts) - len(todo), desc=label, unit="input")
+        bar = tqdm(total=len(texts), initial=len(answered), desc=label, unit="input")
 
         spec_hash = spec.content_hash()
 
         def on_batch(indices: list[int], completions: list[Completion]) -> None:
-            records = [{"id": input_id(todo[i]), "round": round_no, "spec_hash": spec_hash,
-                        "input": todo[i], "samples": c.texts} for i, c in zip(indices, completions)]
+            records = [{"id": input_id(texts[i]), "round": round_no, "spec_hash": spec_hash,
+                        "input": texts[i], "samples": c.texts} for i, c in zip(indices, completions)]
             append_jsonl(out_dir / JOURNAL, records)  # fsynced once per batch or group: a kill loses only
             # the one being gathered (the HTTP backend's groups: teacher.journal_every / journal_interval_s)
             for r in records:
                 done[(round_no, r["id"])] = r["samples"]
             bar.update(len(records))
 
-        backend_cache["backend"].generate(conversations, sampling, on_batch=on_batch)
+        # every input is handed over, the journaled ones to skip: a backend's batches and seeds come from the
+        # positions in the whole list, so a resumed build samples what an uninterrupted one did (given only the
+        # inputs left, every batch after the first kill got another seed and other answers)
+        backend_cache["backend"].generate(conversations, sampling, on_batch=on_batch, skip=answered)
         bar.close()
     return {input_id(t): done[(round_no, input_id(t))] for t in texts}
 

@@ -24,7 +24,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 
 from data_tools.backends import Completion
 from data_tools.http_endpoints import Connections, Endpoint, EndpointPool, Transient, retry_after_s
@@ -55,18 +55,21 @@ class OpenAIBackend:
         conversations: Iterable[list[dict]],
         sampling: Sampling,
         on_batch: Callable[[list[int], list[Completion]], None] | None = None,
+        skip: Collection[int] = (),
     ) -> list[Completion]:
         """Answer every conversation with `sampling.n` samples; `on_batch(indices, completions)` is called on
         this thread with each group of finished requests, with indices into `conversations`. Results are in
-        input order."""
+        input order. `skip`: indices of `conversations` answered before (a resumed journal), not sent (None in
+        the result); the others are sent with the seeds they have without `skip`."""
         found: dict[int, Completion] = {}
-        for group in self.stream(conversations, sampling):
+        for group in self.stream(conversations, sampling, skip):
             found.update(group)
             if on_batch is not None:
                 on_batch([i for i, _ in group], [c for _, c in group])
-        return [found[i] for i in range(len(found))]
+        return [found.get(i) for i in range(len(found) + len(skip))]  # type: ignore[misc]
 
-    def stream(self, conversations: Iterable[list[dict]], sampling: Sampling) -> Iterator[list[tuple[int, Completion]]]:
+    def stream(self, conversations: Iterable[list[dict]], sampling: Sampling, skip: Collection[int] = ()
+               ) -> Iterator[list[tuple[int, Completion]]]:
         """Groups of (index, completion) as requests finish: a group closes at `journal_every` answers or
         `journal_interval_s` after its first, whichever comes first. The iterable is read lazily, at most two
         conversations per worker ahead of the answers. A request that fails for good raises its InputError
@@ -77,7 +80,8 @@ class OpenAIBackend:
         workers = [threading.Thread(target=self._work, args=(todo, done, sampling, stop), daemon=True,
                                     name=f"openai-backend-{k}") for k in range(self.pool.capacity)]
         window = 2 * len(workers)  # enough queued that no worker waits on this thread between requests
-        source = enumerate(conversations)
+        # a request's seed comes from its index in `conversations`: skipped ones keep the others' seeds in place
+        source = ((i, c) for i, c in enumerate(conversations) if i not in skip)
         ahead = 0  # conversations handed to the workers and not yet answered
         exhausted = False
         group: list[tuple[int, Completion]] = []

@@ -27,6 +27,7 @@ import logging
 import math
 import random
 import re
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -150,21 +151,36 @@ def synthesize_inputs(spec: PromptSpec, target: int, seeds: list[tuple[str, Labe
     for text in [*avoid, ASK, ASK_LABELLED]:  # a model may echo the request itself
         dupes.add(text)
     kept: list[tuple[str, Label]] = []
+    kept_in_round: Counter[int] = Counter()
     journal = out_dir / JOURNAL
     for record in recover_journal(journal):
         if record.get("spec_hash") != spec.content_hash():
             raise InputError(f"{out_dir}: holds inputs synthesized for a different spec; choose another "
                              "output_dir or delete this one")
         kept.append((record["input"], record.get("label")))
+        kept_in_round[record.get("round", 1)] += 1
         dupes.add(record["input"])
     rng = random.Random(spec.split.seed)
-    rounds = 0
+
+    def draw_seeds(missing: int) -> list[list[tuple[str, Label]]]:
+        # ask for ~1.5x what is missing: some candidates fail the filters
+        return [rng.sample(seeds_pool, min(cfg.seeds_per_request, len(seeds_pool)))
+                for _ in range(max(1, (3 * missing) // (2 * cfg.samples_per_request)))]
+
+    # A resumed build goes on from the last round the journal holds (each round is journaled in one append) as
+    # an uninterrupted one would: the seed draws of the rounds before it are replayed, so the next round asks
+    # what it would have asked. Starting again at round 1 asked other requests with other sampling seeds, and
+    # a resumed build kept other inputs than an uninterrupted one. A later round that kept nothing left no
+    # record: it is asked again, identically.
+    rounds = had = 0
+    while rounds < max(kept_in_round, default=0):
+        rounds += 1
+        draw_seeds(target - had)
+        had += kept_in_round[rounds]
     while len(kept) < target and rounds < cfg.max_rounds:
         rounds += 1
         missing = target - len(kept)
-        # ask for ~1.5x what is missing: some candidates fail the filters
-        conversations = [request(spec, rng.sample(seeds_pool, min(cfg.seeds_per_request, len(seeds_pool))))
-                         for _ in range(max(1, (3 * missing) // (2 * cfg.samples_per_request)))]
+        conversations = [request(spec, seeds) for seeds in draw_seeds(missing)]
         sampling = Sampling(n=cfg.samples_per_request, temperature=cfg.temperature, top_p=0.95, top_k=50,
                             max_new_tokens=max_new_tokens, seed=spec.split.seed + 1000 * rounds)
         fresh: list[tuple[str, Label]] = []

@@ -4,12 +4,14 @@
 
 The checks are the test files below (the single source of truth: CI runs them too); each records what it
 exercised through the `reliability_log` fixture. Faults: SIGKILLs of a data build, a training run and an
-export at random points, a tampered checkpoint, and HTTP failures injected by a real proxy in front of a real
+export at random points, of a whole bake in each of its stages (its final answers and weights compared with an
+uninterrupted bake's), a tampered checkpoint, and HTTP failures injected by a real proxy in front of a real
 llama.cpp server (500/429/503/truncated bodies, 500 requests at concurrency 8). Bad inputs: the parametrized
 suite of malformed specs, files, recipes, datasets and arguments. Secrets: recognisable keys planted in the
 environment, searched for in every file a pipeline run produced. The last line is
-`faults_injected=<n> bad_inputs=<n> secrets_found=<n> rows_lost=<n>`; the exit code is non-zero if a check
-failed, a secret was found, a row was lost, or fewer than 10 faults / 30 bad inputs were exercised.
+`faults_injected=<n> bad_inputs=<n> secrets_found=<n> rows_lost=<n> bake_kill_points_identical=<n>`; the exit
+code is non-zero if a check failed, a secret was found, a row was lost, or fewer than 10 faults / 30 bad inputs
+were exercised.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CHECKS = [
     "tests/test_crash_safety.py",
+    "tests/test_bake_kill_anywhere.py",
     "tests/test_distributed.py::test_killed_run_resumes_to_the_same_weights",
     "tests/test_bad_inputs.py",
     "tests/test_security.py",
@@ -46,7 +49,8 @@ def main() -> int:
           and totals["faults_injected"] >= 10 and totals["bad_inputs"] >= 30)
     print("checks passed" if ok else f"FAILED: pytest exit {result.returncode}, totals {dict(totals)}")
     print(f"faults_injected={totals['faults_injected']} bad_inputs={totals['bad_inputs']} "
-          f"secrets_found={totals['secrets_found']} rows_lost={totals['rows_lost']}")
+          f"secrets_found={totals['secrets_found']} rows_lost={totals['rows_lost']} "
+          f"bake_kill_points_identical={totals['bake_kill_points_identical']}")
     return 0 if ok else 1
 
 

@@ -47,9 +47,9 @@ def user(text: str) -> list[dict]:
 
 
 def sample_answers(adapter: str, spec: PromptSpec, items: list[tuple[str, object]], rounds: RoundsSpec,
-                   max_new_tokens: int, batch_size: int, out: Path) -> list[dict]:
-    """Every training input answered `rounds.samples` times by the adapter's model, each answer scored;
-    journaled in `out/samples.jsonl` (a finished journal is reused)."""
+                   max_new_tokens: int, batch_size: int, out: Path, seed: int) -> list[dict]:
+    """Every training input answered `rounds.samples` times by the adapter's model (sampling `seed`), each answer
+    scored; journaled in `out/samples.jsonl` (a finished journal is reused)."""
     from data_tools.backends import LocalBackend
 
     path = out / "samples.jsonl"
@@ -57,7 +57,7 @@ def sample_answers(adapter: str, spec: PromptSpec, items: list[tuple[str, object
         return [row for _, row in iter_jsonl(path)]
     backend = LocalBackend.from_name(adapter, batch_size)
     sampling = Sampling(n=rounds.samples, temperature=rounds.temperature, top_p=0.95, top_k=50,
-                        max_new_tokens=max_new_tokens, seed=len(str(out)))
+                        max_new_tokens=max_new_tokens, seed=seed)
     completions = backend.generate([user(text) for text, _ in items], sampling)
     records = []
     for (text, label), c in zip(items, completions):
@@ -108,7 +108,9 @@ def run_round(k: int, adapter: str, rounds: RoundsSpec, spec: PromptSpec, train_
     from sft.validation import BEST_DIR, ValidationCallback
 
     out.mkdir(parents=True, exist_ok=True)
-    records = sample_answers(adapter, spec, train_items, rounds, max_new_tokens, batch_size, out)
+    # the round's number seeds its sampling (it was the length of the path of `out`: the same bake in another
+    # run directory sampled other answers and trained on other pairs)
+    records = sample_answers(adapter, spec, train_items, rounds, max_new_tokens, batch_size, out, seed=k)
     pass_rate = sum(sum(r["passed"]) for r in records) / max(1, sum(len(r["passed"]) for r in records))
     rows = preference_rows(records, teacher) if rounds.method == "dpo" else rft_rows(records)
     summary = {"round": k, "start_adapter": adapter, "sample_pass_rate": round(pass_rate, 3), "rows": len(rows)}

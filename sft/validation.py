@@ -24,7 +24,7 @@ from transformers import TrainerCallback
 
 from data_tools.scoring import all_pass, score
 from data_tools.spec import PromptSpec, Sampling
-from promptbake.io import append_jsonl, atomic_dir, check_output_dir, iter_jsonl
+from promptbake.io import append_jsonl, atomic_dir, check_output_dir, recover_journal, write_jsonl
 from promptbake.models import RUN_INFO_FILE, is_run_output
 
 log = logging.getLogger(__name__)
@@ -65,10 +65,9 @@ def score_answers(spec: PromptSpec, items: list[tuple[str, str | None]], answers
 
 
 def read_curve(out_dir: Path) -> list[ValidationPoint]:
-    path = Path(out_dir) / CURVE_FILE
-    if not path.exists():
-        return []
-    return [ValidationPoint(**row) for _, row in iter_jsonl(path)]
+    # appended point by point: a kill mid-append leaves a torn last line, cut off here (that point is measured
+    # again) rather than refused as invalid JSON on resume
+    return [ValidationPoint(**row) for row in recover_journal(Path(out_dir) / CURVE_FILE)]
 
 
 class ValidationCallback(TrainerCallback):
@@ -95,8 +94,13 @@ class ValidationCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
         self.tokenizer = processing_class
-        # a resumed run keeps the points measured up to its checkpoint; later ones are measured again
-        self.curve = [p for p in read_curve(self.out_dir) if p.step <= state.global_step]
+        # a resumed run keeps the points measured up to its checkpoint; later ones are measured again, so they
+        # leave the file too (a kill between a measurement and its checkpoint, or after the last one, left them
+        # there: the curve held those steps twice)
+        measured = read_curve(self.out_dir)
+        self.curve = [p for p in measured if p.step <= state.global_step]
+        if len(self.curve) < len(measured) and state.is_world_process_zero:
+            write_jsonl(self.out_dir / CURVE_FILE, [asdict(p) for p in self.curve])
         best_info = self.out_dir / BEST_DIR / RUN_INFO_FILE
         if best_info.exists() and json.loads(best_info.read_text()).get("step", 0) > state.global_step:
             shutil.rmtree(self.out_dir / BEST_DIR)  # kept after the checkpoint we resume from: measured again
@@ -114,6 +118,10 @@ class ValidationCallback(TrainerCallback):
             point = self.measure(model, state)
             if self.should_stop(point):
                 control.should_training_stop = True
+                # and no checkpoint of this step (save_steps may ask for one): the decision to stop is not in it, so
+                # a run killed before its end and resumed from it trained on past the stop, to other points and
+                # another kept step; resumed from the checkpoint before, it replays these steps and stops here again
+                control.should_save = False
             elif step < state.max_steps:
                 control.should_save = True  # a checkpoint at every measured step: resume loses no curve
         return control

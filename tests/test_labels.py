@@ -76,9 +76,9 @@ def seen(monkeypatch) -> list:
     asked = []
     original = LocalBackend.generate
 
-    def recording(self, conversations, sampling, on_batch=None):
-        asked.extend(conversations)
-        return original(self, conversations, sampling, on_batch=on_batch)
+    def recording(self, conversations, sampling, on_batch=None, skip=()):
+        asked.extend(c for i, c in enumerate(conversations) if i not in skip)
+        return original(self, conversations, sampling, on_batch=on_batch, skip=skip)
 
     monkeypatch.setattr(LocalBackend, "generate", recording)
     return asked

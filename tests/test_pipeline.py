@@ -68,15 +68,18 @@ def test_build_resumes_from_journal_without_regenerating(tiny_spec, monkeypatch)
     generated = []
     original = build.LocalBackend.generate
 
-    def counting_generate(self, conversations, sampling, on_batch=None):
-        generated.extend(c[-1]["content"] for c in conversations)
-        return original(self, conversations, sampling, on_batch)
+    def counting_generate(self, conversations, sampling, on_batch=None, skip=()):
+        generated.extend(c[-1]["content"] for i, c in enumerate(conversations) if i not in skip)
+        return original(self, conversations, sampling, on_batch, skip)
 
     monkeypatch.setattr(build.LocalBackend, "generate", counting_generate)
     build.main(spec)
     assert len(generated) == 2  # only the two lost inputs were generated again
-    ids = [r["id"] for r in recover_journal(out / build.JOURNAL)]
+    resumed = recover_journal(out / build.JOURNAL)
+    ids = [r["id"] for r in resumed]
     assert len(ids) == len(set(ids)) == len(journal)  # nothing lost, nothing duplicated
+    # and sampled as the uninterrupted build sampled them: the same batches, the same seeds
+    assert {r["id"]: r["samples"] for r in resumed} == {r["id"]: r["samples"] for r in journal}
     assert len(rows(out / "sft_train.jsonl")) == len(first)
 
 

@@ -173,7 +173,7 @@ class TeacherThatKnowsSome:
     def __init__(self):
         self.hinted = []
 
-    def generate(self, conversations, sampling, on_batch=None):
+    def generate(self, conversations, sampling, on_batch=None, skip=()):
         from data_tools.backends import Completion
 
         out = []
