@@ -132,6 +132,7 @@ def check_output_dir(final: str | Path, kind: str, *, force: bool = True,
     of this kind written before promptbake marked its outputs. Returns the marker of what will be replaced
     (None: nothing is)."""
     final = Path(final)
+    check_creatable(final)
     if not final.exists() and not final.is_symlink():
         return None
     if not final.is_dir() or final.is_symlink():
@@ -154,6 +155,17 @@ def check_output_dir(final: str | Path, kind: str, *, force: bool = True,
     return marker
 
 
+def check_creatable(path: str | Path) -> None:
+    """Refuse (InputError naming it) an output path that cannot be made: below a file, or in a directory this
+    user cannot write. Checked before anything is written, instead of the traceback of the first mkdir."""
+    path = Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists() or p.is_symlink())
+    if existing != path and not existing.is_dir():
+        raise InputError(f"{path}: cannot be made: {existing} is a file, not a directory")
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot be written: {existing} is not writable by this user")
+
+
 def describe_output(path: Path, marker: dict) -> str:
     """`a promptbake export of runs/x/sft, written 2026-01-01 10:00:00 (3 entries: ...)`, from its marker."""
     origin = f" of {marker['source']}" if marker.get("source") else ""
@@ -172,9 +184,15 @@ def atomic_dir(final: str | Path, kind: str, *, legacy: Callable[[Path], bool] |
     final = Path(final)
     check_output_dir(final, kind, legacy=legacy)
     final.parent.mkdir(parents=True, exist_ok=True)
+    # a write killed earlier left its temporary directory, marked as ours and in progress: it goes now
+    for stale in final.parent.glob(f".{final.name}.*"):
+        marker = read_marker(stale) if stale.is_dir() and not stale.is_symlink() else None
+        if marker is not None and marker.get("kind") == kind and marker.get("in_progress"):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
     try:
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide the output from other users
+        mark_output(tmp, kind, {**(about or {}), "in_progress": True})  # replaced by the final marker below
         yield tmp
         mark_output(tmp, kind, about)
         if final.exists():

@@ -388,3 +388,22 @@ def test_a_rule_without_a_check_is_warned_about_with_its_line(tmp_path, caplog):
     warnings = [r.getMessage() for r in caplog.records if "has no check" in r.getMessage()]
     assert warnings == [f"{spec}:6: rule 'polite' has no check: it is prompted but never scored (no pass rate; it "
                         "rejects no answer)"]
+
+
+def test_a_killed_writes_temporary_directory_is_removed_by_the_next_write(tmp_path):
+    """A SIGKILL mid-write leaves `.NAME.xxxx` behind; the next write of that output removes it, and only it:
+    a look-alike directory without promptbake's in-progress marker is the user's and stays."""
+    from promptbake.io import mark_output
+
+    stale = tmp_path / ".adapter.k1ll3d"
+    stale.mkdir()
+    mark_output(stale, "adapter", {"in_progress": True})
+    (stale / "adapter_model.safetensors").write_bytes(b"half")
+    users = tmp_path / ".adapter.mine"
+    users.mkdir()
+    (users / "notes.txt").write_text("keep")
+    with atomic_dir(tmp_path / "adapter", "adapter") as tmp:
+        (tmp / "adapter_config.json").write_text("{}")
+    assert not stale.exists() and (users / "notes.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".adapter.mine", "adapter"]
+    assert "in_progress" not in json.loads((tmp_path / "adapter" / MARKER).read_text())
