@@ -159,6 +159,8 @@ def load_inputs(spec: PromptSpec, quiet: bool = False) -> dict[str, InputItem]:
             inputs[key] = item
     if repeats and not quiet:
         report_duplicates(where, repeats, len(items), len(inputs))
+    if not inputs and long:
+        raise InputError(f"{where}: no inputs left: every one is longer than inputs.max_chars={src.max_chars}")
     if not inputs:
         raise InputError(f"{where}: no inputs (the file is empty"
                          f"{' or no log carries one of the allowed system prompts' if src.system_prompts else ''})")

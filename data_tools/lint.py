@@ -24,7 +24,7 @@ import string
 from collections import defaultdict
 from pathlib import Path
 
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from data_tools.checks import _valid_regex
 from data_tools.lint_report import html_page, markdown
@@ -69,6 +69,13 @@ class LintConfig(StrictModel):
     """Where the reports go (default: `<dataset>/lint`, or next to a single file)."""
 
     _compiles = field_validator("value_pattern")(_valid_regex)
+
+    @model_validator(mode="after")
+    def _model_exists(self):
+        from promptbake.models import check_model_fields
+
+        check_model_fields({"model": self.model})  # refused here, not after the duplicate search
+        return self
 
 
 # ---------------------------------------------------------------- reading the dataset
@@ -295,6 +302,11 @@ def main(config: LintConfig) -> dict:
     rows = read_rows(sft_path, ("prompt", "completion"))
     if not rows:
         raise InputError(f"{sft_path}: no rows")
+    spec = None
+    if config.spec:  # a bad spec is refused before the tokenizer loads
+        from data_tools.spec import load_spec
+
+        spec = load_spec(config.spec)
     # a lone sft_train.jsonl has no held-out inputs or preference pairs to compare with
     eval_rows, pref_rows = ([] if build_dir is None or not (build_dir / name).is_file()
                             else read_rows(build_dir / name, ("prompt",))
@@ -315,10 +327,7 @@ def main(config: LintConfig) -> dict:
     truncated = [r["line"] for r, n in zip(rows, lengths) if n > config.max_length]
 
     rules = coverage = fixed = None
-    if config.spec:
-        from data_tools.spec import load_spec
-
-        spec = load_spec(config.spec)
+    if spec is not None:
         manifest_path = build_dir / "manifest.json" if build_dir else None
         if manifest_path and manifest_path.is_file():
             built_hash = json.loads(manifest_path.read_text(encoding="utf-8")).get("spec_hash")

@@ -8,7 +8,6 @@ when it is preferred in both orders, ties when the orders disagree.
 
 from __future__ import annotations
 
-import torch
 from pydantic import Field, PositiveInt
 
 from evals.stats import sign_test, wilson_ci95
@@ -43,9 +42,10 @@ Answer B: {b}
 Reply with a single letter, A or B."""
 
 
-@torch.inference_mode()
 def prefers_first(model, tokenizer, prompts: list[str], batch_size: int) -> list[bool]:
     """For each judge prompt: does the judge put more weight on "A" than on "B" as its next token?"""
+    import torch
+
     a_id = tokenizer.encode("A", add_special_tokens=False)[0]
     b_id = tokenizer.encode("B", add_special_tokens=False)[0]
     tokenizer.padding_side = "left"  # so that position -1 is every row's next token
@@ -54,8 +54,9 @@ def prefers_first(model, tokenizer, prompts: list[str], batch_size: int) -> list
         texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                                add_generation_prompt=True) for p in prompts[start:start + batch_size]]
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        logits = model(**batch).logits[:, -1]
-        out += (logits[:, a_id] > logits[:, b_id]).tolist()
+        with torch.inference_mode():
+            logits = model(**batch).logits[:, -1]
+            out += (logits[:, a_id] > logits[:, b_id]).tolist()
     return out
 
 

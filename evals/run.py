@@ -32,7 +32,7 @@ from evals.judge import JudgeSpec
 from evals.stats import mcnemar_exact
 from promptbake.config import DEFAULT_MODEL, InputError, StrictModel, load_config
 from promptbake.entry import stage_parser
-from promptbake.io import iter_jsonl, write_json, write_jsonl
+from promptbake.io import check_creatable, iter_jsonl, write_json, write_jsonl
 
 
 class EvalConfig(StrictModel):
@@ -152,6 +152,7 @@ def main(config: EvalConfig, spec: PromptSpec | None = None) -> dict:
     from evals.drift import print_drift_table, read_questions, run_drift
     from evals.report import write_reports
 
+    check_creatable(config.output_dir)
     spec = spec or load_spec(config.spec)
     items = read_eval_inputs(config.eval_inputs, config.limit)
     for endpoint in (config.base_endpoint, config.tuned_endpoint):
@@ -230,14 +231,12 @@ def judge_arms(config: EvalConfig, spec: PromptSpec, items, records: dict[str, l
 
 
 def log_to_wandb(config: EvalConfig, metrics: dict, records: dict[str, list[dict]]) -> None:
-    import os
-
     import wandb
 
-    if not os.environ.get("WANDB_API_KEY"):
-        os.environ.setdefault("WANDB_MODE", "offline")
-    run = wandb.init(job_type="eval", name=Path(config.output_dir).name,
-                     config=config.model_dump(mode="json"), reinit="finish_previous")
+    from promptbake.tracking import start_wandb_run
+
+    run = start_wandb_run(config.output_dir, job_type="eval", name=Path(config.output_dir).name,
+                          config=config.model_dump(mode="json"), reinit="finish_previous")
     summary = wandb.Table(columns=["arm", "all_rules", "all_rules_loose", "prompt_tokens", "latency_s", "n"])
     answers = wandb.Table(columns=["arm", "input", "answer", "all_rules", "failed"])
     for arm, recs in records.items():

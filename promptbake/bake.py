@@ -30,7 +30,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt, model_validator
 
 from promptbake.config import InputError, StrictModel, apply_overrides, load_config, validate
-from promptbake.io import describe_contents, iter_jsonl, write_json
+from promptbake.io import check_creatable, describe_contents, iter_jsonl, write_json
 from promptbake.models import DEFAULT_MODEL, RUN_INFO_FILE, check_model_fields
 from sft.rounds import RoundsSpec
 
@@ -171,16 +171,23 @@ FIELD_STAGE = {"model": "data", "synthesis_min_inputs": "data", "validation": "d
 
 
 class RunState:
-    """bake.json: what the run was started with, and each stage once it finished."""
+    """bake.json: what the run was started with, and each stage once it finished. Read and checked first (a run
+    directory of another spec, another bake config or the user's files is refused, with nothing written); `begin`
+    then records the start and clears what a changed field makes stale."""
 
     def __init__(self, run: Path, spec_dump: dict, config_dump: dict, source: str):
-        self.path = run / STATE_FILE
+        if run.exists() and not run.is_dir():
+            raise InputError(f"{source}: {run} exists and is a file, not a bake's run directory; choose another "
+                             "output_dir or move it away")
+        check_creatable(run)
+        self.run, self.path = run, run / STATE_FILE
+        self.stale: list[Path] = []
+        self.notes: list[str] = []
         if not self.path.exists():
             if run.is_dir() and any(run.iterdir()):  # it writes reports and directories there: not over the user's
                 raise InputError(f"{source}: {run} is not a bake's run directory (no {STATE_FILE}) and holds "
                                  f"{describe_contents(run)}; choose another output_dir or move them away")
             self.data = {"spec": spec_dump, "config": config_dump, "stages": {}}
-            self.save()
             return
         self.data = json.loads(self.path.read_text())
         changed = changed_fields(self.data["spec"], spec_dump)
@@ -200,16 +207,23 @@ class RunState:
                 del self.data["stages"][stage]
             # a stage killed part-way under the old settings left checkpoints (or a journal) that a resume would
             # continue: under other settings it starts again from nothing instead
-            started = [run / STAGE_DIRS[s] for s in STAGES[STAGES.index(first):] if (run / STAGE_DIRS[s]).exists()]
-            for path in started:
-                shutil.rmtree(path)
-            print(f"[promptbake] bake config changed ({', '.join(changed)}): the {first} stage has not finished; "
-                  + (f"it was started under the old settings, so it starts again from scratch (removed "
-                     f"{', '.join(str(p) for p in started)}); " if started else "")
-                  + (f"{', '.join(redo)} will run again" if redo else "continuing"))
+            self.stale = [run / STAGE_DIRS[s] for s in STAGES[STAGES.index(first):] if (run / STAGE_DIRS[s]).exists()]
+            self.notes.append(
+                f"[promptbake] bake config changed ({', '.join(changed)}): the {first} stage has not finished; "
+                + (f"it was started under the old settings, so it starts again from scratch (removed "
+                   f"{', '.join(str(p) for p in self.stale)}); " if self.stale else "")
+                + (f"{', '.join(redo)} will run again" if redo else "continuing"))
         self.data["config"] = config_dump
+        self.notes.append(f"[promptbake] resuming the bake in {run} (done: "
+                          f"{', '.join(self.data['stages']) or 'nothing'})")
+
+    def begin(self) -> None:
+        """Record the start: remove the stale stage directories, write bake.json, say what resumes."""
+        for path in self.stale:
+            shutil.rmtree(path)
         self.save()
-        print(f"[promptbake] resuming the bake in {run} (done: {', '.join(self.data['stages']) or 'nothing'})")
+        for note in self.notes:
+            print(note)
 
     def done(self, stage: str) -> dict | None:
         return self.data["stages"].get(stage)
@@ -263,6 +277,8 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
     # default must not make an earlier run of the same spec and overrides look like a different one.
     state = RunState(run, user_spec.model_dump(mode="json", exclude={"output_dir"}, exclude_defaults=True),
                      config.model_dump(mode="json", exclude={"output_dir"}, exclude_defaults=True), config.spec)
+    recipe.trainer_config()  # TRL's own checks of the recipe: they import TRL (seconds), so after the cheap ones
+    state.begin()
     if n_val == 0:
         print(f"[promptbake] {len(train)} training inputs are too few for a validation slice of "
               f"{config.validation.min_inputs} (with {config.validation.min_train_inputs} left to train on): "

@@ -142,10 +142,18 @@ def _describe(loc: tuple, msg: str, source: str, lines: dict[Path_, int]) -> str
     return f"{where}: field '{field}': {msg}"
 
 
+def describe_problems(problems: list[tuple[tuple, str]], source: str, lines: dict[Path_, int]) -> str:
+    """Problems found after validation (a FieldError's (loc, message) pairs) as `format_validation_error` words
+    them: for checks that run when a command starts rather than when its config loads."""
+    return "\n".join(_describe(loc, msg, source, lines) for loc, msg in problems)
+
+
 def validate(model_cls: type[Config], data: dict[str, Any], source: str,
              lines: dict[Path_, int] | None = None) -> Config:
+    """Validate `data` read from `source`. Validators see {"source", "lines"} as their context, so that a config
+    can keep where it came from for checks made later (sft.recipe.BaseRecipe.trainer_config)."""
     try:
-        return model_cls.model_validate(data)
+        return model_cls.model_validate(data, context={"source": source, "lines": lines or {}})
     except ValidationError as e:
         raise InputError(format_validation_error(e, source, lines or {})) from None
 

@@ -13,21 +13,31 @@ Exit codes: 0 done, 2 bad input (the message names the file, line and field), 1 
 
 Quiet by default: a command shows its own progress bars, its notes and its summary table; not the warnings
 libraries raise about their own internals, which a user cannot act on, nor the bars of the datasets library's
-internal steps, nor W&B's console block (the run still logs). `--verbose` shows everything.
+internal steps and of transformers' loading and saving (hub downloads among them), nor the trainer's raw
+`{'loss': ...}` dicts (the step bar shows the loss; W&B and trainer_state.json keep every figure), nor W&B's
+console block (the run still logs). `--verbose` shows everything.
+
+Tidy: nothing is left in the system temp directory; torch's compile cache, which it would put there, goes to
+`~/.cache/promptbake/torchinductor` (TORCHINDUCTOR_CACHE_DIR, when set, wins).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 from promptbake.config import InputError
 
 EXIT_BAD_INPUT = 2
+USER_OS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+"""Failures of the machine a user can act on (permissions, a read-only or full disk): one line, like a bad input,
+not a traceback. Any other exception is an internal failure: its traceback, exit 1."""
 
 # (category, message regex): upstream deprecations raised from inside the libraries, whatever the recipe says.
 UNACTIONABLE_WARNINGS = [
@@ -41,9 +51,20 @@ UNACTIONABLE_WARNINGS = [
 ]
 
 
+_verbose = False
+
+
+def is_verbose() -> bool:
+    """Whether the command runs with `--verbose` (configure_logging was told so)."""
+    return _verbose
+
+
 def configure_logging(verbose: bool = False) -> None:
     """Our progress notes at INFO, libraries' at WARNING; unless `verbose`, the warnings above filtered and
-    bitsandbytes and W&B quiet. Calling it again with the same `verbose` changes nothing."""
+    bitsandbytes, W&B and the libraries' progress bars quiet. Calling it again with the same `verbose` changes
+    nothing."""
+    global _verbose
+    _verbose = verbose
     logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
     for ours in ("promptbake", "sft", "data_tools", "evals"):  # our progress notes, not every library's
         logging.getLogger(ours).setLevel(logging.INFO)
@@ -62,15 +83,31 @@ def configure_logging(verbose: bool = False) -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     if "datasets" in sys.modules:
         sys.modules["datasets"].disable_progress_bars()
+    # transformers' bars (loading weights, writing shards) follow huggingface_hub's switch, read as they import
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
+def keep_caches_out_of_tmp() -> None:
+    """torch makes its compile cache in the system temp directory as it is imported (`/tmp/torchinductor_USER`),
+    and leaves it there; promptbake's caches live under ~/.cache/promptbake."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "promptbake" / "torchinductor"))
 
 
 def run_main(fn: Callable[[], object], verbose: bool = False) -> None:
     """Run a stage; a bad input ends with its message and exit code 2, never a traceback."""
     configure_logging(verbose)
+    keep_caches_out_of_tmp()
     try:
         fn()
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except OSError as e:
+        if e.errno not in USER_OS_ERRORS:
+            raise
+        print(f"error: {e.filename or 'promptbake'}: {e.strerror}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
 
 

@@ -20,12 +20,14 @@ import logging
 import os
 import re
 from pathlib import Path
-
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
 
 from promptbake.config import DEFAULT_MODEL, FieldError, InputError
 from promptbake.io import atomic_dir
+
+if TYPE_CHECKING:  # torch and transformers load with the first model (seconds), not when a config is checked
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,9 @@ def convert_gguf(gguf_path: Path, out_dir: Path | None = None) -> Path:
     out_dir = out_dir or model_cache_dir() / f"{gguf_path.stem}-{key}"
     if (out_dir / "config.json").exists():
         return out_dir
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     log.info("converting %s to safetensors in %s (once; later loads take < 1 s)", gguf_path, out_dir)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     gguf_model = AutoModelForCausalLM.from_pretrained(
@@ -125,13 +130,32 @@ def model_ref_problem(value: str) -> str | None:
     if path.is_dir():
         if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
             return "directory has no config.json or adapter_config.json (not a transformers model or a LoRA adapter)"
-        return None
+        return chat_template_problem(path)
     if path.exists():
         return None if path.suffix == ".gguf" else "a file, not a model directory or a .gguf file"
     if value.startswith(LOCAL_PREFIXES) or path.suffix == ".gguf" or not HUB_ID.fullmatch(value):
         return "no such directory or file"
     problem = hub_problem(value)
     return f"no such local directory, and {problem}" if problem else None
+
+
+NO_CHAT_TEMPLATE = ("its tokenizer has no chat template; promptbake needs one to build conversational rows (set "
+                    "`chat_template` in tokenizer_config.json)")
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json", "additional_chat_templates")
+"""Where transformers finds a tokenizer's chat template besides tokenizer_config.json's `chat_template`."""
+
+
+def chat_template_problem(directory: Path) -> str | None:
+    """NO_CHAT_TEMPLATE for a directory whose tokenizer has none, told from its files before anything loads (the
+    loaded tokenizer is refused the same way by prepare_tokenizer); None when it has one or holds no tokenizer."""
+    config = directory / "tokenizer_config.json"
+    if not config.is_file() or any((directory / name).exists() for name in CHAT_TEMPLATE_FILES):
+        return None
+    try:
+        has_template = "chat_template" in json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # loading it says what is wrong with the file
+    return None if has_template else NO_CHAT_TEMPLATE
 
 
 @functools.cache
@@ -186,8 +210,7 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str) -> PreTra
     one (SmolLM2's `<|endoftext|>`), and add no new token otherwise (that would resize the embeddings).
     """
     if not tokenizer.chat_template:
-        raise InputError(f"model {source!r}: its tokenizer has no chat template; promptbake needs one to "
-                         "build conversational rows (set `chat_template` in tokenizer_config.json)")
+        raise InputError(f"model {source!r}: {NO_CHAT_TEMPLATE}")
     if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
         candidates = [tokenizer.unk_token, "<|endoftext|>", "<pad>", "<|finetune_right_pad_id|>"]
         for tok in candidates:
@@ -202,6 +225,8 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str) -> PreTra
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
     # an adapter directory holds the tokenizer it was trained with, so one call serves every kind of path
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name), trust_remote_code=trust_remote_code)
     return prepare_tokenizer(tokenizer, name)
@@ -222,14 +247,18 @@ def read_run_info(path: str) -> dict | None:
 
 def load_model_and_tokenizer(
     name: str,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
     merge_adapter: bool = True,
     quantization_config=None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a model by reference. A training run's adapter directory loads its base plus the adapter,
-    merged in memory by default (faster generation; identical outputs). `quantization_config` (e.g. a
-    4-bit BitsAndBytesConfig for QLoRA) applies to a plain model, not to an adapter directory."""
+    """Load a model by reference, in `dtype` (default float32). A training run's adapter directory loads its base
+    plus the adapter, merged in memory by default (faster generation; identical outputs). `quantization_config`
+    (e.g. a 4-bit BitsAndBytesConfig for QLoRA) applies to a plain model, not to an adapter directory."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = dtype or torch.float32
     if trust_remote_code:
         log.warning("trust_remote_code=True: model %s may run code from its repository", name)
     path = resolve_model_path(name)

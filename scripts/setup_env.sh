@@ -33,6 +33,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   touch "$stamp"
 fi
 # llama.cpp's GGUF converter, from the llama-cpp-python sdist of the installed version (sft/gguf.py; once, into
-# ~/.cache/promptbake/llama.cpp): `promptbake export --gguf` and its tests then need no download.
-"$venv/bin/python" -c "from sft.gguf import llama_cpp_sources; llama_cpp_sources()" ||
-  echo "[setup] could not fetch llama.cpp's converter; promptbake export --gguf will try again"
+# ~/.cache/promptbake/llama.cpp): the only place it is fetched, so `promptbake export --gguf` and its tests never
+# download anything.
+"$venv/bin/python" -c "from sft.gguf import fetch_llama_cpp_sources; fetch_llama_cpp_sources()" ||
+  echo "[setup] could not fetch llama.cpp's converter; promptbake export --gguf needs it: run this script again"

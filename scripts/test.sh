@@ -13,4 +13,11 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
         && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; } \
         || echo "test.sh: could not install chromium; the browser test will skip (or fail under CI=true)"
 fi
-exec .venv/bin/python -m pytest "$@"
+# the tests that exercise faults and bad inputs log what they did; the reliability report's last line sums it
+# (scripts/reliability_report.py; its pass/fail bar applies to a whole run: run that script for it)
+log=$(mktemp "${TMPDIR:-/tmp}/promptbake-reliability.XXXXXX")
+trap 'rm -f "$log"' EXIT
+status=0
+PROMPTBAKE_RELIABILITY_LOG="$log" .venv/bin/python -m pytest "$@" || status=$?
+echo "reliability: $(.venv/bin/python scripts/reliability_report.py --log "$log" | tail -n 1)"
+exit "$status"

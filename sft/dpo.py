@@ -78,9 +78,7 @@ class DPORecipe(BaseRecipe):
     def _loss_type_known(cls, value):
         """DPOConfig takes any string and DPOTrainer refuses an unknown one only at its first step; the values
         TRL documents are checked here, so that a typo fails before any model loads."""
-        from trl import DPOConfig
-
-        known = documented_values(DPOConfig, "loss_type")
+        known = documented_values(DPOTraining.config_path, "loss_type")
         unknown = [v for v in ([value] if isinstance(value, str) else value) if known and v not in known]
         if unknown:
             raise ValueError(f"unknown loss type {', '.join(map(repr, unknown))}: TRL's DPOConfig knows "

@@ -19,14 +19,16 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from promptbake.config import InputError
 from promptbake.entry import stage_parser
 from promptbake.io import atomic_dir, check_output_dir, describe_output
 from promptbake.models import RUN_INFO_FILE, load_model_and_tokenizer, resolve_model_path
 from sft import gguf as gguf_export
+
+if TYPE_CHECKING:  # loaded with the model, not when the command line is checked
+    import torch
 
 ATOL = 1e-3
 """Max absolute logit difference accepted (fp32). Merging reorders float sums, so ~1e-5 is typical."""
@@ -44,14 +46,16 @@ def find_adapter(run_dir: str | Path) -> Path:
     raise InputError(f"{run_dir}: no LoRA adapter found (expected {run_dir / 'adapter' / 'adapter_config.json'})")
 
 
-@torch.inference_mode()
 def probe_logits(model, tokenizer) -> torch.Tensor:
+    import torch
+
     texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                            add_generation_prompt=True) for p in PROBE_PROMPTS]
     tokenizer.padding_side = "left"
     batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    logits = model(**batch).logits
-    return logits[batch["attention_mask"].bool()]
+    with torch.inference_mode():
+        logits = model(**batch).logits
+        return logits[batch["attention_mask"].bool()]
 
 
 def check_close(reference: torch.Tensor, other: torch.Tensor, what: str) -> float:
@@ -91,6 +95,8 @@ def main(run_dir: str | Path, out: str | Path | None = None, gguf: str | None = 
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such directory (RUN_DIR: a training run, its adapter/ or a merged model)")
     force = force or out is None
+    if gguf is not None or gguf_adapter:
+        gguf_export.llama_cpp_sources()  # refused now when setup has not fetched the converter
     if gguf is None and not gguf_adapter:
         claim_outputs([(merged_out(run_dir, out), "export", is_legacy_export)], force)
         return merge(run_dir, out)
@@ -166,21 +172,21 @@ def merged_model_dir(run_dir: Path) -> Path:
 def merge(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Merge, verify, save; returns the output directory. A full fine-tuning run (`RUN_DIR/model`) has no
     adapter to merge: its weights are re-saved and verified the same way."""
-    from peft import PeftModel
-
     run_dir = Path(run_dir)
     out = merged_out(run_dir, out)
     full = full_model_dir(run_dir)
     if full is not None:
         info = json.loads((full / RUN_INFO_FILE).read_text())
-        model, tokenizer = load_model_and_tokenizer(str(full), dtype=torch.float32)
+        model, tokenizer = load_model_and_tokenizer(str(full))
         reference = probe_logits(model.eval(), tokenizer)
         return save_verified(model, tokenizer, reference, info, 0.0, out, full)
 
     adapter_dir = find_adapter(run_dir)
+    from peft import PeftModel  # torch with it: after what can be refused
+
     info = json.loads((adapter_dir / RUN_INFO_FILE).read_text())
     # Always a full-precision base: a QLoRA adapter is merged into the dequantized weights, never the 4-bit ones.
-    base, tokenizer = load_model_and_tokenizer(info["base_model"], dtype=torch.float32)
+    base, tokenizer = load_model_and_tokenizer(info["base_model"])
     model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
     reference = probe_logits(model, tokenizer)
     merged = model.merge_and_unload()
@@ -192,6 +198,7 @@ def save_verified(model, tokenizer, reference: torch.Tensor, info: dict, diff: f
                   source: Path) -> Path:
     """Save model + tokenizer + card under a temporary name, reload it with plain transformers, compare its
     logits with `reference`, and only then rename it into place: an export killed midway never looks finished."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     with atomic_dir(out, "export", legacy=is_legacy_export, about={"source": str(source)}) as tmp:

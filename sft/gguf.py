@@ -5,9 +5,10 @@
 
 Nothing here converts tensors itself. `convert_hf_to_gguf.py` (with its `conversion/` package and `gguf-py`)
 and `convert_lora_to_gguf.py` come from the llama-cpp-python sdist of the version installed here, fetched once
-with pip into `~/.cache/promptbake/llama.cpp/VERSION`, so that the converter matches the llama.cpp that serves
-the file. They run as subprocesses of this interpreter with that sdist's `gguf-py` first on PYTHONPATH (the
-venv's own `gguf` package, which reads the default model, may be another version). q8_0 and q4_k_m are made
+with pip into `~/.cache/promptbake/llama.cpp/VERSION` by scripts/setup_env.sh (never by an export, which may run
+offline), so that the converter matches the llama.cpp that serves the file. They run as subprocesses of this
+interpreter with that sdist's `gguf-py` first on PYTHONPATH (the venv's own `gguf` package, which reads the default
+model, may be another version). q8_0 and q4_k_m are made
 from an f16 intermediate by `llama_model_quantize`, llama.cpp's quantizer as llama-cpp-python exposes it: the
 recipe llama.cpp documents (convert to f16, then llama-quantize).
 
@@ -53,13 +54,30 @@ def llama_cpp_version() -> str:
                          "installs it") from None
 
 
-def llama_cpp_sources() -> Path:
-    """vendor/llama.cpp's converters from the sdist of the installed llama-cpp-python, fetched once with pip."""
-    version = llama_cpp_version()
+FETCH_COMMAND = "bash scripts/setup_env.sh"
+"""What fetches the converter (it runs fetch_llama_cpp_sources)."""
+
+
+def sources_dir() -> Path:
     root = Path(os.environ.get(SOURCES_ENV) or Path.home() / ".cache" / "promptbake" / "llama.cpp")
-    final = root / version
+    return root / llama_cpp_version()
+
+
+def llama_cpp_sources() -> Path:
+    """vendor/llama.cpp's converters from the sdist of the installed llama-cpp-python, as setup fetched them."""
+    final = sources_dir()
+    if not (final / "convert_hf_to_gguf.py").is_file():
+        raise InputError(f"--gguf needs llama.cpp's converter from the llama-cpp-python {final.name} sdist, which "
+                         f"is not in {final}: `{FETCH_COMMAND}` fetches it (once, with pip; needs the network)")
+    return final
+
+
+def fetch_llama_cpp_sources() -> Path:
+    """Fetch the converters once with pip (scripts/setup_env.sh calls it); returns their directory."""
+    final = sources_dir()
     if (final / "convert_hf_to_gguf.py").is_file():
         return final
+    version = final.name
     log.info("fetching llama.cpp's converter: the llama-cpp-python %s sdist, with pip (once)", version)
     with tempfile.TemporaryDirectory() as download, atomic_dir(final, "llama.cpp converter") as tmp:
         fetched = subprocess.run(

@@ -12,13 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, PrivateAttr, ValidationInfo, model_validator
 
-from promptbake.config import DEFAULT_MODEL, InputError, StrictModel, load_config
+from promptbake.config import DEFAULT_MODEL, InputError, StrictModel, describe_problems, load_config
 from promptbake.entry import stage_parser
 from promptbake.io import atomic_dir, check_output_dir
-from sft.training import TrainingSpec, check_training, lift_top_level_fields
+from sft.training import TrainingSpec, check_config, check_training, lift_top_level_fields
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Method = Literal["lora", "qlora", "dora", "full"]
@@ -51,20 +50,27 @@ class BaseRecipe(StrictModel):
     precision: Precision = "auto"
     """auto: fp32 on CPU (bf16 is emulated there and ~15x slower), bf16 on GPUs that support it, else fp16."""
     report_to: Literal["wandb", "none"] = "wandb"
-    """W&B runs offline (files under ./wandb, `wandb sync` later) when WANDB_API_KEY is not set."""
+    """W&B's files go under <output_dir>/wandb; offline (`wandb sync` later) unless WANDB_API_KEY is set and
+    W&B accepts it (promptbake/tracking.py)."""
     run_name: str | None = None
     trust_remote_code: bool = False
+    _where: tuple[str, dict, set[str]] = PrivateAttr(default=("", {}, set()))
+    """The file it was read from, the line of each key and the training fields given at the top level: where
+    trainer_config places what the config class refuses."""
 
     @model_validator(mode="wrap")
     @classmethod
-    def _training_builds_its_config(cls, data, handler):
-        """Top-level config fields join `training`; once the recipe is valid, its trainer config is built."""
+    def _training_fits_its_config(cls, data, handler, info: ValidationInfo):
+        """Top-level config fields join `training`; once the recipe is valid, `training` is checked against the
+        config class's fields (without importing it; the config is built by trainer_config)."""
         top_level: set[str] = set()
         if isinstance(data, dict):
             spec = cls.model_fields["training"].annotation
             data, top_level = lift_top_level_fields(data, set(cls.model_fields), spec)
         recipe = handler(data)
         check_training(recipe, top_level)
+        context = info.context or {}
+        recipe._where = (context.get("source", cls.__name__), context.get("lines", {}), top_level)
         return recipe
 
     @model_validator(mode="after")
@@ -81,27 +87,44 @@ class BaseRecipe(StrictModel):
         return self
 
     def settings(self) -> dict[str, tuple[Any, str]]:
-        """The config fields promptbake sets itself, each with where to set it instead: `training` may not."""
-        precision = choose_precision(self.precision)
+        """The config fields promptbake sets itself, each with its value and where to set it instead: `training`
+        may not. The device's (precision, use_cpu) are None here: they need torch, and `setting_values` adds them."""
         out = Path(self.output_dir)
         return {"output_dir": (str(out / "checkpoints"), "use the recipe's `output_dir` (checkpoints go to "
                                                          "<output_dir>/checkpoints)"),
                 "run_name": (self.run_name or out.name, "use the recipe's `run_name`"),
                 "report_to": ([] if self.report_to == "none" else [self.report_to], "use the recipe's `report_to`"),
-                "bf16": (precision == "bf16", "use the recipe's `precision`"),
-                "fp16": (precision == "fp16", "use the recipe's `precision`"),
-                "use_cpu": (not torch.cuda.is_available(), "a run trains on the GPU when there is one "
-                                                          "(CUDA_VISIBLE_DEVICES= keeps it on the CPU)")}
+                "bf16": (None, "use the recipe's `precision`"),
+                "fp16": (None, "use the recipe's `precision`"),
+                "use_cpu": (None, "a run trains on the GPU when there is one (CUDA_VISIBLE_DEVICES= keeps it on the "
+                                  "CPU)")}
+
+    def setting_values(self) -> dict[str, Any]:
+        import torch
+
+        precision = choose_precision(self.precision)
+        device = {"bf16": precision == "bf16", "fp16": precision == "fp16", "use_cpu": not torch.cuda.is_available()}
+        return {name: value for name, (value, _) in self.settings().items()} | device
+
+    def build_config(self):
+        """The trainer's config as given: promptbake's defaults, then `training`, then `setting_values()`."""
+        return self.training.config_class()(**self.training.config_values(), **self.setting_values())
 
     def trainer_config(self):
-        """The trainer's config: promptbake's defaults, then `training`, then `settings()`."""
-        own = {name: value for name, (value, _) in self.settings().items()}
-        return self.training.config_class()(**self.training.config_values(), **own)
+        """The trainer's config, checked by the class itself (imports TRL and torch: seconds, so when the trainer
+        starts rather than when the recipe loads): a deprecated name, or a value it refuses, is an InputError at
+        the recipe's file, line and field."""
+        source, lines, top_level = self._where
+        if problems := check_config(self, top_level):
+            raise InputError(describe_problems(problems, source, lines))
+        return self.build_config()
 
 
 def choose_precision(requested: Precision) -> str:
     if requested != "auto":
         return requested
+    import torch
+
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "fp32"
@@ -118,8 +141,6 @@ def dataset_file(path: str, default_name: str) -> Path:
 
 def load_rows(path: Path, message_fields: tuple[str, ...]):
     """Load TRL conversational rows, refusing a row whose `message_fields` are not lists of messages."""
-    from datasets import load_dataset
-
     from promptbake.io import iter_jsonl
 
     count = 0
@@ -133,22 +154,38 @@ def load_rows(path: Path, message_fields: tuple[str, ...]):
                                  f"({{'role', 'content'}}, TRL conversational format)")
     if count == 0:
         raise InputError(f"{path}: no rows (the file is empty)")
+    from datasets import load_dataset  # after the rows are checked: importing it takes a second
+
     return load_dataset("json", data_files=str(path), split="train")
 
 
 def setup_tracking(recipe: BaseRecipe) -> str:
-    """Decide W&B's mode once, before the trainer starts; returns a label for the start-of-run banner."""
+    """Decide W&B's mode once, before the trainer starts (promptbake/tracking.py: offline without a key W&B
+    accepts); returns a label for the start-of-run banner."""
     if recipe.report_to == "none":
         return "none"
-    if not os.environ.get("WANDB_API_KEY"):
-        os.environ.setdefault("WANDB_MODE", "offline")
-    return f"wandb ({os.environ.get('WANDB_MODE', 'online')})"
+    from promptbake.tracking import wandb_mode
+
+    return f"wandb ({wandb_mode()})"
+
+
+def start_tracking(trainer, recipe: BaseRecipe) -> None:
+    """Start the W&B run that transformers' WandbCallback would (same project and name; it logs into a run it
+    finds), but with its files in the recipe's output_dir and offline when W&B refuses the key."""
+    import wandb
+
+    from promptbake.tracking import start_wandb_run
+
+    if recipe.report_to == "wandb" and trainer.is_world_process_zero() and wandb.run is None:
+        start_wandb_run(recipe.output_dir, project=os.getenv("WANDB_PROJECT", "huggingface"),
+                        name=trainer.args.run_name)
 
 
 def quantization_for(recipe: BaseRecipe, precision: str):
     """QLoRA's 4-bit config (nf4 storage, double-quantised constants, matmuls in the training dtype), else None."""
     if recipe.method != "qlora":
         return None
+    import torch
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -157,6 +194,8 @@ def quantization_for(recipe: BaseRecipe, precision: str):
 
 def load_for_training(recipe: BaseRecipe, precision: str):
     """The model to train and its tokenizer: full precision for lora/dora/full, 4-bit nf4 for qlora."""
+    import torch
+
     from promptbake.models import load_model_and_tokenizer
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -219,6 +258,7 @@ def refuse_unsafe_pickles(checkpoint: Path) -> None:
     them with `weights_only=True` (tensors, plain containers and, for the RNG state, numpy's array types);
     check each file the same way first, so a tampered one is refused with its name and a clear message
     instead of a traceback, and nothing in it ever runs. (training_args.bin is never loaded on resume.)"""
+    import torch
     from transformers.trainer_pt_utils import safe_globals  # the trainer's own allowlist for RNG state
 
     for path in sorted(p for p in checkpoint.iterdir() if p.suffix in (".pt", ".pth")):
@@ -243,11 +283,15 @@ def run_trainer(recipe: BaseRecipe, resume: bool, *, name: str, rows_file: str, 
     check_output_dir(*saved_output(recipe), legacy=is_run_output)  # refused now, not after training
     rows_path = dataset_file(recipe.dataset, rows_file)
     rows = load_rows(rows_path, fields)
+    config = recipe.trainer_config()  # the config class's own checks, before any model loads
     precision = choose_precision(recipe.precision)
     print(f"[promptbake] {name} method={recipe.method} precision={precision} model={recipe.model} rows={len(rows)}"
           f"{details} tracking={setup_tracking(recipe)}")
     model, tokenizer = load(recipe, precision)
-    trainer = build(recipe, model, tokenizer, rows, recipe.trainer_config())
+    trainer = build(recipe, model, tokenizer, rows, config)
+    from sft.progress import quiet_progress
+
+    quiet_progress(trainer)
     for callback in callbacks or []:
         trainer.add_callback(callback)
     save_dir = train_and_save(trainer, recipe, tokenizer, rows_path, precision, resume)
@@ -276,6 +320,7 @@ def train_and_save(trainer, recipe: BaseRecipe, tokenizer, rows_path: Path, prec
         print("[promptbake] --resume: no complete checkpoint found; starting from the beginning")
     elif last is not None:
         print(f"[promptbake] resuming from {last}")
+    start_tracking(trainer, recipe)
     with cpu_fast_paths(trainer, precision):  # single-process CPU fp32 only: same losses, less work per step
         trainer.train(resume_from_checkpoint=str(last) if last else None)
     if recipe.report_to == "wandb" and trainer.is_world_process_zero():

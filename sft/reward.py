@@ -22,8 +22,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from promptbake.config import InputError
 from sft.dpo import PREFERENCE_FIELDS
 from sft.recipe import BaseRecipe, peft_config, quantization_for, run_trainer, trainer_parser
@@ -73,6 +71,7 @@ def build_trainer(recipe: RewardRecipe, model, tokenizer, rows, config):
 def load_sequence_classifier(recipe: RewardRecipe, precision: str):
     """The base model with a one-output score head (4-bit nf4 for qlora), and its tokenizer. The head is new and
     random: its initialisation follows training.seed, so a run is reproducible."""
+    import torch
     from transformers import AutoModelForSequenceClassification, set_seed
 
     from promptbake.models import load_tokenizer, read_run_info, resolve_model_path
@@ -106,13 +105,15 @@ class RewardScorer:
     def __call__(self, prompt: list[dict], completion: str) -> float:
         return self.score_batch([prompt], [completion])[0]
 
-    @torch.no_grad()
     def score_batch(self, prompts: list[list[dict]], completions: list[str]) -> list[float]:
+        import torch
+
         texts = [self.tokenizer.apply_chat_template(p + [{"role": "assistant", "content": c}], tokenize=False)
                  for p, c in zip(prompts, completions, strict=True)]
         batch = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="right",
                                add_special_tokens=False).to(self.model.device)
-        return self.model(**batch).logits[:, 0].float().tolist()
+        with torch.no_grad():
+            return self.model(**batch).logits[:, 0].float().tolist()
 
 
 def load_reward_model(path: str | Path) -> RewardScorer:

@@ -1,7 +1,7 @@
 """A recipe's `training:` section: fields of the trainer's own config class under their upstream names (TRL's
-SFTConfig, DPOConfig, RewardConfig or GRPOConfig; transformers' TrainingArguments for distillation), checked when
-the recipe loads by building that config. Nothing here re-types TRL, so a field TRL adds can be used at once, and
-one it renames fails at load instead of drifting.
+SFTConfig, DPOConfig, RewardConfig or GRPOConfig; transformers' TrainingArguments for distillation), checked against
+that class's own fields when the recipe loads and by building that config before a model loads. Nothing here
+re-types TRL, so a field TRL adds can be used at once, and one it renames fails instead of drifting.
 
     training:
       learning_rate: 3.0e-4
@@ -9,8 +9,10 @@ one it renames fails at load instead of drifting.
 
 A field left out takes promptbake's default (TRAINING_DEFAULTS) where it has one, else the config's own. At load,
 each field given is checked for its name (an unknown one fails with the closest real name), its type (`2e-4`,
-which YAML reads as a string, becomes a number), the choices the config documents; then the config is built, and
-a value it refuses, or a deprecated name it warns about, fails with the file, line and field. Fields promptbake
+which YAML reads as a string, becomes a number), the choices the config documents, from the fields read without
+importing TRL (sft/config_schema.py). When the trainer starts, before any model loads, the config is built
+(`BaseRecipe.trainer_config`), and a value it refuses, or a deprecated name it warns about, fails with the file,
+line and field. Fields promptbake
 sets from the recipe (output_dir, run_name, report_to, bf16/fp16 from `precision`, use_cpu, and each trainer's
 own, such as DPO's `beta`) are refused here with the recipe field to use instead.
 
@@ -20,18 +22,17 @@ next to `model`): those that are not recipe fields are read as `training` fields
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import difflib
 import functools
-import importlib
 import re
-import typing
 import warnings
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, PositiveInt, TypeAdapter, ValidationError, model_validator
 
 from promptbake.config import FieldError
+from sft.config_schema import NO_DEFAULT, config_class, config_fields, decode
 
 # promptbake's defaults where they differ from TRL's (TRL's in brackets), and why
 TRAINING_DEFAULTS: dict[str, Any] = {
@@ -77,42 +78,44 @@ class TrainingSpec(BaseModel):
                 raise
             if name in self.defaults:
                 return self.defaults[name]
-            field = config_fields(self.config_class()).get(name)
+            field = self.fields().get(name)
             if field is None:
                 raise
-            return field.default_factory() if field.default is dataclasses.MISSING else field.default
+            if field.default == NO_DEFAULT:  # not JSON: only the class has it
+                return getattr(self.config_class()(), name)
+            return copy.deepcopy(field.default)
 
     @classmethod
     def config_class(cls) -> type:
-        module, _, name = cls.config_path.rpartition(".")
-        return getattr(importlib.import_module(module), name)
+        """The config class itself: imports TRL (and torch), so only when the trainer's config is built."""
+        return config_class(cls.config_path)
+
+    @classmethod
+    def fields(cls) -> dict:
+        """The config class's fields, read without importing it (sft/config_schema.py)."""
+        return config_fields(cls.config_path)
 
     def config_values(self) -> dict[str, Any]:
         """promptbake's defaults, then the fields set here, less own keys the config does not have."""
-        fields = config_fields(self.config_class())
+        fields = self.fields()
         return {k: v for k, v in {**self.defaults, **self.model_extra}.items() if k in fields or k not in OWN_KEYS}
 
 
 @functools.cache
-def config_fields(config_class: type) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(config_class) if f.init}
+def field_type(config_path: str, name: str) -> TypeAdapter:
+    return TypeAdapter(OWN_KEYS.get(name) or decode(config_fields(config_path)[name].type))
 
 
-@functools.cache
-def field_type(config_class: type, name: str) -> TypeAdapter:
-    return TypeAdapter(OWN_KEYS.get(name) or typing.get_type_hints(config_class)[name])
-
-
-def owner(config_class: type) -> str:
+def owner(config_path: str) -> str:
     """How messages name a config class: TRL's SFTConfig, transformers' TrainingArguments."""
-    library = "TRL's" if config_class.__module__.startswith("trl") else "transformers'"
-    return f"{library} {config_class.__name__}"
+    library = "TRL's" if config_path.startswith("trl.") else "transformers'"
+    return f"{library} {config_path.rpartition('.')[2]}"
 
 
 def lift_top_level_fields(data: dict, recipe_fields: set[str], spec: type[TrainingSpec]) -> tuple[dict, set[str]]:
     """Move the config fields given at a recipe's top level (alignment-handbook style) into `training`; returns the
     new data and the names moved (so that errors about them point at the top level)."""
-    names = set(config_fields(spec.config_class())) | set(OWN_KEYS)
+    names = set(spec.fields()) | set(OWN_KEYS)
     top = {k for k in data if k not in recipe_fields and k in names}
     training = data.get("training", {})
     if isinstance(training, TrainingSpec):
@@ -127,37 +130,46 @@ def lift_top_level_fields(data: dict, recipe_fields: set[str], spec: type[Traini
 
 
 def check_training(recipe, top_level: set[str]) -> None:
-    """Check `recipe.training` against its config class and build the config (see the module docstring); values
-    are coerced in place. Raises FieldError naming each bad field, at the top level for those in `top_level`."""
+    """Check `recipe.training` against its config class's fields (see the module docstring), without importing
+    it; values are coerced in place. Raises FieldError naming each bad field, at the top level for those in
+    `top_level`. What only the class can say is checked when the config is built (check_config)."""
+    if problems := check_fields(recipe, located(top_level)):
+        raise FieldError(problems)
 
+
+def check_config(recipe, top_level: set[str]) -> list:
+    """The config class's own checks (imports TRL): deprecated names, then values it refuses; (loc, message) for
+    each, as check_training places them."""
+    at = located(top_level)
+    return check_renamed(recipe, at) or check_builds(recipe, at)
+
+
+def located(top_level: set[str]):
     def at(key: str) -> tuple[str, ...]:
         return (key,) if key in top_level else ("training", key)
-
-    for check in (check_fields, check_renamed, check_builds):
-        if problems := check(recipe, at):
-            raise FieldError(problems)
+    return at
 
 
 def check_fields(recipe, at) -> list:
     """Each field given: not one promptbake sets, a field of the config, of its type and documented choices."""
     training = recipe.training
-    config_class = training.config_class()
-    fields, settings = config_fields(config_class), recipe.settings()
+    path = training.config_path
+    fields, settings = training.fields(), recipe.settings()
     problems = []
     for key, value in training.model_extra.items():
         if key in settings:
             problems.append((at(key), f"promptbake sets it: {settings[key][1]}"))
         elif key not in fields and key not in OWN_KEYS:
             close = difflib.get_close_matches(key, [*fields, *OWN_KEYS], n=1)
-            problems.append((at(key), f"not a field of {owner(config_class)}"
+            problems.append((at(key), f"not a field of {owner(path)}"
                                       + (f" (did you mean {close[0]!r}?)" if close else "")))
         else:
             try:
-                coerced = field_type(config_class, key).validate_python(value)
+                coerced = field_type(path, key).validate_python(value)
             except ValidationError as e:
                 problems.append((at(key), e.errors()[0]["msg"]))
                 continue
-            choices = fields[key].metadata.get("choices") if key in fields else None
+            choices = fields[key].choices if key in fields else None
             if choices and coerced not in choices:
                 problems.append((at(key), f"{value!r} is not one of {list(choices)}"))
             elif coerced != value:  # `2e-4` read as a string; an int where a float is typed stays as written
@@ -170,15 +182,16 @@ def check_renamed(recipe, at) -> list:
     promptbake's defaults, one of which could stand in for a deprecated name's new one and silence the warning."""
     training = recipe.training
     config_class = training.config_class()
-    given = {k: v for k, v in training.model_extra.items() if k in config_fields(config_class)}
+    given = {k: v for k, v in training.model_extra.items() if k in training.fields()}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            config_class(**given, **{name: value for name, (value, _) in recipe.settings().items()})
+            config_class(**given, **recipe.setting_values())
         except (TypeError, ValueError):
             pass  # check_builds reports it, from the config the trainer gets
     deprecations = [str(w.message) for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]
-    return [(at(key), f"{owner(config_class)}: {text}") for text in deprecations for key in given if f"`{key}`" in text]
+    return [(at(key), f"{owner(training.config_path)}: {text}") for text in deprecations for key in given
+            if f"`{key}`" in text]
 
 
 def check_builds(recipe, at) -> list:
@@ -186,14 +199,14 @@ def check_builds(recipe, at) -> list:
     build, else on a recipe field its message names, else on the section."""
     training = recipe.training
     try:
-        recipe.trainer_config()
+        recipe.build_config()
         return []
     except (TypeError, ValueError) as e:
-        message = f"{owner(training.config_class())}: {e}"
+        message = f"{owner(training.config_path)}: {e}"
     for key in training.model_extra:
         without = type(training)(**{k: v for k, v in training.model_extra.items() if k != key})
         try:
-            recipe.model_copy(update={"training": without}).trainer_config()
+            recipe.model_copy(update={"training": without}).build_config()
         except (TypeError, ValueError):
             continue
         return [(at(key), message)]
@@ -201,9 +214,9 @@ def check_builds(recipe, at) -> list:
     return [((named or [("training",)])[0], message)]
 
 
-def documented_values(config_class: type, name: str) -> set[str]:
+def documented_values(config_path: str, name: str) -> set[str]:
     """The values a config field's help lists after "Possible values are:" (TRL documents some choices only
     there, e.g. DPOConfig.loss_type); empty when it lists none, so that a reworded help turns the check off."""
-    text = config_fields(config_class)[name].metadata.get("help", "")
+    text = config_fields(config_path)[name].help
     listed = text.partition("Possible values are:")[2].split(". ")[0]
     return set(re.findall(r"`'([\w-]+)'`", listed))

@@ -110,16 +110,32 @@ def as_after_the_demo(tmp_path, monkeypatch):
 
 @pytest.fixture
 def reliability_log():
-    """Record what a reliability test exercised (faults injected, bad inputs, secrets found, rows lost), for
-    scripts/reliability_report.py, which runs these tests with PROMPTBAKE_RELIABILITY_LOG set."""
+    """Record what a reliability test exercised (faults injected, bad inputs, secrets found, rows lost, the
+    slowest refusal), for scripts/reliability_report.py, which runs these tests with PROMPTBAKE_RELIABILITY_LOG
+    set. Counts are summed; a figure logged with how="max" reports its largest value."""
     import json
 
-    def log(kind: str, count: int) -> None:
+    def log(kind: str, count: float, how: str = "sum") -> None:
         path = os.environ.get("PROMPTBAKE_RELIABILITY_LOG")
         if path:
             with open(path, "a") as f:
-                f.write(json.dumps({"kind": kind, "count": count}) + "\n")
+                f.write(json.dumps({"kind": kind, "count": count, "how": how}) + "\n")
     return log
+
+
+@pytest.fixture(scope="session")
+def warm_trainer_fields():
+    """Every trainer's config fields cached (sft/config_schema.py), as after the first recipe a user loads: the
+    cache is written by the first process that needs it, which imports TRL to read them."""
+    from sft.config_schema import config_fields
+    from sft.distill import DistillTraining
+    from sft.dpo import DPOTraining
+    from sft.reward import RewardTraining
+    from sft.rl import GRPOTraining
+    from sft.training import TrainingSpec
+
+    for spec in (TrainingSpec, DPOTraining, RewardTraining, GRPOTraining, DistillTraining):
+        config_fields(spec.config_path)
 
 
 @pytest.fixture

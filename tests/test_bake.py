@@ -163,6 +163,8 @@ def test_a_changed_field_restarts_a_stage_killed_part_way_instead_of_resuming_it
     (run / "data").mkdir()
     (run / "sft" / "checkpoints" / "checkpoint-18").mkdir(parents=True)
     state = RunState(run, {"name": "s"}, {"budget": {"max_steps": 30}}, "spec.yaml")
+    assert (run / "sft").exists()  # checked first; nothing is removed until the bake begins
+    state.begin()
     assert not (run / "sft").exists() and (run / "data").exists() and state.done("data") is not None
     out = capsys.readouterr().out
     assert "bake config changed (budget.max_steps): the sft stage has not finished; it was started under the old " \

@@ -8,7 +8,8 @@ import pytest
 from safetensors.torch import load_file
 
 from promptbake.config import load_config
-from sft.distill import DistillRecipe, PairCollator, encode, main
+from sft.distill import DistillRecipe, encode, main
+from sft.distill_loss import PairCollator
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,7 @@ def test_loss_is_zero_when_student_and_teacher_see_the_same_thing(tiny_model_dir
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
-    from sft.distill import DistillTrainer
+    from sft.distill_loss import DistillTrainer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),

@@ -1,8 +1,10 @@
 """`training:` is the trainer's own TRL config: any TRL field is accepted under its name and reaches the config
-the trainer gets; a misspelled, renamed or refused one fails at load with the file, line and field; a flat
-alignment-handbook recipe loads; the fields promptbake sets itself are refused."""
+the trainer gets; a misspelled one fails at load, a renamed or refused one when the config is built (before any
+model loads), each with the file, line and field; a flat alignment-handbook recipe loads; the fields promptbake
+sets itself are refused. The fields are read from TRL's classes once and cached: loading a recipe imports no TRL."""
 
 import dataclasses
+import typing
 import warnings
 from pathlib import Path
 
@@ -28,8 +30,9 @@ def recipe_file(tmp_path, text: str) -> Path:
 
 
 def load_error(recipe_cls, path: Path, overrides=()) -> str:
+    """The error of loading the recipe, or else of building its trainer config (what a trainer does first)."""
     with pytest.raises(InputError) as info:
-        load_config(recipe_cls, path, overrides)
+        load_config(recipe_cls, path, overrides).trainer_config()
     return str(info.value).replace(str(path), "r.yaml")
 
 
@@ -68,7 +71,7 @@ def test_a_misspelled_field_fails_at_load_with_its_line_and_the_real_name(tmp_pa
         "'train_sampling_strategy'?)")
 
 
-def test_a_renamed_field_fails_at_load(tmp_path):
+def test_a_renamed_field_fails_when_the_config_is_built(tmp_path):
     # transformers 5 renamed it; promptbake's default for the new name would otherwise silently win
     path = recipe_file(tmp_path, "training:\n  gradient_checkpointing: true\n")
     assert load_error(SFTRecipe, path) == (
@@ -96,7 +99,7 @@ def test_a_renamed_field_fails_at_load(tmp_path):
     (DistillRecipe, "spec: s.yaml\ntraining:\n  packing: true\n",
      "r.yaml:4: field 'training.packing': not a field of transformers' TrainingArguments"),
 ])
-def test_a_value_trl_refuses_fails_at_load_on_its_field(tmp_path, recipe_cls, text, message):
+def test_a_value_trl_refuses_fails_on_its_field(tmp_path, recipe_cls, text, message):
     assert message in load_error(recipe_cls, recipe_file(tmp_path, text))
 
 
@@ -152,14 +155,59 @@ def test_the_bakes_updates_reach_the_config_and_carry_to_a_dpo_round():
 
 def test_dpo_loss_types_come_from_trls_documentation():
     """The check reads TRL's help text; if TRL rewords it, this fails rather than the check going quiet."""
-    assert {"sigmoid", "ipo", "hinge", "sigmoid_norm"} <= documented_values(DPOConfig, "loss_type")
+    assert {"sigmoid", "ipo", "hinge", "sigmoid_norm"} <= documented_values("trl.DPOConfig", "loss_type")
 
 
 @pytest.mark.parametrize("path", sorted(p for d in RECIPES for p in (REPO / "configs" / d).glob("*.yaml")),
                          ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_shipped_recipes_build_their_config_without_deprecation_warnings(path):
+def test_shipped_recipes_build_their_config_without_deprecation_warnings(path, as_after_the_demo):
+    as_after_the_demo(path)  # the RL recipe starts from the demo's adapter
     recipe = load_config(RECIPES[path.parent.name], path)
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
         warnings.simplefilter("error", DeprecationWarning)
         recipe.trainer_config()
+
+
+@pytest.mark.parametrize("path", ["trl.SFTConfig", "trl.DPOConfig", "trl.RewardConfig", "trl.GRPOConfig",
+                                  "transformers.TrainingArguments"])
+def test_the_cached_fields_are_the_classes_own(path, tmp_path, monkeypatch):
+    """What a recipe is checked against without importing TRL is what the class says: every init field, its
+    default and choices; a type that validates as the class's own annotation does."""
+    from pydantic import TypeAdapter
+
+    from sft.config_schema import config_class as load_class
+    from sft.config_schema import config_fields
+    from sft.training import OWN_KEYS, field_type
+
+    cls = load_class(path)
+    monkeypatch.setenv("PROMPTBAKE_CONFIG_CACHE", str(tmp_path))  # written afresh from the class, then read back
+    config_fields.cache_clear()
+    try:
+        fields = config_fields(path)
+        assert list(tmp_path.glob(f"{path}-*.json")), "the fields were not cached"
+        config_fields.cache_clear()
+        assert config_fields(path) == fields
+    finally:
+        config_fields.cache_clear()
+    live = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    assert set(fields) == set(live)
+    hints = typing.get_type_hints(cls)
+    for name, f in live.items():
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        assert fields[name].default == getattr(default, "value", default), name
+        for value in (True, 3, 2.5, "2e-4", "steps", "cosine", None, [1.0], {"a": 1}):
+            expected = outcome(TypeAdapter(OWN_KEYS.get(name) or hints[name]), value)
+            assert outcome(field_type(path, name), value) == expected, (name, value)
+
+
+def outcome(adapter, value):
+    """A value as a type adapter takes it, or its first error; an enum member as its value (the config converts
+    text to its enums either way)."""
+    from pydantic import ValidationError
+
+    try:
+        result = adapter.validate_python(value)
+    except ValidationError as e:
+        return "error", e.errors()[0]["msg"]
+    return "ok", getattr(result, "value", result) if not dataclasses.is_dataclass(result) else vars(result)

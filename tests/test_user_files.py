@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from refusal import assert_quick_refusal, run_refused
 
 from promptbake.cli import main as cli
 from promptbake.config import InputError
@@ -50,28 +51,30 @@ def snapshot(path: Path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def refused(argv: list[str], capsys) -> str:
-    """Run a command that must be refused: exit 2, one line, no traceback, without waiting on anything."""
-    start = time.perf_counter()
-    with pytest.raises(SystemExit) as exit_info:
-        cli(argv)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2, err
-    assert "Traceback" not in err and err.startswith("error: ") and err.count("\n") == 1, err
-    assert time.perf_counter() - start < 30, "the refusal came late (the hub's retries took 59 s)"
-    return err
+@pytest.fixture
+def refused(tmp_path, reliability_log):
+    """Run a command that must be refused, as a process of its own (tests/refusal.py): exit 2, one line, no
+    traceback, before torch is imported (so before any model or tokenizer loads), within seconds."""
+
+    def run(argv: list[str]) -> str:
+        refusal = run_refused(argv, tmp_path)
+        assert_quick_refusal(refusal, reliability_log)
+        assert refusal.err.startswith("error: ") and "\n" not in refusal.err, refusal.err
+        return refusal.err
+    return run
 
 
 @pytest.fixture
-def no_model_loads(monkeypatch):
-    """Any model or tokenizer load fails the test: refusals must come before."""
-    import transformers
+def kept(reliability_log):
+    """Assert that a refused command left `path` as `before` (its snapshot); the files it lost or changed are
+    logged for the reliability report (user_files_deleted)."""
 
-    def boom(*args, **kwargs):
-        pytest.fail("a model or tokenizer was loaded before the refusal")
-
-    for cls in (transformers.AutoModelForCausalLM, transformers.AutoTokenizer):
-        monkeypatch.setattr(cls, "from_pretrained", boom)
+    def check(path: Path, before: dict[str, bytes]) -> None:
+        after = snapshot(path)
+        reliability_log("user_files_checked", len(before))
+        reliability_log("user_files_deleted", sum(after.get(name) != data for name, data in before.items()))
+        assert after == before
+    return check
 
 
 @pytest.fixture
@@ -101,25 +104,25 @@ def labels_spec(tmp_path: Path, name: str = "first", out: Path | None = None) ->
 
 
 @pytest.mark.parametrize("flags", [[], ["--force"]])
-def test_export_out_holding_user_files_is_refused_even_with_force(tiny_run, tmp_path, flags, capsys, no_model_loads):
+def test_export_out_holding_user_files_is_refused_even_with_force(tiny_run, tmp_path, flags, refused, kept):
     out = user_dir(tmp_path / "mine")
     before = snapshot(out)
-    err = refused(["export", str(tiny_run), "--out", str(out), *flags], capsys)
+    err = refused(["export", str(tiny_run), "--out", str(out), *flags])
     assert f"{out}: exists and holds files promptbake did not write (2 entries: notes.txt, sub/)" in err
-    assert snapshot(out) == before
+    kept(out, before)
     assert not list(tmp_path.glob(".mine.*"))  # no temporary directory made either
 
 
-def test_export_gguf_beside_out_holding_user_files_is_refused_before_the_merge(tiny_run, tmp_path, capsys,
-                                                                              no_model_loads):
+def test_export_gguf_beside_out_holding_user_files_is_refused_before_the_merge(tiny_run, tmp_path, refused, kept):
     mine = user_dir(tmp_path / "gguf" / "f16")
     before = snapshot(tmp_path / "gguf")
-    err = refused(["export", str(tiny_run), "--out", str(tmp_path / "merged"), "--gguf", "f16"], capsys)
+    err = refused(["export", str(tiny_run), "--out", str(tmp_path / "merged"), "--gguf", "f16"])
     assert f"{mine}: exists and holds files promptbake did not write" in err
-    assert snapshot(tmp_path / "gguf") == before and not (tmp_path / "merged").exists()
+    kept(tmp_path / "gguf", before)
+    assert not (tmp_path / "merged").exists()
 
 
-def test_force_replaces_a_promptbake_export_and_says_what_it_replaces(tiny_run, tmp_path, capsys):
+def test_force_replaces_a_promptbake_export_and_says_what_it_replaces(tiny_run, tmp_path, capsys, refused, kept):
     out = tmp_path / "exported"
     cli(["export", str(tiny_run), "--out", str(out)])
     marker = json.loads((out / MARKER).read_text())
@@ -128,10 +131,10 @@ def test_force_replaces_a_promptbake_export_and_says_what_it_replaces(tiny_run, 
     capsys.readouterr()
     before = snapshot(out)
 
-    err = refused(["export", str(tiny_run), "--out", str(out)], capsys)
+    err = refused(["export", str(tiny_run), "--out", str(out)])
     assert f"{out}: holds a promptbake export of {tiny_run / 'adapter'}, written {marker['written_at']}" in err
     assert err.rstrip().endswith("--force replaces it")
-    assert snapshot(out) == before
+    kept(out, before)
 
     cli(["export", str(tiny_run), "--out", str(out), "--force"])
     said = capsys.readouterr().out
@@ -146,42 +149,42 @@ def test_export_into_the_run_directory_redoes_its_own_export_without_force(tiny_
     assert f"replacing {tiny_run / 'merged'}: a promptbake export" in capsys.readouterr().out
 
 
-def test_data_build_into_user_files_is_refused(tmp_path, capsys):
+def test_data_build_into_user_files_is_refused(tmp_path, refused, kept):
     out = user_dir(tmp_path / "mine")
     before = snapshot(out)
-    err = refused(["data", "build", str(labels_spec(tmp_path)), f"output_dir={out}"], capsys)
+    err = refused(["data", "build", str(labels_spec(tmp_path)), f"output_dir={out}"])
     assert f"{out}: exists and holds files promptbake did not write (2 entries: notes.txt, sub/)" in err
-    assert snapshot(out) == before
+    kept(out, before)
 
 
-def test_data_build_of_another_spec_changes_nothing_in_the_existing_build(tmp_path, capsys):
+def test_data_build_of_another_spec_changes_nothing_in_the_existing_build(tmp_path, refused, kept):
     out = tmp_path / "data"
     cli(["data", "build", str(labels_spec(tmp_path, "first", out))])
     assert json.loads((out / MARKER).read_text())["kind"] == "dataset build"
     before = snapshot(out)
     # the labels backend generates nothing, so no journal check would have caught it: the manifest went first
-    err = refused(["data", "build", str(labels_spec(tmp_path, "second", out))], capsys)
+    err = refused(["data", "build", str(labels_spec(tmp_path, "second", out))])
     assert f"{out}: holds a build of a different spec" in err
-    assert snapshot(out) == before
+    kept(out, before)
     cli(["data", "build", str(labels_spec(tmp_path, "first", out))])  # the same spec again rebuilds in place
     assert (out / "manifest.json").is_file()
 
 
-def test_data_merge_into_user_files_is_refused(tmp_path, capsys):
+def test_data_merge_into_user_files_is_refused(tmp_path, refused, kept):
     spec = labels_spec(tmp_path)
     shards = [tmp_path / f"shard{i}" for i in (1, 2)]
     for i, shard in enumerate(shards, 1):
         cli(["data", "build", str(spec), f"shard={i}/2", f"output_dir={shard}"])
     out = user_dir(tmp_path / "mine")
     before = snapshot(out)
-    err = refused(["data", "merge", str(out), *map(str, shards)], capsys)
+    err = refused(["data", "merge", str(out), *map(str, shards)])
     assert f"{out}: exists and holds files promptbake did not write" in err
-    assert snapshot(out) == before
+    kept(out, before)
 
 
 @pytest.mark.parametrize("method, saved", [("lora", "adapter"), ("full", "model")])
-def test_training_into_an_adapter_dir_of_user_files_is_refused_before_it_trains(tmp_path, tiny_model_dir, method,
-                                                                                saved, capsys, no_model_loads):
+def test_training_into_an_adapter_dir_of_user_files_is_refused_before_it_trains(tmp_path, tiny_model_dir, method, saved,
+                                                                                refused, kept):
     rows = tmp_path / "sft_train.jsonl"
     rows.write_text(json.dumps({"prompt": [{"role": "user", "content": "hi"}],
                                 "completion": [{"role": "assistant", "content": "ok"}]}) + "\n")
@@ -190,20 +193,21 @@ def test_training_into_an_adapter_dir_of_user_files_is_refused_before_it_trains(
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"model: {tiny_model_dir}\ndataset: {rows}\nmethod: {method}\noutput_dir: {tmp_path / 'run'}\n"
                       "report_to: none\n")
-    err = refused(["train", "sft", str(recipe)], capsys)
+    err = refused(["train", "sft", str(recipe)])
     assert f"{mine}: exists and holds files promptbake did not write" in err
-    assert snapshot(mine) == before and not (tmp_path / "run" / "checkpoints").exists()
+    kept(mine, before)
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 @pytest.mark.parametrize("command", ["bake", "demo"])
-def test_bake_or_demo_into_a_directory_of_user_files_is_refused(tmp_path, command, capsys, no_model_loads):
+def test_bake_or_demo_into_a_directory_of_user_files_is_refused(tmp_path, command, refused, kept):
     out = user_dir(tmp_path / "mine")
     before = snapshot(out)
     argv = ["bake", str(labels_spec(tmp_path)), f"output_dir={out}"] if command == "bake" else \
         ["demo", "--out", str(out)]
-    err = refused([*argv, "report_to=none"], capsys)
+    err = refused([*argv, "report_to=none"])
     assert f"{out} is not a bake's run directory (no bake.json) and holds 2 entries: notes.txt, sub/" in err
-    assert snapshot(out) == before
+    kept(out, before)
 
 
 # ---- what atomic_dir replaces --------------------------------------------------------------------------------
@@ -308,15 +312,14 @@ def eval_config(tmp_path, tiny_model_dir) -> Path:
     ("base_model=nosuch/model", "e.yaml:3: field 'base_model': 'nosuch/model': no such local directory"),
     ("tuned_model=TMP", "field 'tuned_model': 'TMP': directory has no config.json or adapter_config.json"),
 ])
-def test_eval_model_paths_are_refused_at_validation(eval_config, tmp_path, override, message, capsys, offline_hub,
-                                                    no_model_loads):
+def test_eval_model_paths_are_refused_at_validation(eval_config, tmp_path, override, message, offline_hub, refused):
     override, message = override.replace("TMP", str(tmp_path)), message.replace("TMP", str(tmp_path))
-    err = refused(["eval", str(eval_config), override], capsys)
+    err = refused(["eval", str(eval_config), override])
     assert message in err
     assert not (tmp_path / "eval").exists()
 
 
-def test_a_side_served_by_an_endpoint_is_not_checked(eval_config, capsys, offline_hub, no_model_loads):
+def test_a_side_served_by_an_endpoint_is_not_checked(eval_config, offline_hub):
     from evals.run import EvalConfig
     from promptbake.config import load_config
 
@@ -325,14 +328,14 @@ def test_a_side_served_by_an_endpoint_is_not_checked(eval_config, capsys, offlin
     assert config.tuned_model == "nosuch/served"
 
 
-def test_bake_and_train_model_paths_are_refused_before_any_stage(tmp_path, capsys, offline_hub, no_model_loads):
+def test_bake_and_train_model_paths_are_refused_before_any_stage(tmp_path, offline_hub, refused):
     spec = labels_spec(tmp_path)
-    err = refused(["bake", str(spec), "model=nosuch/model", f"output_dir={tmp_path / 'bake'}"], capsys)
+    err = refused(["bake", str(spec), "model=nosuch/model", f"output_dir={tmp_path / 'bake'}"])
     assert "bake overrides: field 'model': 'nosuch/model': no such local directory, and HF_HUB_OFFLINE is set" in err
     assert not (tmp_path / "bake").exists()  # not after its data stage: before anything
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model: runs/nosuch/model\ndataset: d.jsonl\n")
-    err = refused(["train", "sft", str(recipe)], capsys)
+    err = refused(["train", "sft", str(recipe)])
     assert f"{recipe}:1: field 'model': 'runs/nosuch/model': no such directory or file" in err
 
 
@@ -361,19 +364,19 @@ def test_the_default_model_and_local_models_pass(tiny_model_dir, offline_hub):
     assert check_model_ref(str(embedded_gguf_path(DEFAULT_MODEL)), "model")
 
 
-def test_export_of_a_missing_run_is_refused(tmp_path, capsys, no_model_loads):
-    err = refused(["export", str(tmp_path / "runs" / "nope")], capsys)
+def test_export_of_a_missing_run_is_refused(tmp_path, refused):
+    err = refused(["export", str(tmp_path / "runs" / "nope")])
     assert f"{tmp_path / 'runs' / 'nope'}: no such directory" in err
 
 
 # ---- spec sanity -----------------------------------------------------------------------------------------------
 
 
-def test_duplicate_rule_ids_name_the_line_of_the_second(tmp_path, capsys):
+def test_duplicate_rule_ids_name_the_line_of_the_second(tmp_path, refused):
     spec = labels_spec(tmp_path)
     spec.write_text(spec.read_text().replace("inputs:\n", "  - id: other\n    text: Be brief.\n"
                                                           "  - id: lower\n    text: Again.\ninputs:\n"))
-    err = refused(["data", "build", str(spec)], capsys)
+    err = refused(["data", "build", str(spec)])
     assert f"{spec}:8: field 'rules.2.id': rule ids must be unique; repeated: ['lower'] (first in rules.0)" in err
 
 
