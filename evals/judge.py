@@ -23,6 +23,9 @@ class JudgeSpec(StrictModel):
     """The judge: a short name, hub id, local directory or run adapter. Bigger judges are more reliable."""
     against: str = "base_prompted"
     """Every other arm is compared with this one."""
+    arms: list[str] | None = None
+    """Judge only these arms against `against` (default: every other arm). Each arm costs two judge passes over
+    the held-out inputs; the bake judges only tuned_unprompted."""
     criteria: str = Field("Which answer follows the rules better while still answering the question?",
                           min_length=1)
     batch_size: PositiveInt = 8

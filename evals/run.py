@@ -227,7 +227,8 @@ def judge_arms(config: EvalConfig, spec: PromptSpec, items, records: dict[str, l
     reference = [r["answer"] for r in records[config.judge.against]]
     return {arm: win_rate(model.eval(), tokenizer, questions, [r["answer"] for r in recs], reference,
                           "\n".join(f"- {r.text}" for r in spec.rules), config.judge)
-            for arm, recs in records.items() if arm != config.judge.against}
+            for arm, recs in records.items()
+            if arm != config.judge.against and (config.judge.arms is None or arm in config.judge.arms)}
 
 
 def log_to_wandb(config: EvalConfig, metrics: dict, records: dict[str, list[dict]]) -> None:

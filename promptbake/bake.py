@@ -270,7 +270,7 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
                                    *(["drift"] if config.drift else [])],
                              train_rows=str(run / "data" / "sft_train.jsonl"), best_of_n=config.best_of_n,
                              judge={"model": config.judge_model or config.model, "against": "base_prompted",
-                                    "criteria": CONTENT_CRITERIA}
+                                    "arms": ["tuned_unprompted"], "criteria": CONTENT_CRITERIA}
                              if config.judge and not user_spec.inputs.label_names() else None,
                              report_to=config.report_to, output_dir=str(run / "eval"))
     # Only what differs from the defaults is recorded and compared: a promptbake upgrade that adds a field with a
