@@ -49,18 +49,20 @@ class ArmDef:
     at the teacher's sampling, chosen by the checks; constant: one fixed answer; drift: evals/drift.py."""
     source: str | None = None
     """For `repaired`: the arm whose answers are repaired (it must run too)."""
+    short: str = ""
+    """The column title in the printed table (a terminal is narrow)."""
 
 
 ARMS: dict[str, ArmDef] = {
-    "base_prompted": ArmDef("base", "full", "greedy"),
-    "base_rules_only": ArmDef("base", "rules", "greedy"),
-    "base_unprompted": ArmDef("base", "none", "greedy"),
-    "tuned_unprompted": ArmDef("tuned", "none", "greedy"),
-    "tuned_prompted": ArmDef("tuned", "full", "greedy"),
-    "base_prompted_repaired": ArmDef("base", "full", "repaired", source="base_prompted"),
-    "base_prompted_best_of_n": ArmDef("base", "full", "best_of_n"),
-    "constant": ArmDef("none", "none", "constant"),
-    "drift": ArmDef("both", "none", "drift"),
+    "base_prompted": ArmDef("base", "full", "greedy", short="base+prompt"),
+    "base_rules_only": ArmDef("base", "rules", "greedy", short="base+rules"),
+    "base_unprompted": ArmDef("base", "none", "greedy", short="base"),
+    "tuned_unprompted": ArmDef("tuned", "none", "greedy", short="tuned"),
+    "tuned_prompted": ArmDef("tuned", "full", "greedy", short="tuned+prompt"),
+    "base_prompted_repaired": ArmDef("base", "full", "repaired", source="base_prompted", short="repaired"),
+    "base_prompted_best_of_n": ArmDef("base", "full", "best_of_n", short="best-of-n"),
+    "constant": ArmDef("none", "none", "constant", short="constant"),
+    "drift": ArmDef("both", "none", "drift", short="drift"),
 }
 ArmName = Literal["base_prompted", "base_rules_only", "base_unprompted", "tuned_unprompted", "tuned_prompted",
                   "base_prompted_repaired", "base_prompted_best_of_n", "constant", "drift"]

@@ -258,10 +258,11 @@ def print_table(metrics: dict, arms: list[str], out: Path) -> None:
     from rich.table import Table
 
     rule_ids = list(metrics[arms[0]]["per_rule"])
-    table = Table(title=f"eval -> {out / 'metrics.json'}")
+    table = Table(title=f"eval -> {out / 'metrics.json'}",
+                  caption=", ".join(f"{ARMS[a].short} = {a}" for a in arms if ARMS[a].short != a))
     table.add_column("metric")
     for arm in arms:
-        table.add_column(arm, justify="right")
+        table.add_column(ARMS[arm].short, justify="right")
     ci = [f"{m['all_rules_ci95'][0]:.0%}-{m['all_rules_ci95'][1]:.0%}" for m in (metrics[a] for a in arms)]
     table.add_row("all rules", *[f"{metrics[a]['all_rules_adherence']:.1%}" for a in arms])
     table.add_row("  95% CI", *ci)
@@ -274,7 +275,7 @@ def print_table(metrics: dict, arms: list[str], out: Path) -> None:
             table.add_row(f"  label: {field}", *[f"{metrics[a]['label_match_per_field'][field]:.1%}" for a in arms])
     judge = next((k for k in metrics if k.startswith("judge_vs_")), None)
     if judge:
-        table.add_row(f"judge win rate vs {judge[len('judge_vs_'):]}",
+        table.add_row(f"judge vs {ARMS[judge[len('judge_vs_'):]].short}",
                       *[f"{metrics[judge][a]['win_rate']:.0%}" if a in metrics[judge] else "-" for a in arms])
     table.add_row("answer diversity", *[f"{metrics[a]['answer_diversity']:.0%}" for a in arms])
     table.add_row("prompt tokens / request", *[f"{metrics[a]['prompt_tokens_per_request']:.0f}" for a in arms])
@@ -282,7 +283,7 @@ def print_table(metrics: dict, arms: list[str], out: Path) -> None:
                   *[f"{metrics[a]['generated_tokens_per_request']:.0f}" for a in arms])
     table.add_row("latency s / request", *[f"{metrics[a]['latency_s_per_request']:.2f}" for a in arms])
     if "vs_base_prompted" in metrics:
-        table.add_row("McNemar p vs base_prompted",
+        table.add_row("McNemar p vs base+prompt",
                       *[f"{metrics['vs_base_prompted'][a]:.3g}" if a in metrics["vs_base_prompted"] else "-"
                         for a in arms])
     table.add_row("n", *[str(metrics[a]["n"]) for a in arms])
