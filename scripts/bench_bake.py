@@ -11,7 +11,8 @@ not won, promptbake.verdict) and the wall time, and ends with
 
     specs_won=W specs_undecided=U specs_total=T constant_wins=C max_minutes=M
 
-where constant_wins counts specs on which the null arm would win by the verdict's margin (it must be 0).
+where constant_wins counts specs on which the null arm would win against the prompted base by the verdict's rule
+(margin and McNemar p < 0.05; it must be 0).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ ARMS = [("base", "base_prompted"), ("tuned", "tuned_unprompted"), ("constant", "
 
 
 def print_table(results: list[dict]) -> None:
-    from promptbake.verdict import meets_margin, passed
+    from promptbake.verdict import SIGNIFICANCE, meets_margin, passed
 
     print("\n| spec | n | " + " | ".join(label for label, _ in ARMS)
           + " | content: label match base / tuned, or judge tuned vs base W-L-T | diversity tuned | p | verdict "
@@ -87,8 +88,10 @@ def print_table(results: list[dict]) -> None:
                   if "label_match" in m["tuned_unprompted"] else
                   f"judge {judged['wins']}-{judged['losses']}-{judged['ties']} (p={judged['sign_test_p']:.2g})"
                   if judged else "-")
-        if "constant" in m:
-            constant_wins += meets_margin(passed(m["base_prompted"])[0], passed(m["constant"])[0], r["n"])
+        if "constant" in m:  # by the verdict's own rule for a win: the margin and a significant McNemar test
+            constant_wins += (meets_margin(passed(m["base_prompted"])[0], passed(m["constant"])[0], r["n"])
+                              and m["vs_base_prompted"].get("constant", 1.0) < SIGNIFICANCE
+                              and passed(m["constant"])[0] > passed(m["base_prompted"])[0])
         print(f"| {r['spec']} | {r['n']} | " + " | ".join(cells)
               + f" | {labels} | {m['tuned_unprompted'].get('answer_diversity', float('nan')):.0%} | {r['p']:.2g} "
               f"| {r['outcome']} | {r['minutes']:.1f} |")
