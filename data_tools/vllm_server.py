@@ -307,6 +307,9 @@ def parse_lora(item: str) -> tuple[str, str]:
 def main(server: VLLMServer) -> None:
     """Serve until interrupted (Ctrl-C, or SIGTERM: `kill`, or a shell's background job, whose SIGINT is ignored)."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # a process started from a background job inherits SIGINT ignored (Python then installs no handler): Ctrl-C,
+    # or a SIGINT from whoever started it, must still stop the server
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     server.start()
     loras = "".join(f", LoRA {name!r}" for name in server.loras)
     print(f"[vllm] serving {server.model} as {server.served_name!r}{loras} at {server.base_url} "
