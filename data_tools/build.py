@@ -303,7 +303,7 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
     write_jsonl(out_dir / "train_inputs.jsonl", prompt_only_rows(train, inputs))  # on-policy rounds answer these
     if validation:
         write_jsonl(out_dir / "val_inputs.jsonl", prompt_only_rows(validation, inputs))
-    fixed = fixed_answer_finding(spec, sft_rows)
+    fixed = fixed_answer_finding(spec, [(t, inputs[t].label) for t in texts], sft_rows)  # the given inputs
     elapsed = time.time() - start
     checked = [r.id for r in spec.rules if r.check is not None]
     manifest = {
@@ -339,13 +339,11 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
     return manifest
 
 
-def fixed_answer_finding(spec: PromptSpec, sft_rows: list[dict]) -> dict:
+def fixed_answer_finding(spec: PromptSpec, items: list[tuple[str, str | dict | None]], sft_rows: list[dict]) -> dict:
     """Before any training: the best fixed answer (the most frequent training answer or a few-shot example's
-    output) scored on every given input; when it passes most, the checks test the format, not the task, and
-    the build warns (data_tools/format_only.py)."""
-    inputs = load_inputs(spec, quiet=True)
-    fixed = best_fixed_answer(spec, [(t, item.label) for t, item in inputs.items()],
-                              fixed_answers(spec, (r["completion"][-1]["content"] for r in sft_rows)))
+    output) scored on every given input ((text, label) `items`); when it passes most, the checks test the
+    format, not the task, and the build warns (data_tools/format_only.py)."""
+    fixed = best_fixed_answer(spec, items, fixed_answers(spec, (r["completion"][-1]["content"] for r in sft_rows)))
     warning = format_only_warning(fixed)
     if warning:
         print(f"[promptbake] warning: {warning}", flush=True)

@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 
 from data_tools.build import JOURNAL, claim_build_dir, fixed_answer_finding, print_summary, save_datasets
-from data_tools.inputs import input_id
+from data_tools.inputs import input_id, load_inputs
 from data_tools.spec import load_spec
 from promptbake.config import InputError
 from promptbake.entry import stage_parser
@@ -206,7 +206,9 @@ def main(out: str | Path, dirs: list[str | Path]) -> dict:
     merge_rows(out, shards, positions)
     spec = spec_of_build(manifest)
     if spec is not None:
-        manifest["fixed_answer"] = fixed_answer_finding(spec, [row for _, row in iter_jsonl(out / "sft_train.jsonl")])
+        items = [(t, item.label) for t, item in load_inputs(spec, quiet=True).items()]
+        rows = [row for _, row in iter_jsonl(out / "sft_train.jsonl")]
+        manifest["fixed_answer"] = fixed_answer_finding(spec, items, rows)
     save_datasets(out)
     write_json(out / "manifest.json", manifest)
     print_summary(manifest, out)

@@ -64,8 +64,7 @@ ARMS: dict[str, ArmDef] = {
     "constant": ArmDef("none", "none", "constant", short="constant"),
     "drift": ArmDef("both", "none", "drift", short="drift"),
 }
-ArmName = Literal["base_prompted", "base_rules_only", "base_unprompted", "tuned_unprompted", "tuned_prompted",
-                  "base_prompted_repaired", "base_prompted_best_of_n", "constant", "drift"]
+ArmName = Literal[tuple(ARMS)]  # the registry's names, for configs: a new entry is a valid arm at once
 INFERENCE_ARMS = ("base_prompted", "base_prompted_repaired", "base_prompted_best_of_n")
 """The alternatives to training a user could deploy instead: the verdict names the cheapest that reaches the
 tuned model."""

@@ -24,12 +24,13 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+from evals.arms import INFERENCE_ARMS
+
 WIN_MARGIN = Fraction(1, 10)
 """A spec is won when the tuned model without prompt beats the prompted base by this much..."""
 WIN_ABSOLUTE = Fraction(95, 100)
 """...or follows every rule on at least this share of the held-out inputs."""
 SIGNIFICANCE = 0.05
-INFERENCE_ARMS = ("base_prompted", "base_prompted_repaired", "base_prompted_best_of_n")
 
 
 def passed(arm: dict) -> tuple[int, int]:
