@@ -40,7 +40,7 @@ class LocalBackend:
 
     @classmethod
     def from_name(cls, name: str, batch_size: int = 32) -> LocalBackend:
-        from promptbake.models import load_model_and_tokenizer
+        from promptbake.core.models import load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(name)
         return cls(model, tokenizer, batch_size)
@@ -126,7 +126,7 @@ def require_vllm(asked_by: str):
     instead."""
     import importlib.util
 
-    from promptbake.config import InputError
+    from promptbake.core.config import InputError
 
     if importlib.util.find_spec("vllm") is None:
         raise InputError(f"{asked_by}: vLLM runs in this process and `vllm` is not importable here: install it on a "
@@ -147,7 +147,7 @@ class VLLMBackend:
     def __init__(self, model: str, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
                  max_model_len: int | None = None, enable_prefix_caching: bool = True, dtype: str = "auto",
                  chunk_size: int = 1024, asked_by: str = "teacher.backend 'vllm'"):
-        from promptbake.models import resolve_model_path
+        from promptbake.core.models import resolve_model_path
 
         vllm = require_vllm(asked_by)
         self.llm = vllm.LLM(model=resolve_model_path(model), tensor_parallel_size=tensor_parallel_size,

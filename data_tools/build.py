@@ -41,9 +41,9 @@ from data_tools.inputs import InputItem, carve_validation, input_id, load_inputs
 from data_tools.scoring import all_pass, failures, repair, score
 from data_tools.shards import Shard, load_sharded, shard_train
 from data_tools.spec import PromptSpec, Sampling
-from promptbake.config import InputError
-from promptbake.entry import stage_parser
-from promptbake.io import (
+from promptbake.core.config import InputError
+from promptbake.core.entry import stage_parser
+from promptbake.core.io import (
     append_jsonl,
     atomic_dir,
     check_output_dir,
@@ -395,7 +395,7 @@ def save_datasets(out_dir: Path) -> None:
     prefs_train and eval_inputs; written under a temporary name and renamed, like every output."""
     from datasets import Dataset, DatasetDict
 
-    from promptbake.io import iter_jsonl
+    from promptbake.core.io import iter_jsonl
 
     splits = {}
     for name in ("sft_train", "prefs_train", "eval_inputs"):
@@ -447,6 +447,6 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None) -> argpars
 
 
 if __name__ == "__main__":
-    from promptbake.entry import run_command
+    from promptbake.core.entry import run_command
 
     run_command(make_parser())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import NamedTuple
 
-from promptbake.config import StrictModel
+from promptbake.core.config import StrictModel
 
 
 class CheckResult(NamedTuple):

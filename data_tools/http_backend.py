@@ -29,7 +29,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from data_tools.backends import Completion
 from data_tools.http_endpoints import Connections, Endpoint, EndpointPool, Transient, retry_after_s
 from data_tools.spec import EndpointSpec, Sampling
-from promptbake.config import InputError
+from promptbake.core.config import InputError
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_tools.spec import PromptSpec
-from promptbake.config import InputError
-from promptbake.io import iter_jsonl
+from promptbake.core.config import InputError
+from promptbake.core.io import iter_jsonl
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from pydantic import Field, PositiveInt, field_validator, model_validator
 from data_tools.checks import _valid_regex
 from data_tools.lint_report import html_page, markdown
 from data_tools.near_dupes import LSH_MIN_ROWS, TooManyCandidates, lsh_note, similar_pairs
-from promptbake.config import DEFAULT_MODEL, InputError, StrictModel, apply_overrides, validate
-from promptbake.entry import stage_parser
-from promptbake.io import atomic_write_text, iter_jsonl, write_json
+from promptbake.core.config import DEFAULT_MODEL, InputError, StrictModel, apply_overrides, validate
+from promptbake.core.entry import stage_parser
+from promptbake.core.io import atomic_write_text, iter_jsonl, write_json
 
 # Values worth tracking, first match wins at each position: e-mails; phone-like digit runs (7+ characters of
 # digits, spaces, dots, dashes, brackets); numbers of 3+ digits (order ids, amounts, years; shorter ones are
@@ -72,7 +72,7 @@ class LintConfig(StrictModel):
 
     @model_validator(mode="after")
     def _model_exists(self):
-        from promptbake.models import check_model_fields
+        from promptbake.core.models import check_model_fields
 
         check_model_fields({"model": self.model})  # refused here, not after the duplicate search
         return self
@@ -199,7 +199,7 @@ def token_lengths(rows: list[dict], model: str, batch: int = 1000) -> list[int]:
     Rendered and tokenized a batch at a time (~5x faster than row by row: a million rows take minutes)."""
     from tqdm import tqdm
 
-    from promptbake.models import load_tokenizer
+    from promptbake.core.models import load_tokenizer
 
     tok = load_tokenizer(model)
     lengths = []
@@ -408,6 +408,6 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None) -> argpars
 
 
 if __name__ == "__main__":
-    from promptbake.entry import run_command
+    from promptbake.core.entry import run_command
 
     run_command(make_parser())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from html import escape
 
-from promptbake.html import PALETTE, arm_bars_svg, bar, md_cell, page, svg_open
+from promptbake.core.html import PALETTE, arm_bars_svg, bar, md_cell, page, svg_open
 
 SHOWN = 50  # findings listed per section in lint.md / lint.html; lint.json has them all
 

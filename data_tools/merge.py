@@ -28,9 +28,9 @@ from pathlib import Path
 from data_tools.build import JOURNAL, claim_build_dir, fixed_answer_finding, print_summary, save_datasets
 from data_tools.inputs import input_id, load_inputs
 from data_tools.spec import load_spec
-from promptbake.config import InputError
-from promptbake.entry import stage_parser
-from promptbake.io import iter_jsonl, write_json, write_jsonl
+from promptbake.core.config import InputError
+from promptbake.core.entry import stage_parser
+from promptbake.core.io import iter_jsonl, write_json, write_jsonl
 
 # each file's rows, and how to find the input a row belongs to
 TRAIN_FILES = {
@@ -227,6 +227,6 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None) -> argpars
 
 
 if __name__ == "__main__":
-    from promptbake.entry import run_command
+    from promptbake.core.entry import run_command
 
     run_command(make_parser())

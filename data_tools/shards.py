@@ -23,8 +23,8 @@ from pathlib import Path
 
 from data_tools.inputs import InputItem, input_id
 from data_tools.spec import PromptSpec, load_spec
-from promptbake.config import InputError
-from promptbake.io import write_jsonl
+from promptbake.core.config import InputError
+from promptbake.core.io import write_jsonl
 
 POSITIONS = "shard_inputs.jsonl"
 """A shard's training inputs: each one's id and position in the unsharded build's training order."""

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from data_tools.checks import Check
-from promptbake.config import DEFAULT_MODEL, FieldError, InputError, StrictModel, load_config, read_yaml
+from promptbake.core.config import DEFAULT_MODEL, FieldError, InputError, StrictModel, load_config, read_yaml
 
 log = logging.getLogger(__name__)
 

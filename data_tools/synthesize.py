@@ -32,8 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from data_tools.spec import PromptSpec, Sampling
-from promptbake.config import InputError
-from promptbake.io import append_jsonl, recover_journal
+from promptbake.core.config import InputError
+from promptbake.core.io import append_jsonl, recover_journal
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from promptbake.config import InputError
+from promptbake.core.config import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON_ENV = "PROMPTBAKE_VLLM_PYTHON"
@@ -219,7 +219,7 @@ class VLLMServer:
 
     def start(self) -> VLLMServer:
         """Start the server and wait until `/v1/models` lists the base model and every adapter."""
-        from promptbake.models import resolve_model_path
+        from promptbake.core.models import resolve_model_path
 
         check_lora_ranks(self.loras, self.max_lora_rank)
         model_dir = resolve_model_path(self.model)
@@ -326,7 +326,7 @@ def main(server: VLLMServer) -> None:
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
     """`python -m data_tools.vllm_server` (or a `promptbake` command, added to `subparsers`)."""
-    from promptbake.entry import stage_parser
+    from promptbake.core.entry import stage_parser
 
     parser = stage_parser(subparsers, "serve-vllm", "serve a model and its LoRA adapters with vLLM on 127.0.0.1")
     parser.add_argument("model", help="short name, model directory, .gguf file or hub id")
@@ -348,6 +348,6 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None) -> argpars
 
 
 if __name__ == "__main__":
-    from promptbake.entry import run_command
+    from promptbake.core.entry import run_command
 
     run_command(make_parser())

@@ -32,7 +32,7 @@ from data_tools.format_only import best_fixed_answer, fixed_answers
 from data_tools.scoring import all_pass, failures, repair_best_effort, score, score_loose
 from data_tools.spec import PromptSpec, Sampling
 from evals.stats import wilson_ci95
-from promptbake.io import iter_jsonl
+from promptbake.core.io import iter_jsonl
 
 Item = tuple[str, "str | dict | None"]
 """(input text, label or None)."""

@@ -46,8 +46,8 @@ from data_tools.checks import load_function
 from data_tools.scoring import all_pass, score
 from data_tools.spec import PromptSpec, Rule, Sampling
 from evals.general_questions import GENERAL_QUESTIONS, SHORT_KINDS, GeneralQuestion, agrees, is_correct
-from promptbake.config import InputError, StrictModel, validate
-from promptbake.io import iter_jsonl, write_jsonl
+from promptbake.core.config import InputError, StrictModel, validate
+from promptbake.core.io import iter_jsonl, write_jsonl
 
 
 class DriftConfig(StrictModel):

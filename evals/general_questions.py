@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from promptbake.config import FieldError, StrictModel
+from promptbake.core.config import FieldError, StrictModel
 
 GENERAL_QUESTIONS = Path(__file__).resolve().parents[1] / "configs" / "evals" / "general_questions.jsonl"
 SHORT_KINDS = ("fact", "arithmetic")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import Field, PositiveInt
 
 from evals.stats import sign_test, wilson_ci95
-from promptbake.config import DEFAULT_MODEL, StrictModel
+from promptbake.core.config import DEFAULT_MODEL, StrictModel
 
 CONTENT_CRITERIA = ("Which answer responds to the question better: correct, relevant and specific to what was "
                     "asked? Ignore formatting.")

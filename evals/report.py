@@ -15,8 +15,8 @@ from html import escape
 from pathlib import Path
 
 from evals.drift import drift_rows
-from promptbake.html import PALETTE, arm_bars_svg, bar, md_cell, page, svg_open
-from promptbake.io import atomic_write_text
+from promptbake.core.html import PALETTE, arm_bars_svg, bar, md_cell, page, svg_open
+from promptbake.core.io import atomic_write_text
 
 MD_DISAGREEMENTS = 20
 HTML_DISAGREEMENTS = 200  # past this the page gets slow to scroll; answers_<arm>.jsonl has them all

@@ -30,9 +30,9 @@ from evals.arms import ARMS, ArmName
 from evals.drift import DriftConfig
 from evals.judge import JudgeSpec
 from evals.stats import mcnemar_exact
-from promptbake.config import DEFAULT_MODEL, InputError, StrictModel, load_config
-from promptbake.entry import stage_parser
-from promptbake.io import check_creatable, iter_jsonl, write_json, write_jsonl
+from promptbake.core.config import DEFAULT_MODEL, InputError, StrictModel, load_config
+from promptbake.core.entry import stage_parser
+from promptbake.core.io import check_creatable, iter_jsonl, write_json, write_jsonl
 
 
 class EvalConfig(StrictModel):
@@ -113,8 +113,8 @@ class EvalConfig(StrictModel):
     @model_validator(mode="after")
     def _models_exist(self):
         """A model loaded here (not served by an endpoint) must exist: a wrong path is refused before any arm
-        runs, not after the base arms have (promptbake.models.model_ref_problem)."""
-        from promptbake.models import check_model_fields
+        runs, not after the base arms have (promptbake.core.models.model_ref_problem)."""
+        from promptbake.core.models import check_model_fields
 
         sides = {ARMS[a].model for a in self.arms}  # "both": the drift arm, which loads both models here
         base = "both" in sides or ("base" in sides and self.base_endpoint is None)
@@ -220,7 +220,7 @@ def main(config: EvalConfig, spec: PromptSpec | None = None) -> dict:
 
 def judge_arms(config: EvalConfig, spec: PromptSpec, items, records: dict[str, list[dict]]) -> dict:
     from evals.judge import win_rate
-    from promptbake.models import load_model_and_tokenizer
+    from promptbake.core.models import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(config.judge.model)
     questions = [text for text, _ in items]
@@ -234,7 +234,7 @@ def judge_arms(config: EvalConfig, spec: PromptSpec, items, records: dict[str, l
 def log_to_wandb(config: EvalConfig, metrics: dict, records: dict[str, list[dict]]) -> None:
     import wandb
 
-    from promptbake.tracking import start_wandb_run
+    from promptbake.core.tracking import start_wandb_run
 
     run = start_wandb_run(config.output_dir, job_type="eval", name=Path(config.output_dir).name,
                           config=config.model_dump(mode="json"), reinit="finish_previous")
@@ -300,6 +300,6 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None) -> argpars
 
 
 if __name__ == "__main__":
-    from promptbake.entry import run_command
+    from promptbake.core.entry import run_command
 
     run_command(make_parser())

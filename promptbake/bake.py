@@ -29,10 +29,10 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from promptbake.config import InputError, StrictModel, apply_overrides, load_config, validate
-from promptbake.io import check_creatable, describe_contents, iter_jsonl, write_json
-from promptbake.models import DEFAULT_MODEL, RUN_INFO_FILE, check_model_fields
-from sft.rounds import RoundsSpec
+from promptbake.core.config import InputError, StrictModel, apply_overrides, load_config, validate
+from promptbake.core.io import check_creatable, describe_contents, iter_jsonl, write_json
+from promptbake.core.models import DEFAULT_MODEL, RUN_INFO_FILE, check_model_fields
+from promptbake.rounds import RoundsSpec
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 STATE_FILE = "bake.json"
@@ -371,7 +371,7 @@ def preference_rounds(config: BakeConfig, spec, recipe, run: Path, sft: dict) ->
     """Up to `rounds.max_rounds` on-policy rounds from the SFT adapter; each is kept only when its best
     validation point beats the adapter it started from (its own step 0)."""
     from evals.run import read_eval_inputs
-    from sft.rounds import run_round, summary_line, teacher_answers
+    from promptbake.rounds import run_round, summary_line, teacher_answers
 
     val_path = run / "data" / "val_inputs.jsonl"
     if not val_path.exists():
@@ -396,7 +396,7 @@ def preference_rounds(config: BakeConfig, spec, recipe, run: Path, sft: dict) ->
 
 def truncated_rows(recipe, rows_path: Path) -> int:
     """Training rows longer than max_length (they lose their end, and the EOS the model must learn)."""
-    from promptbake.models import load_tokenizer
+    from promptbake.core.models import load_tokenizer
 
     tok = load_tokenizer(recipe.model)
     n = 0
@@ -420,7 +420,7 @@ def export(tuned_model: str, out: Path) -> dict:
 
 def make_parser(subparsers=None):
     """`promptbake bake` (added to `subparsers`) or `python -m promptbake.bake`."""
-    from promptbake.entry import stage_parser
+    from promptbake.core.entry import stage_parser
 
     parser = stage_parser(subparsers, "bake", "the whole loop for one spec: data, validated SFT, eval with a "
                                               "verdict, merged weights")
@@ -433,6 +433,6 @@ def make_parser(subparsers=None):
 
 
 if __name__ == "__main__":
-    from promptbake.entry import run_command
+    from promptbake.core.entry import run_command
 
     run_command(make_parser())

@@ -10,8 +10,8 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from promptbake.html import line_chart_svg, page
-from promptbake.io import atomic_write_text, iter_jsonl
+from promptbake.core.html import line_chart_svg, page
+from promptbake.core.io import atomic_write_text, iter_jsonl
 
 ARM_COLUMNS = ("base_prompted", "tuned_unprompted", "constant", "base_prompted_repaired", "base_prompted_best_of_n")
 

@@ -22,7 +22,7 @@ import argparse
 import importlib
 import sys
 
-from promptbake.entry import add_verbose_flag, configure_logging, run_main, stage_parser
+from promptbake.core.entry import add_verbose_flag, configure_logging, run_main, stage_parser
 
 # group -> (its help, the stage modules whose commands it holds); None: commands directly under `promptbake`
 STAGES: dict[str | None, tuple[str | None, list[str]]] = {

@@ -45,8 +45,8 @@ from data_tools.inputs import load_inputs  # noqa: E402
 from data_tools.scoring import all_pass, score  # noqa: E402
 from data_tools.spec import EndpointSpec, PromptSpec, Sampling, load_spec  # noqa: E402
 from data_tools.vllm_server import VLLMServer, vllm_python  # noqa: E402
-from promptbake.config import InputError  # noqa: E402
-from promptbake.models import DEFAULT_MODEL, embedded_gguf_path, load_model_and_tokenizer  # noqa: E402
+from promptbake.core.config import InputError  # noqa: E402
+from promptbake.core.models import DEFAULT_MODEL, embedded_gguf_path, load_model_and_tokenizer  # noqa: E402
 
 
 def naive_generate(model, tokenizer, conversations: list[list[dict]], sampling: Sampling) -> list[list[str]]:

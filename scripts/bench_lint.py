@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from data_tools.lint import normalise  # noqa: E402  (after the path set-up)
 from data_tools.near_dupes import jaccard, shingles  # noqa: E402
-from promptbake.config import DEFAULT_MODEL  # noqa: E402
+from promptbake.core.config import DEFAULT_MODEL  # noqa: E402
 
 THRESHOLD = 0.8  # the lint's default near_duplicate_threshold
 COMMON = ("the a to and of in is it you for on with that this be your at or as can are from by an not if "

@@ -150,7 +150,7 @@ def main() -> None:
 
     from transformers import AutoConfig
 
-    from promptbake.models import DEFAULT_MODEL, resolve_model_path
+    from promptbake.core.models import DEFAULT_MODEL, resolve_model_path
 
     model_dir = resolve_model_path(DEFAULT_MODEL)
     work = Path(tempfile.mkdtemp(prefix="bench_train."))

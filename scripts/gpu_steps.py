@@ -124,7 +124,7 @@ def main(argv: list[str]) -> None:
     module, args = argv[0], argv[1:]
     clock = StepClock()
     transformers.Trainer.training_step = clock.wrap(transformers.Trainer.training_step)
-    from promptbake.entry import run_command
+    from promptbake.core.entry import run_command
 
     try:
         run_command(importlib.import_module(module).make_parser(), args)

@@ -79,7 +79,7 @@ def version(library: str) -> str:
 
 
 def save(cache: Path, stored: dict) -> None:
-    from promptbake.io import atomic_write_text
+    from promptbake.core.io import atomic_write_text
 
     try:
         atomic_write_text(cache, json.dumps(stored, indent=1) + "\n")

@@ -112,6 +112,6 @@ def make_parser(subparsers=None):
 
 
 if __name__ == "__main__":
-    from promptbake.entry import run_command
+    from promptbake.core.entry import run_command
 
     run_command(make_parser())

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from promptbake.config import InputError
+from promptbake.core.config import InputError
 from sft.recipe import BaseRecipe, load_for_training, peft_config, run_trainer, trainer_parser
 from sft.training import TRAINING_DEFAULTS, TrainingSpec, documented_values
 
@@ -149,7 +149,7 @@ def drop_reference_adapter(model, save_dir: Path) -> None:
 
 def check_init_adapter(recipe: DPORecipe) -> None:
     """init_adapter must be an adapter directory trained on this recipe's base model."""
-    from promptbake.models import read_run_info
+    from promptbake.core.models import read_run_info
 
     path = Path(recipe.init_adapter)
     if not (path / "adapter_config.json").is_file():
@@ -180,6 +180,6 @@ def make_parser(subparsers=None):
 
 
 if __name__ == "__main__":
-    from promptbake.entry import run_command
+    from promptbake.core.entry import run_command
 
     run_command(make_parser())

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from promptbake.config import InputError
-from promptbake.entry import stage_parser
-from promptbake.io import atomic_dir, check_output_dir, describe_output
-from promptbake.models import RUN_INFO_FILE, load_model_and_tokenizer, resolve_model_path
+from promptbake.core.config import InputError
+from promptbake.core.entry import stage_parser
+from promptbake.core.io import atomic_dir, check_output_dir, describe_output
+from promptbake.core.models import RUN_INFO_FILE, load_model_and_tokenizer, resolve_model_path
 from sft import gguf as gguf_export
 
 if TYPE_CHECKING:  # loaded with the model, not when the command line is checked
@@ -231,6 +231,6 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None) -> argpars
 
 
 if __name__ == "__main__":
-    from promptbake.entry import run_command
+    from promptbake.core.entry import run_command
 
     run_command(make_parser())

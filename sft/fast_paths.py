@@ -4,7 +4,7 @@ trains, and the paths installed around `trainer.train()` and removed after it.
 Four changes make a CPU training step cheaper without changing a loss or a gradient (each has a test comparing
 it with the library's own path): TRL's fused LM head on label positions with torch's softmax kernels
 (sft/lm_head.py), LoRA layers as one autograd function (sft/fused_lora.py), no attention mask for right-padded
-batches (sft/padding_mask.py) and freed memory kept in glibc's heap (promptbake/cpu_memory.py). The first three
+batches (sft/padding_mask.py) and freed memory kept in glibc's heap (promptbake/core/cpu_memory.py). The first three
 replace or hook private parts of TRL, PEFT and transformers, and all four were measured in one CPU process in
 fp32 only. Elsewhere they were never measured, and some would be wrong: under DeepSpeed ZeRO-3 or FSDP a
 parameter is gathered when its own module runs, which fused LoRA's direct read of `base_layer.weight` may bypass.
@@ -15,15 +15,13 @@ So:
   settings; `PROMPTBAKE_FAST_PATHS=0` turns them off;
 - `cpu_fast_paths` installs them for the training call only, and takes them out however the call ends;
 - each path first checks the upstream function it replaces or hooks against the parameters it was written for
-  (`check_upstream`); where they differ it leaves the library's code in place with one RuntimeWarning, and
+  (`sft/upstream.py`); where they differ it leaves the library's code in place with one RuntimeWarning, and
   training goes on, slower. constraints.txt records the versions the checks and tests passed on.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
-import warnings
 from contextlib import ExitStack, contextmanager
 
 SWITCH = "PROMPTBAKE_FAST_PATHS"
@@ -65,7 +63,7 @@ def cpu_fast_paths(trainer, precision: str):
         print(f"[promptbake] CPU fast paths: off ({reason})")
         yield
         return
-    from promptbake.cpu_memory import freed_memory_kept_in_heap
+    from promptbake.core.cpu_memory import freed_memory_kept_in_heap
     from sft.fused_lora import fused_lora_layers
     from sft.lm_head import fast_cpu_lm_head
     from sft.padding_mask import right_padding_without_mask
@@ -78,26 +76,3 @@ def cpu_fast_paths(trainer, precision: str):
         print(f"[promptbake] CPU fast paths: on ({reason}): {', '.join(used) or 'none'}"
               + (f" (not in use: {', '.join(unused)})" if unused else ""))
         yield
-
-
-def check_upstream(path: str, what: str, function, expected: tuple[str, ...], subset: bool = False) -> bool:
-    """True when `function` (named `what`: the upstream code fast path `path` replaces or hooks) takes the
-    parameters `expected`, by name and in order, or with `subset` at least those names. Otherwise one
-    RuntimeWarning says the path is off and why, and False tells the caller to leave the library's code alone."""
-    try:
-        found = tuple(inspect.signature(function).parameters)
-    except (TypeError, ValueError):  # gone (None) or not introspectable
-        found = None
-    if found is not None and (set(expected) <= set(found) if subset else found == expected):
-        return True
-    why = f"{what} takes {found}, not {expected}" if found is not None else f"{what} is missing"
-    fall_back(path, why)
-    return False
-
-
-def fall_back(path: str, why: str) -> None:
-    """Warn that fast path `path` stays off because its upstream changed (Python shows a warning once per
-    process and place)."""
-    warnings.warn(f"CPU fast path {path} is off: {why} (upstream changed since constraints.txt); training goes on "
-                  f"with the library's own code, slower on a CPU; revisit sft/{path}.py", RuntimeWarning,
-                  stacklevel=3)

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from sft.fast_paths import check_upstream, fall_back
+from sft.upstream import check_upstream, fall_back
 
 PEFT_FORWARD_PARAMETERS = ("self", "x", "args", "kwargs")
 """`peft.tuners.lora.layer.Linear.forward`, which the fused forward stands in for (PEFT 0.21)."""

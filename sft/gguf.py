@@ -32,8 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from promptbake.config import InputError
-from promptbake.io import atomic_dir
+from promptbake.core.config import InputError
+from promptbake.core.io import atomic_dir
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 
 import torch
 
-from sft.fast_paths import check_upstream
+from sft.upstream import check_upstream
 
 TOKENS_X_VOCAB_PER_CHUNK = 1 << 23
 """Logits held at once while folding: 8M floats (32 MiB); 170 tokens of a 49k vocabulary."""

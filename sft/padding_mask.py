@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from sft.fast_paths import check_upstream
+from sft.upstream import check_upstream
 
 BACKBONE_KEYWORDS = ("attention_mask", "cache")
 """Keywords of the backbone's forward that the hook reads (transformers 5.24 decoder models; `cache` was

@@ -18,7 +18,7 @@ class StepProgress(ProgressCallback):
 def quiet_progress(trainer) -> None:
     """Swap the trainer's ProgressCallback for StepProgress, unless the command runs with --verbose (or the trainer
     has no bar: `disable_tqdm`)."""
-    from promptbake.entry import is_verbose
+    from promptbake.core.entry import is_verbose
 
     if not is_verbose() and trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(StepProgress)

@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, PrivateAttr, ValidationInfo, model_validator
 
-from promptbake.config import DEFAULT_MODEL, InputError, StrictModel, describe_problems, load_config
-from promptbake.entry import stage_parser
-from promptbake.io import atomic_dir, check_output_dir
+from promptbake.core.config import DEFAULT_MODEL, InputError, StrictModel, describe_problems, load_config
+from promptbake.core.entry import stage_parser
+from promptbake.core.io import atomic_dir, check_output_dir
 from sft.training import TrainingSpec, check_config, check_training, lift_top_level_fields
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -51,7 +51,7 @@ class BaseRecipe(StrictModel):
     """auto: fp32 on CPU (bf16 is emulated there and ~15x slower), bf16 on GPUs that support it, else fp16."""
     report_to: Literal["wandb", "none"] = "wandb"
     """W&B's files go under <output_dir>/wandb; offline (`wandb sync` later) unless WANDB_API_KEY is set and
-    W&B accepts it (promptbake/tracking.py)."""
+    W&B accepts it (promptbake/core/tracking.py)."""
     run_name: str | None = None
     trust_remote_code: bool = False
     _where: tuple[str, dict, set[str]] = PrivateAttr(default=("", {}, set()))
@@ -81,7 +81,7 @@ class BaseRecipe(StrictModel):
 
     @model_validator(mode="after")
     def _model_exists(self):
-        from promptbake.models import check_model_fields
+        from promptbake.core.models import check_model_fields
 
         check_model_fields({"model": self.model})
         return self
@@ -141,7 +141,7 @@ def dataset_file(path: str, default_name: str) -> Path:
 
 def load_rows(path: Path, message_fields: tuple[str, ...]):
     """Load TRL conversational rows, refusing a row whose `message_fields` are not lists of messages."""
-    from promptbake.io import iter_jsonl
+    from promptbake.core.io import iter_jsonl
 
     count = 0
     for lineno, row in iter_jsonl(path):
@@ -160,11 +160,11 @@ def load_rows(path: Path, message_fields: tuple[str, ...]):
 
 
 def setup_tracking(recipe: BaseRecipe) -> str:
-    """Decide W&B's mode once, before the trainer starts (promptbake/tracking.py: offline without a key W&B
+    """Decide W&B's mode once, before the trainer starts (promptbake/core/tracking.py: offline without a key W&B
     accepts); returns a label for the start-of-run banner."""
     if recipe.report_to == "none":
         return "none"
-    from promptbake.tracking import wandb_mode
+    from promptbake.core.tracking import wandb_mode
 
     return f"wandb ({wandb_mode()})"
 
@@ -174,7 +174,7 @@ def start_tracking(trainer, recipe: BaseRecipe) -> None:
     finds), but with its files in the recipe's output_dir and offline when W&B refuses the key."""
     import wandb
 
-    from promptbake.tracking import start_wandb_run
+    from promptbake.core.tracking import start_wandb_run
 
     if recipe.report_to == "wandb" and trainer.is_world_process_zero() and wandb.run is None:
         start_wandb_run(recipe.output_dir, project=os.getenv("WANDB_PROJECT", "huggingface"),
@@ -196,7 +196,7 @@ def load_for_training(recipe: BaseRecipe, precision: str):
     """The model to train and its tokenizer: full precision for lora/dora/full, 4-bit nf4 for qlora."""
     import torch
 
-    from promptbake.models import load_model_and_tokenizer
+    from promptbake.core.models import load_model_and_tokenizer
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     model, tokenizer = load_model_and_tokenizer(recipe.model, dtype=dtype, trust_remote_code=recipe.trust_remote_code,
@@ -217,7 +217,7 @@ def own_unquantized_parameters(model) -> None:
     resident after loading the demo model (LoRA: 558 MB)."""
     import gc
 
-    from promptbake.cpu_memory import return_free_heap_memory
+    from promptbake.core.cpu_memory import return_free_heap_memory
 
     for param in model.parameters():
         if param.device.type == "cpu" and param.dtype.is_floating_point:
@@ -278,7 +278,7 @@ def run_trainer(recipe: BaseRecipe, resume: bool, *, name: str, rows_file: str, 
     `load(recipe, precision)` gives the model and tokenizer and `build(recipe, model, tokenizer, rows, config)` the
     trainer (checking what it made of the rows); `callbacks` join the trainer's own. Trains and saves
     (train_and_save); `after_save(trainer, save_dir)` tidies the saved output. Returns the saved directory."""
-    from promptbake.models import is_run_output
+    from promptbake.core.models import is_run_output
 
     check_output_dir(*saved_output(recipe), legacy=is_run_output)  # refused now, not after training
     rows_path = dataset_file(recipe.dataset, rows_file)
@@ -311,7 +311,7 @@ def train_and_save(trainer, recipe: BaseRecipe, tokenizer, rows_path: Path, prec
                    resume: bool) -> Path:
     """Run the trainer (from the last complete checkpoint with `resume`) and save the result with a
     `promptbake_run.json` naming the base model; returns the adapter (or full model) directory."""
-    from promptbake.models import RUN_INFO_FILE, is_run_output
+    from promptbake.core.models import RUN_INFO_FILE, is_run_output
     from sft.fast_paths import cpu_fast_paths
 
     out = Path(recipe.output_dir)
@@ -350,7 +350,7 @@ def train_and_save(trainer, recipe: BaseRecipe, tokenizer, rows_path: Path, prec
 
 def sample_prompts(rows_path: Path, n: int) -> list[list[dict]]:
     """A few prompts to show what the trained model does: held-out ones when the data build wrote them."""
-    from promptbake.io import iter_jsonl
+    from promptbake.core.io import iter_jsonl
 
     held_out = rows_path.parent / "eval_inputs.jsonl"
     source = held_out if held_out.exists() else rows_path

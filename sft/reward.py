@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from promptbake.config import InputError
+from promptbake.core.config import InputError
 from sft.dpo import PREFERENCE_FIELDS
 from sft.recipe import BaseRecipe, peft_config, quantization_for, run_trainer, trainer_parser
 from sft.training import TRAINING_DEFAULTS, TrainingSpec
@@ -74,7 +74,7 @@ def load_sequence_classifier(recipe: RewardRecipe, precision: str):
     import torch
     from transformers import AutoModelForSequenceClassification, set_seed
 
-    from promptbake.models import load_tokenizer, read_run_info, resolve_model_path
+    from promptbake.core.models import load_tokenizer, read_run_info, resolve_model_path
 
     path = resolve_model_path(recipe.model)
     if read_run_info(path) is not None:
@@ -123,7 +123,7 @@ def load_reward_model(path: str | Path) -> RewardScorer:
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
-    from promptbake.models import load_tokenizer, read_run_info, resolve_model_path
+    from promptbake.core.models import load_tokenizer, read_run_info, resolve_model_path
 
     path = Path(path)
     for sub in ("adapter", "model"):
@@ -160,6 +160,6 @@ def make_parser(subparsers=None):
 
 
 if __name__ == "__main__":
-    from promptbake.entry import run_command
+    from promptbake.core.entry import run_command
 
     run_command(make_parser())

@@ -34,7 +34,7 @@ from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_
 
 from data_tools.scoring import score
 from data_tools.spec import Rule, load_spec
-from promptbake.config import FieldError, InputError
+from promptbake.core.config import FieldError, InputError
 from sft.recipe import BaseRecipe, peft_config, run_trainer, trainer_parser
 from sft.training import TRAINING_DEFAULTS, TrainingSpec
 
@@ -172,6 +172,6 @@ def make_parser(subparsers=None):
 
 
 if __name__ == "__main__":
-    from promptbake.entry import run_command
+    from promptbake.core.entry import run_command
 
     run_command(make_parser())

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from promptbake.config import InputError
+from promptbake.core.config import InputError
 from sft.recipe import BaseRecipe, load_for_training, peft_config, run_trainer, trainer_parser
 
 # Attention implementations that keep packed samples apart. TRL's padding-free batches carry each sample's
@@ -87,6 +87,6 @@ def make_parser(subparsers=None):
 
 
 if __name__ == "__main__":
-    from promptbake.entry import run_command
+    from promptbake.core.entry import run_command
 
     run_command(make_parser())

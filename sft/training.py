@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, PositiveInt, TypeAdapter, ValidationError, model_validator
 
-from promptbake.config import FieldError
+from promptbake.core.config import FieldError
 from sft.config_schema import NO_DEFAULT, config_class, config_fields, decode
 
 # promptbake's defaults where they differ from TRL's (TRL's in brackets), and why

@@ -24,8 +24,8 @@ from transformers import TrainerCallback
 
 from data_tools.scoring import all_pass, score
 from data_tools.spec import PromptSpec, Sampling
-from promptbake.io import append_jsonl, atomic_dir, check_output_dir, recover_journal, write_jsonl
-from promptbake.models import RUN_INFO_FILE, is_run_output
+from promptbake.core.io import append_jsonl, atomic_dir, check_output_dir, recover_journal, write_jsonl
+from promptbake.core.models import RUN_INFO_FILE, is_run_output
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from promptbake.models import DEFAULT_MODEL, load_tokenizer
+    from promptbake.core.models import DEFAULT_MODEL, load_tokenizer
 
     tokenizer = load_tokenizer(DEFAULT_MODEL)
     config = LlamaConfig(
@@ -94,7 +94,7 @@ def tiny_spec(tmp_path, tiny_model_dir) -> Path:
 def as_after_the_demo(tmp_path, monkeypatch):
     """Validate a shipped config as it is once the demo has run: from a scratch working directory in which every
     `runs/...` model the config names exists (as an adapter directory). Call it with the config's path."""
-    from promptbake.config import read_yaml
+    from promptbake.core.config import read_yaml
 
     monkeypatch.chdir(tmp_path)
 

@@ -11,7 +11,7 @@ from data_tools.inputs import load_inputs
 from data_tools.spec import load_spec
 from promptbake.bake import BudgetSpec, ValidationSpec, budget_steps, load_bake, validation_size
 from promptbake.bake import main as bake
-from promptbake.config import InputError, load_config
+from promptbake.core.config import InputError, load_config
 from promptbake.verdict import is_won, min_decisive_n, verdict
 
 FAST = ["report_to=none", "export=false", "synthesis_min_inputs=0", "budget.min_steps=4", "budget.max_steps=6",

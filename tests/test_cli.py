@@ -94,7 +94,7 @@ UPSTREAM_WARNINGS = [
 def test_quiet_unless_verbose(verbose, monkeypatch):
     import warnings
 
-    from promptbake.entry import configure_logging
+    from promptbake.core.entry import configure_logging
 
     for name in ("WANDB_SILENT", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
         monkeypatch.setenv(name, "unset")  # recorded, so that the test leaves the environment as it found it

@@ -27,7 +27,7 @@ from data_tools.lint import config_from_args
 from data_tools.spec import load_spec
 from evals.run import EvalConfig
 from promptbake.bake import load_bake
-from promptbake.config import load_config
+from promptbake.core.config import load_config
 from sft.distill import DistillRecipe
 from sft.dpo import DPORecipe
 from sft.reward import RewardRecipe

@@ -9,7 +9,7 @@ import pytest
 from data_tools.inputs import load_inputs, split_inputs
 from data_tools.spec import load_spec
 from evals.run import EvalConfig
-from promptbake.config import InputError, apply_overrides, load_config
+from promptbake.core.config import InputError, apply_overrides, load_config
 from sft.train import SFTRecipe
 
 REPO = Path(__file__).resolve().parents[1]

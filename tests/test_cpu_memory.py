@@ -1,4 +1,4 @@
-"""promptbake.cpu_memory: glibc keeps freed blocks below the raised mmap threshold in the heap, and the block
+"""promptbake.core.cpu_memory: glibc keeps freed blocks below the raised mmap threshold in the heap, and the block
 form hands the heap's free pages back when it ends."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-import promptbake.cpu_memory as cpu_memory
-from promptbake.cpu_memory import MMAP_THRESHOLD, freed_memory_kept_in_heap, keep_freed_memory_in_heap
+import promptbake.core.cpu_memory as cpu_memory
+from promptbake.core.cpu_memory import MMAP_THRESHOLD, freed_memory_kept_in_heap, keep_freed_memory_in_heap
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")

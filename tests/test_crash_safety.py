@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from promptbake.io import MARKER, recover_journal
+from promptbake.core.io import MARKER, recover_journal
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def test_data_build_killed_at_random_points_loses_and_duplicates_nothing(tiny_sp
 def test_export_killed_midway_never_leaves_a_half_model(tiny_model_dir, tmp_path, reliability_log):
     from transformers import AutoModelForCausalLM
 
-    from promptbake.config import load_config
+    from promptbake.core.config import load_config
     from sft.train import SFTRecipe
     from sft.train import main as train
 

@@ -8,7 +8,7 @@ import torch
 from data_tools.backends import LocalBackend
 from data_tools.decode import PreallocatedLayer, cut_at_eos, decode_batch, sample_next, shared_prefix_length
 from data_tools.spec import Sampling
-from promptbake.models import load_model_and_tokenizer
+from promptbake.core.models import load_model_and_tokenizer
 
 SYSTEM = "You answer in one short line. Use lowercase. Never use commas. Start with ok. " * 3
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from promptbake.config import load_config
+from promptbake.core.config import load_config
 from sft.distill import DistillRecipe, encode, main
 from sft.distill_loss import PairCollator
 

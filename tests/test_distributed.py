@@ -98,7 +98,7 @@ def test_killed_run_resumes_to_the_same_weights(recipe, tmp_path, reliability_lo
 
 
 def test_wandb_offline_run_holds_metrics_and_sample_completions(recipe, tmp_path, fresh_wandb, monkeypatch):
-    from promptbake.config import load_config
+    from promptbake.core.config import load_config
     from sft.train import SFTRecipe, main
 
     monkeypatch.delenv("WANDB_MODE")  # offline must follow from the missing API key alone

@@ -10,7 +10,7 @@ from data_tools.spec import Rule, load_spec
 from evals.drift import DriftConfig, drift_warning, in_spec_format, label_free, read_questions
 from evals.general_questions import GENERAL_QUESTIONS, GeneralQuestion, agrees, is_correct
 from evals.run import EvalConfig, main
-from promptbake.config import InputError, load_config
+from promptbake.core.config import InputError, load_config
 
 QUESTIONS = [
     {"id": "f1", "kind": "fact", "question": "What is the capital of France?", "answer": "Paris"},
@@ -46,7 +46,7 @@ def write_adapter(base_dir, out, perturb: bool):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from promptbake.models import RUN_INFO_FILE
+    from promptbake.core.models import RUN_INFO_FILE
 
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
                            LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
@@ -82,7 +82,7 @@ def unbatched_kl(base_dir, adapter_dir, record) -> float:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from promptbake.models import load_tokenizer
+    from promptbake.core.models import load_tokenizer
 
     tok = load_tokenizer(str(base_dir))
     base = AutoModelForCausalLM.from_pretrained(base_dir).eval()

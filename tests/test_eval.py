@@ -89,7 +89,7 @@ PAIRS = [
 
 @pytest.mark.parametrize("bias", ["A", "B"])
 def test_swapped_judging_finds_the_known_preference_and_cancels_position_bias(tiny_spec, tiny_model_dir, bias):
-    from promptbake.models import load_tokenizer
+    from promptbake.core.models import load_tokenizer
 
     rules = load_spec(tiny_spec).rules
     tokenizer = load_tokenizer(str(tiny_model_dir))
@@ -113,15 +113,15 @@ def test_swapped_judging_finds_the_known_preference_and_cancels_position_bias(ti
 
 
 def test_eval_with_labels_judge_and_wandb(tiny_spec, tiny_model_dir, tmp_path, fresh_wandb, monkeypatch):
-    import promptbake.models
-    from promptbake.models import load_tokenizer
+    import promptbake.core.models
+    from promptbake.core.models import load_tokenizer
 
     rules = load_spec(tiny_spec).rules
     tokenizer = load_tokenizer(str(tiny_model_dir))
     # a taste the tiny model's random answers vary in: the answer shorter by 3 characters or more
     judge = ScriptedJudge(tokenizer, lambda q, a: -len(a), margin=3, bias="A")
-    load = promptbake.models.load_model_and_tokenizer
-    monkeypatch.setattr(promptbake.models, "load_model_and_tokenizer",
+    load = promptbake.core.models.load_model_and_tokenizer
+    monkeypatch.setattr(promptbake.core.models, "load_model_and_tokenizer",
                         lambda name, *a, **k: (judge, tokenizer) if name == "scripted" else load(name, *a, **k))
     rows = tmp_path / "eval_inputs.jsonl"
     rows.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": q}], "label": a}) + "\n"

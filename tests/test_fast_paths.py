@@ -16,8 +16,8 @@ from peft import LoraConfig, get_peft_model
 from peft.tuners.lora.layer import Linear as LoraLinear
 from transformers.models.llama.modeling_llama import LlamaModel
 
-import promptbake.cpu_memory as cpu_memory
-from promptbake.models import load_model_and_tokenizer
+import promptbake.core.cpu_memory as cpu_memory
+from promptbake.core.models import load_model_and_tokenizer
 from sft.fast_paths import cpu_fast_paths, decide, training_setup
 from sft.lm_head import LogProbHead
 

@@ -12,7 +12,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from promptbake.models import load_model_and_tokenizer
+from promptbake.core.models import load_model_and_tokenizer
 from sft.fused_lora import _plain_adapter, fused_lora_layers
 
 

@@ -15,7 +15,7 @@ from data_tools.gallery_checks import TOOLS
 from data_tools.inputs import load_inputs, split_inputs
 from data_tools.scoring import failures, score
 from data_tools.spec import PromptSpec, load_spec
-from promptbake.config import InputError
+from promptbake.core.config import InputError
 
 SPECS = Path(__file__).resolve().parents[1] / "configs" / "specs"
 GALLERY = ["csv_extraction", "bilingual_replies", "tool_call", "idk_context", "style_rules",

@@ -25,9 +25,9 @@ from test_crash_safety import kill_when, start
 
 from data_tools.scoring import all_pass, score
 from data_tools.spec import Sampling, load_spec
-from promptbake.config import InputError
-from promptbake.io import MARKER
-from promptbake.models import DEFAULT_MODEL, RUN_INFO_FILE, load_tokenizer
+from promptbake.core.config import InputError
+from promptbake.core.io import MARKER
+from promptbake.core.models import DEFAULT_MODEL, RUN_INFO_FILE, load_tokenizer
 from sft import gguf as gguf_export
 from sft.export import main as export
 

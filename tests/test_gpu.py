@@ -90,7 +90,7 @@ def test_vllm_teacher_builds_data_and_answers_as_the_local_backend(tmp_path):
     from data_tools.backends import LocalBackend, VLLMBackend
     from data_tools.inputs import load_inputs
     from data_tools.spec import Sampling, load_spec
-    from promptbake.config import DEFAULT_MODEL
+    from promptbake.core.config import DEFAULT_MODEL
 
     spec = load_spec(DEMO_SPEC, ["teacher.backend=vllm", "teacher.vllm.gpu_memory_utilization=0.3",
                                  "inputs.limit=16", f"output_dir={tmp_path / 'data'}"])
@@ -108,7 +108,7 @@ def test_vllm_teacher_builds_data_and_answers_as_the_local_backend(tmp_path):
 def test_grpo_generates_with_vllm_colocated(tmp_path):
     """GRPO with `training.use_vllm` (TRL's colocate mode: vLLM on the training GPU, weights synced each step)."""
     pytest.importorskip("vllm", reason="vllm is not installed in this environment (pip install vllm)")
-    from promptbake.config import DEFAULT_MODEL
+    from promptbake.core.config import DEFAULT_MODEL
     from sft.rl import RLRecipe
     from sft.rl import main as train_rl
 

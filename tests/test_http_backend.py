@@ -28,7 +28,7 @@ from openai_fault_server import send_json
 
 from data_tools.http_backend import EndpointSpec, OpenAIBackend
 from data_tools.spec import Sampling
-from promptbake.config import InputError
+from promptbake.core.config import InputError
 
 QUESTIONS = ["What is a cat?", "Why is the sky blue?", "Name a fruit.", "How do I boil an egg?"]
 SECRET = "sk-promptbake-test-7f3a9c"

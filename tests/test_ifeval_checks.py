@@ -6,7 +6,7 @@ from pydantic import TypeAdapter, ValidationError
 from data_tools.checks import Check
 from data_tools.scoring import repair, score
 from data_tools.spec import Rule, load_spec
-from promptbake.config import InputError
+from promptbake.core.config import InputError
 
 adapter = TypeAdapter(Check)
 

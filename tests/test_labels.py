@@ -13,7 +13,7 @@ from data_tools.backends import LocalBackend
 from data_tools.inputs import load_inputs
 from data_tools.spec import load_spec
 from evals.labels import label_matches
-from promptbake.config import InputError
+from promptbake.core.config import InputError
 
 TRIAGE = """\
 name: triage

@@ -14,7 +14,7 @@ import pytest
 
 from data_tools.lint import LintConfig, config_from_args, main, template_regex
 from data_tools.near_dupes import MAX_MISS, NUM_PERM, SEED, Sketcher, lsh_params, shingles, similar_pairs, words
-from promptbake.config import InputError
+from promptbake.core.config import InputError
 
 # Eight contact-extraction rows whose prompts each name a different person; the answers of lines 1-5 invent
 # "Kevin Smith" anyway (seed 000's failure). Lines 9-10 are an exact duplicate, lines 11-12 near-duplicate
@@ -96,7 +96,7 @@ def test_invented_value_is_flagged_with_its_rows(report):
 
 
 def test_lengths_flag_the_row_training_would_truncate(report, tiny_model_dir):
-    from promptbake.models import load_tokenizer
+    from promptbake.core.models import load_tokenizer
 
     tok = load_tokenizer(str(tiny_model_dir))
     prompt, completion = OTHER_ROWS[-1]

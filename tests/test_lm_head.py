@@ -13,7 +13,7 @@ from trl.kernels import ChunkedLogProbFunction
 from trl.trainer.utils import add_fused_lm_head
 
 import sft.lm_head as lm_head
-from promptbake.models import load_model_and_tokenizer
+from promptbake.core.models import load_model_and_tokenizer
 from sft.lm_head import CpuLogProbFunction, LogProbHead, fast_cpu_lm_head
 
 OUTPUTS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from promptbake.config import InputError
+from promptbake.core.config import InputError
 from sft.export import main as export
 from sft.train import SFTRecipe
 from sft.train import main as train
@@ -79,7 +79,7 @@ def test_packed_rows_score_as_they_would_alone(attention, tiny_model_dir):
     attention mask) gives each sample the logits it gets on its own."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from promptbake.models import load_model_and_tokenizer
+    from promptbake.core.models import load_model_and_tokenizer
 
     model, _ = load_model_and_tokenizer(str(tiny_model_dir))
     model.set_attn_implementation(attention)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from promptbake.config import InputError
-from promptbake.models import load_model_and_tokenizer, load_tokenizer, resolve_model_path
+from promptbake.core.config import InputError
+from promptbake.core.models import load_model_and_tokenizer, load_tokenizer, resolve_model_path
 
 
 def test_default_model_resolves_to_cached_safetensors():
@@ -22,7 +22,7 @@ def test_default_model_resolves_to_cached_safetensors():
 
 @pytest.mark.slow
 def test_gguf_file_converts_once_into_the_configured_cache(tmp_path, monkeypatch):
-    from promptbake.models import embedded_gguf_path
+    from promptbake.core.models import embedded_gguf_path
 
     monkeypatch.setenv("PROMPTBAKE_MODEL_CACHE", str(tmp_path))
     gguf = embedded_gguf_path("smollm2-135m-instruct")

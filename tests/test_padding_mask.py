@@ -10,7 +10,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from promptbake.models import load_model_and_tokenizer
+from promptbake.core.models import load_model_and_tokenizer
 from sft.padding_mask import _drop_right_padding_mask, right_padding_without_mask
 
 

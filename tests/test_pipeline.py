@@ -13,8 +13,8 @@ from data_tools.spec import load_spec
 from evals.run import EvalConfig
 from evals.run import main as evaluate
 from evals.stats import mcnemar_exact
-from promptbake.config import InputError
-from promptbake.io import recover_journal
+from promptbake.core.config import InputError
+from promptbake.core.io import recover_journal
 from sft.export import main as export
 from sft.train import SFTRecipe
 from sft.train import main as train

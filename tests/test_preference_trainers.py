@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from data_tools.spec import load_spec
-from promptbake.config import InputError, load_config
-from promptbake.models import load_model_and_tokenizer
+from promptbake.core.config import InputError, load_config
+from promptbake.core.models import load_model_and_tokenizer
 from sft import dpo, reward, rl
 
 REPO = Path(__file__).resolve().parents[1]

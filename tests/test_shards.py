@@ -17,7 +17,7 @@ from test_crash_safety import REPO, journal_lines, kill_when, start
 from data_tools import build, merge
 from data_tools.shards import POSITIONS, Shard, load_sharded
 from data_tools.spec import load_spec
-from promptbake.config import InputError
+from promptbake.core.config import InputError
 
 ROW_FILES = ["sft_train.jsonl", "prefs_train.jsonl", "rejects.jsonl", "train_inputs.jsonl", "eval_inputs.jsonl",
              "val_inputs.jsonl"]

@@ -9,7 +9,7 @@ import pytest
 from data_tools import build
 from data_tools.spec import load_spec
 from data_tools.synthesize import JOURNAL, synthesize_inputs
-from promptbake.config import InputError
+from promptbake.core.config import InputError
 
 SPEC = """\
 name: synth

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from trl import DPOConfig, SFTConfig
 
-from promptbake.config import InputError, load_config
+from promptbake.core.config import InputError, load_config
 from sft.distill import DistillRecipe
 from sft.dpo import DPORecipe
 from sft.reward import RewardRecipe

@@ -18,9 +18,9 @@ import pytest
 from refusal import assert_quick_refusal, run_refused
 
 from promptbake.cli import main as cli
-from promptbake.config import InputError
-from promptbake.io import MARKER, atomic_dir, atomic_write_text, check_output_dir, current_umask
-from promptbake.models import RUN_INFO_FILE
+from promptbake.core.config import InputError
+from promptbake.core.io import MARKER, atomic_dir, atomic_write_text, check_output_dir, current_umask
+from promptbake.core.models import RUN_INFO_FILE
 
 USER_FILES = {"notes.txt": b"my notes\n", "sub/keep.txt": b"\x00keep this\xff"}
 
@@ -238,7 +238,7 @@ def test_an_adapter_from_before_markers_is_still_replaced(tmp_path):
     old.mkdir()
     (old / "adapter_config.json").write_text("{}")
     (old / RUN_INFO_FILE).write_text("{}")
-    from promptbake.models import is_run_output
+    from promptbake.core.models import is_run_output
 
     with atomic_dir(old, "adapter", legacy=is_run_output) as tmp:
         (tmp / RUN_INFO_FILE).write_text('{"step": 2}')
@@ -282,7 +282,7 @@ def test_outputs_honour_the_umask(tmp_path, umask):
 @pytest.fixture
 def offline_hub(monkeypatch):
     """No hub: every reference that is not local must be refused by the check itself, without retries."""
-    from promptbake.models import hub_problem
+    from promptbake.core.models import hub_problem
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub_problem.cache_clear()
@@ -321,7 +321,7 @@ def test_eval_model_paths_are_refused_at_validation(eval_config, tmp_path, overr
 
 def test_a_side_served_by_an_endpoint_is_not_checked(eval_config, offline_hub):
     from evals.run import EvalConfig
-    from promptbake.config import load_config
+    from promptbake.core.config import load_config
 
     config = load_config(EvalConfig, eval_config, ["tuned_model=nosuch/served",
                                                    "tuned_endpoint={base_url: 'http://127.0.0.1:9/v1', model: m}"])
@@ -342,7 +342,7 @@ def test_bake_and_train_model_paths_are_refused_before_any_stage(tmp_path, offli
 def test_an_unreachable_hub_is_one_clear_error_not_retries(monkeypatch, tmp_path):
     import huggingface_hub
 
-    from promptbake.models import check_model_ref, hub_problem
+    from promptbake.core.models import check_model_ref, hub_problem
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
@@ -356,8 +356,8 @@ def test_an_unreachable_hub_is_one_clear_error_not_retries(monkeypatch, tmp_path
 
 
 def test_the_default_model_and_local_models_pass(tiny_model_dir, offline_hub):
-    from promptbake.config import DEFAULT_MODEL
-    from promptbake.models import check_model_ref, embedded_gguf_path
+    from promptbake.core.config import DEFAULT_MODEL
+    from promptbake.core.models import check_model_ref, embedded_gguf_path
 
     assert check_model_ref(DEFAULT_MODEL, "model") == DEFAULT_MODEL
     assert check_model_ref(str(tiny_model_dir), "model") == str(tiny_model_dir)
@@ -396,7 +396,7 @@ def test_a_rule_without_a_check_is_warned_about_with_its_line(tmp_path, caplog):
 def test_a_killed_writes_temporary_directory_is_removed_by_the_next_write(tmp_path):
     """A SIGKILL mid-write leaves `.NAME.xxxx` behind; the next write of that output removes it, and only it:
     a look-alike directory without promptbake's in-progress marker is the user's and stays."""
-    from promptbake.io import mark_output
+    from promptbake.core.io import mark_output
 
     stale = tmp_path / ".adapter.k1ll3d"
     stale.mkdir()

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from data_tools.vllm_server import PYTHON_ENV, VLLMServer, check_endpoint_model, check_lora_ranks, served_models
-from promptbake.config import DEFAULT_MODEL, InputError
-from promptbake.models import RUN_INFO_FILE
+from promptbake.core.config import DEFAULT_MODEL, InputError
+from promptbake.core.models import RUN_INFO_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_SPEC = REPO / "configs" / "specs" / "demo_style.yaml"
@@ -65,7 +65,7 @@ def random_lora(model, tokenizer, out: Path, rank: int, base_model: str) -> Path
 
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory) -> Path:
-    from promptbake.models import load_model_and_tokenizer
+    from promptbake.core.models import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(DEFAULT_MODEL)
     return random_lora(model, tokenizer, tmp_path_factory.mktemp("lora") / "adapter", 8, DEFAULT_MODEL)
@@ -120,7 +120,7 @@ def prefix_cache_hits(base_url: str) -> float:
 
 
 def test_adapter_rank_above_max_lora_rank_is_refused_before_starting(tiny_model_dir, tmp_path):
-    from promptbake.models import load_model_and_tokenizer
+    from promptbake.core.models import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(str(tiny_model_dir))
     adapter = random_lora(model, tokenizer, tmp_path / "r32", 32, str(tiny_model_dir))
@@ -144,7 +144,7 @@ def test_a_server_that_refuses_enable_lora_is_named(vllm_installed, adapter, tmp
     loading, and the error names the flag."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from promptbake.models import load_tokenizer
+    from promptbake.core.models import load_tokenizer
 
     tokenizer = load_tokenizer(DEFAULT_MODEL)
     model_dir = tmp_path / "tiny-gpt2"
@@ -254,7 +254,7 @@ def test_teacher_backend_vllm_is_validated_and_refused_where_vllm_is_not_importa
 
 @NO_VLLM
 def test_grpo_use_vllm_is_refused_at_load_where_vllm_is_not_importable(tiny_model_dir, tmp_path):
-    from promptbake.config import load_config
+    from promptbake.core.config import load_config
     from sft.rl import RLRecipe
 
     recipe = tmp_path / "grpo.yaml"

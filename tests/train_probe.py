@@ -34,7 +34,7 @@ def recording_step(self, model, inputs, *args, **kwargs):
 trl.SFTTrainer.training_step = recording_step
 
 if __name__ == "__main__":
-    from promptbake.entry import run_command
+    from promptbake.core.entry import run_command
     from sft.train import make_parser
 
     run_command(make_parser())

@@ -22,8 +22,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from promptbake.config import DEFAULT_MODEL, FieldError, InputError
-from promptbake.io import atomic_dir
+from promptbake.core.config import DEFAULT_MODEL, FieldError, InputError
+from promptbake.core.io import atomic_dir
 
 if TYPE_CHECKING:  # torch and transformers load with the first model (seconds), not when a config is checked
     import torch

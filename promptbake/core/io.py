@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from promptbake.config import InputError
+from promptbake.core.config import InputError
 
 MARKER = ".promptbake-output.json"
 """Written into every directory promptbake writes whole ({"kind": ..., "written_by": "promptbake"}): only a

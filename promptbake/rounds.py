@@ -20,8 +20,8 @@ from pydantic import Field, PositiveInt
 
 from data_tools.scoring import all_pass, score
 from data_tools.spec import PromptSpec, Sampling
-from promptbake.config import StrictModel
-from promptbake.io import iter_jsonl, write_json, write_jsonl
+from promptbake.core.config import StrictModel
+from promptbake.core.io import iter_jsonl, write_json, write_jsonl
 
 
 class RoundsSpec(StrictModel):

@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from promptbake.config import InputError
+from promptbake.core.config import InputError
 
 EXIT_BAD_INPUT = 2
 USER_OS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}

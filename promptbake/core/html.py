@@ -1,7 +1,7 @@
 """The pieces of promptbake's self-contained reports (the eval report, the dataset lint report): one page shell
 whose Content-Security-Policy forbids every fetch, a colour palette, Markdown cells and inline SVG bars.
 
-    from promptbake.html import arm_bars_svg, page
+    from promptbake.core.html import arm_bars_svg, page
     html = page("my report", "<h1>my report</h1>" + arm_bars_svg("plot-x", "X", "x", ["a", "b"], [1.0, 2.0], ".1f"))
 
 A report's page loads nothing: its plots are inline SVG, and its only script, when it has one, runs because

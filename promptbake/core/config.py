@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 """The embedded default model (SmolLM2-135M-Instruct, shipped in a PyPI package): every config's `model`
-default. Here rather than in `promptbake.models` so that configs name it without importing torch."""
+default. Here rather than in `promptbake.core.models` so that configs name it without importing torch."""
 
 
 class InputError(Exception):
