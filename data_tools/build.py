@@ -260,9 +260,15 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
     if shard is not None:  # after the split: every shard holds the eval split and validation slice of the whole
         train, shard_info = shard_train(spec, shard, inputs, train, out_dir)
     cache: dict = {}
+    profile = {"prepare": time.time() - start}  # where the stage's time goes (bench_all and the verdict report it)
+    t0 = time.time()
     synthesized = add_synthesized(spec, inputs, train, out_dir, cache)
     train = train + synthesized
+    profile["synthesis"] = time.time() - t0
+    t0 = time.time()
     samples, retry_stats, hinted_from = teacher_samples(spec, inputs, train, out_dir, cache)
+    profile["teacher"] = time.time() - t0  # the model's load, the samples, the label-hint and retry rounds
+    t0 = time.time()
 
     sft_rows, pref_rows, rejects = [], [], []
     rule_passes: Counter[str] = Counter()
@@ -305,6 +311,7 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
         write_jsonl(out_dir / "val_inputs.jsonl", prompt_only_rows(validation, inputs))
     fixed = fixed_answer_finding(spec, [(t, inputs[t].label) for t in texts], sft_rows)  # the given inputs
     elapsed = time.time() - start
+    profile["select_and_write"] = time.time() - t0
     checked = [r.id for r in spec.rules if r.check is not None]
     manifest = {
         "spec": spec.name,
@@ -330,6 +337,7 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
         "raw_all_rules_pass_rate": n_raw_all_pass / max(n_samples, 1),
         "time_s": round(elapsed, 1),
         "examples_per_s": round(n_samples / elapsed, 3) if elapsed else None,
+        "profile_s": {k: round(v, 1) for k, v in profile.items()},
     }
     if hasattr(cache.get("backend"), "endpoint_summary"):  # what this run asked of each HTTP endpoint
         manifest["teacher_endpoints"] = cache["backend"].endpoint_summary()

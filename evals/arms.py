@@ -23,6 +23,7 @@ arm, labels included.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,12 @@ def choose_at_inference(spec: PromptSpec, text: str, samples: list[str]) -> tupl
 
 def best_of_n_answers(backend, spec: PromptSpec, items: list[Item], sampling: Sampling):
     """(answers, cost, inputs where a raw sample passed): n samples per input, one kept by the checks."""
+    if hasattr(backend, "batch_size"):
+        # as many inputs per batch as the greedy arms answer (each with its n samples), not batch_size / n:
+        # the per-request latency then compares like with like, and a wider batch reads the weights once per
+        # step for more samples
+        backend = copy.copy(backend)
+        backend.batch_size *= sampling.n
     completions, cost = generate(backend, spec, items, "full", sampling, f"eval best-of-{sampling.n}")
     answers, raw = [], 0
     for (text, _), c in zip(items, completions):
@@ -177,6 +184,7 @@ def score_answers(spec: PromptSpec, items: list[Item], answers: list[list[str]],
     from evals.labels import label_matches
 
     rule_ids = [r.id for r in spec.rules if r.check is not None]
+    label_rules = [r.id for r in spec.rules if r.check is not None and r.check.uses_label]
     records, strict, loose, matches = [], [], [], []
     per_rule = {rid: [] for rid in rule_ids}
     per_rule_loose = {rid: [] for rid in rule_ids}
@@ -192,6 +200,10 @@ def score_answers(spec: PromptSpec, items: list[Item], answers: list[list[str]],
             record = {"input": text, "answer": answer, "all_rules": strict[-1], "failed": failures(results)}
             if label is not None:
                 fields = label_matches(answer, label)
+                if list(fields) == ["label"] and label_rules:
+                    # a plain label that is one part of the answer (a tag, a category inside JSON) never equals
+                    # the whole answer: the spec's own label-reading checks say how the two relate
+                    fields = {rid: results[rid].passed for rid in label_rules}
                 matches.append(fields)
                 record.update(label=label, label_match=all(fields.values()), label_match_fields=fields)
             records.append(record)

@@ -18,6 +18,7 @@ drift: the drift arm's figures, with answers_drift.jsonl),
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -169,10 +170,16 @@ def main(config: EvalConfig, spec: PromptSpec | None = None) -> dict:
         metrics[arm].update(model=model_name, **extra)
         write_jsonl(out / f"answers_{arm}.jsonl", records[arm])
 
+    profile: dict[str, float] = {}  # seconds per model load, arm, judge and drift: where the eval's time goes
+
+    def timed(name: str, t0: float) -> None:
+        profile[name] = round(time.perf_counter() - t0, 2)
+
     for which in ("base", "tuned"):
         arms = [a for a in ARMS if a in config.arms and ARMS[a].model == which]
         if not arms:
             continue
+        t0 = time.perf_counter()
         endpoint = config.base_endpoint if which == "base" else config.tuned_endpoint
         if endpoint is not None:
             from data_tools.http_backend import OpenAIBackend
@@ -181,8 +188,10 @@ def main(config: EvalConfig, spec: PromptSpec | None = None) -> dict:
         else:
             model_name = config.base_model if which == "base" else config.tuned_model
             backend = LocalBackend.from_name(model_name, config.batch_size)
+        timed(f"load_{which}", t0)
         for arm in arms:  # in registry order: a repaired arm's source has answered before it
             kind = ARMS[arm]
+            t0 = time.perf_counter()
             if kind.how == "greedy":
                 answers, cost = arm_kinds.greedy_answers(backend, spec, items, kind.prompt, config.sampling)
                 finish(arm, answers, cost, model_name)
@@ -196,6 +205,7 @@ def main(config: EvalConfig, spec: PromptSpec | None = None) -> dict:
                 answers, cost, raw = arm_kinds.best_of_n_answers(backend, spec, items, sampling)
                 finish(arm, answers, cost, model_name, samples_per_input=sampling.n, raw_sample_kept=raw,
                        temperature=sampling.temperature)
+            timed(arm, t0)
         del backend  # one model in memory at a time
     if "constant" in config.arms:
         answers, cost, chosen = arm_kinds.constant_answers(spec, items, config.train_rows)
@@ -204,9 +214,14 @@ def main(config: EvalConfig, spec: PromptSpec | None = None) -> dict:
         metrics["vs_base_prompted"] = {arm: mcnemar_exact(outcomes["base_prompted"], o)
                                        for arm, o in outcomes.items() if arm != "base_prompted"}
     if config.judge is not None:
+        t0 = time.perf_counter()
         metrics[f"judge_vs_{config.judge.against}"] = judge_arms(config, spec, items, records)
+        timed("judge", t0)
     if questions is not None:
+        t0 = time.perf_counter()
         metrics["drift"] = run_drift(config, spec, questions, out)
+        timed("drift", t0)
+    metrics["profile_s"] = profile
     write_json(out / "metrics.json", metrics)
     rules = [(r.id, r.text) for r in spec.rules if r.check is not None]
     write_reports(metrics, records, rules, out, title=f"{spec.name}: tuned without prompt vs prompted base")

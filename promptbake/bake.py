@@ -31,11 +31,11 @@ from pydantic import Field, PositiveInt, model_validator
 
 from promptbake.core.config import InputError, StrictModel, apply_overrides, load_config, validate
 from promptbake.core.io import check_creatable, describe_contents, iter_jsonl, write_json
+from promptbake.core.layout import RunLayout
 from promptbake.core.models import DEFAULT_MODEL, RUN_INFO_FILE, check_model_fields
 from promptbake.rounds import RoundsSpec
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-STATE_FILE = "bake.json"
 
 
 class BudgetSpec(StrictModel):
@@ -96,12 +96,15 @@ class BakeConfig(StrictModel):
     model. The null arm (`constant`: one fixed answer for every input) always runs: it costs nothing."""
     best_of_n: PositiveInt | None = None
     """Samples per input of base_prompted_best_of_n; default the teacher's n, at least 4."""
-    judge: bool = True
-    """For specs without labels (no label match to read the content): a pairwise judge of every arm's answers
+    judge: bool | None = None
+    """For specs without labels (no label match to read the content): a pairwise judge of the tuned model's answers
     against the prompted base's, both orders (evals/judge.py), on content rather than format; the verdict reports
-    the tuned model's wins, losses and sign-test p. A 135M judge is a weak one: pass a bigger `judge_model`."""
+    its wins, losses and sign-test p. Default: on when `judge_model` is given. The 135M default model as its own
+    judge prefers one position whatever the answers (it decided none of 132 gallery inputs, at ~20 s a spec), so
+    it runs only when asked for (`judge=true`) or given a bigger judge."""
     judge_model: str | None = None
-    """The judge (a model name or directory); default the bake's `model`."""
+    """The judge (a model name or directory); giving one turns the judge on. With `judge=true` and no judge_model,
+    the bake's `model` judges."""
     export: bool = True
     """Merge the kept adapter into standalone weights at the end."""
     report_to: Literal["wandb", "none"] = "wandb"
@@ -160,8 +163,6 @@ def changed_fields(old: dict, new: dict) -> list[str]:
 
 
 STAGES = ["data", "sft", "rounds", "eval", "export"]
-STAGE_DIRS = {"data": "data", "sft": "sft", "rounds": "rounds", "eval": "eval", "export": "merged"}
-"""Where each stage writes inside the run directory."""
 # the first stage each bake config field affects; a change is accepted while that stage has not finished, and
 # the finished stages after it are run again (report_to changes nothing a stage produces)
 FIELD_STAGE = {"model": "data", "synthesis_min_inputs": "data", "validation": "data", "recipe": "sft",
@@ -180,12 +181,13 @@ class RunState:
             raise InputError(f"{source}: {run} exists and is a file, not a bake's run directory; choose another "
                              "output_dir or move it away")
         check_creatable(run)
-        self.run, self.path = run, run / STATE_FILE
+        layout = RunLayout(run)
+        self.run, self.path = run, layout.state
         self.stale: list[Path] = []
         self.notes: list[str] = []
         if not self.path.exists():
             if run.is_dir() and any(run.iterdir()):  # it writes reports and directories there: not over the user's
-                raise InputError(f"{source}: {run} is not a bake's run directory (no {STATE_FILE}) and holds "
+                raise InputError(f"{source}: {run} is not a bake's run directory (no {RunLayout.STATE}) and holds "
                                  f"{describe_contents(run)}; choose another output_dir or move them away")
             self.data = {"spec": spec_dump, "config": config_dump, "stages": {}}
             return
@@ -207,7 +209,7 @@ class RunState:
                 del self.data["stages"][stage]
             # a stage killed part-way under the old settings left checkpoints (or a journal) that a resume would
             # continue: under other settings it starts again from nothing instead
-            self.stale = [run / STAGE_DIRS[s] for s in STAGES[STAGES.index(first):] if (run / STAGE_DIRS[s]).exists()]
+            self.stale = [layout.stage_dir(s) for s in STAGES[STAGES.index(first):] if layout.stage_dir(s).exists()]
             self.notes.append(
                 f"[promptbake] bake config changed ({', '.join(changed)}): the {first} stage has not finished; "
                 + (f"it was started under the old settings, so it starts again from scratch (removed "
@@ -238,49 +240,39 @@ class RunState:
 
 def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Run (or resume) the whole bake; returns the verdict."""
-    from data_tools.inputs import load_inputs, split_inputs
     from data_tools.spec import load_spec
     from evals.judge import CONTENT_CRITERIA
     from evals.run import EvalConfig
+    from promptbake.bake_plan import data_spec, make_plan
     from sft.train import SFTRecipe
 
     start = time.time()
     # Everything is loaded and checked before any model is: a bad spec, override or recipe fails here.
     user_spec = load_spec(config.spec, spec_overrides)
-    run = Path(config.output_dir or f"runs/bake/{user_spec.name}")
-    texts = list(load_inputs(user_spec, quiet=True))  # to plan the slice; the build reports repeats
-    train, _ = split_inputs(texts, user_spec.split.eval_fraction, user_spec.split.seed)
-    synth = synthesis_target(user_spec, config)
-    # labelled synthesized inputs count only where the teacher confirms their label (often a small share, known
-    # only after the build): the slice is planned on the ones that are sure to train
-    planned = 0 if user_spec.inputs.label_names() else max(0, synth - len(texts))
-    n_val = validation_size(len(train) + planned, config.validation, len(train))
-    spec = load_spec(config.spec, [*spec_overrides, f"output_dir={run / 'data'}", f"split.validation_size={n_val}",
-                                   f"synthesis.min_inputs={synth}"])
-    recipe = load_config(SFTRecipe, config.recipe, [f"model={config.model}", f"dataset={run / 'data'}",
-                                                    f"output_dir={run / 'sft'}", f"report_to={config.report_to}"])
-    eval_tokens = max(64, spec.teacher.sampling.max_new_tokens)
-    eval_config = EvalConfig(spec=config.spec, eval_inputs=str(run / "data" / "eval_inputs.jsonl"),
+    plan = make_plan(user_spec, config, Path(config.output_dir or f"runs/bake/{user_spec.name}"))
+    layout = plan.layout
+    run, data = layout.root, layout.data
+    spec = data_spec(user_spec, plan)
+    recipe = load_config(SFTRecipe, config.recipe, [f"model={config.model}"])
+    recipe = recipe.model_copy(update={"dataset": str(data.root), "output_dir": str(layout.sft),
+                                       "report_to": config.report_to})
+    eval_config = EvalConfig(spec=config.spec, eval_inputs=str(data.eval_inputs),
                              # the tuned model exists only after SFT: the eval stage sets it; the base stands in
                              base_model=config.model, tuned_model=config.model,
-                             sampling={"max_new_tokens": eval_tokens}, batch_size=config.eval_batch_size,
-                             arms=["base_prompted", "tuned_unprompted", "constant",
-                                   *(["base_prompted_repaired", "base_prompted_best_of_n"]
-                                     if config.inference_arms else []),
-                                   *(["drift"] if config.drift else [])],
-                             train_rows=str(run / "data" / "sft_train.jsonl"), best_of_n=config.best_of_n,
+                             sampling={"max_new_tokens": plan.max_new_tokens}, batch_size=plan.eval_batch_size,
+                             arms=plan.arms, train_rows=str(data.sft_train), best_of_n=config.best_of_n,
                              judge={"model": config.judge_model or config.model, "against": "base_prompted",
                                     "arms": ["tuned_unprompted"], "criteria": CONTENT_CRITERIA}
-                             if config.judge and not user_spec.inputs.label_names() else None,
-                             report_to=config.report_to, output_dir=str(run / "eval"))
-    # Only what differs from the defaults is recorded and compared: a promptbake upgrade that adds a field with a
-    # default must not make an earlier run of the same spec and overrides look like a different one.
+                             if plan.judge else None,
+                             report_to=config.report_to, output_dir=str(layout.eval))
     state = RunState(run, user_spec.model_dump(mode="json", exclude={"output_dir"}, exclude_defaults=True),
                      config.model_dump(mode="json", exclude={"output_dir"}, exclude_defaults=True), config.spec)
     recipe.trainer_config()  # TRL's own checks of the recipe: they import TRL (seconds), so after the cheap ones
+    state.data["plan"] = plan.model_dump(mode="json")
     state.begin()
-    if n_val == 0:
-        print(f"[promptbake] {len(train)} training inputs are too few for a validation slice of "
+    print(plan.describe())
+    if plan.validation_inputs == 0:
+        print(f"[promptbake] {plan.train_side_inputs} training inputs are too few for a validation slice of "
               f"{config.validation.min_inputs} (with {config.validation.min_train_inputs} left to train on): "
               f"training runs its whole budget and keeps the last step")
     stage_times: dict[str, float] = {}
@@ -299,28 +291,31 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
 
     manifest = stage("data", "1/4 data: the prompted teacher answers the training inputs", lambda: build(spec))
     sft = stage("sft", "2/4 train: SFT on bare inputs, validated by the spec's checks",
-                lambda: train_sft(config, spec, recipe, run, manifest))
+                lambda: train_sft(config, plan, spec, recipe, manifest))
     tuned = sft["tuned_model"]
     if config.rounds.method != "none":
         rounds = stage("rounds", f"2b/4 on-policy rounds ({config.rounds.method}): the tuned model learns from "
-                                 "its own checked answers", lambda: preference_rounds(config, spec, recipe, run, sft))
+                                 "its own checked answers", lambda: preference_rounds(config, plan, spec, recipe, sft))
         tuned = rounds["tuned_model"]
     metrics = stage("eval", "3/4 eval: base WITH the prompt vs tuned WITHOUT it",
                     lambda: evaluate(eval_config.model_copy(update={"tuned_model": tuned}), user_spec))
     if config.export:
         stage("export", "4/4 export: merge the kept adapter into standalone weights",
-              lambda: export(tuned, run / "merged"))
+              lambda: export(tuned, layout.merged))
 
     from evals.drift import drift_warning
     from promptbake.bake_report import print_verdict, read_curve_rows, write_reports
     from promptbake.verdict import verdict
+    from sft.validation import CURVE_FILE
 
-    curve = read_curve_rows(run / "sft" / "validation.jsonl")
+    curve = read_curve_rows(layout.sft / CURVE_FILE)
     result = verdict(metrics, manifest, curve, sft["budget_steps"], sft.get("truncated_rows", 0))
+    profile = {"data": manifest.get("profile_s"), "sft": sft.get("profile_s"), "eval": metrics.get("profile_s")}
     result.update(spec=spec.name, run_dir=str(run), time_s=round(time.time() - start, 1), stage_times_s=stage_times,
+                  profile_s={stage: p for stage, p in profile.items() if p},
                   kept_step=sft.get("kept_step"), budget_steps=sft["budget_steps"],
                   drift_warning=drift_warning(metrics))
-    write_json(run / "verdict.json", result)
+    write_json(layout.verdict, result)
     write_reports(run, result, metrics, curve, sft, rounds_done=state.done("rounds"))
     print_verdict(result, metrics, run)
     return result
@@ -332,25 +327,25 @@ def build(spec) -> dict:
     return build_main(spec)
 
 
-def train_sft(config: BakeConfig, spec, recipe, run: Path, manifest: dict) -> dict:
+def train_sft(config: BakeConfig, plan, spec, recipe, manifest: dict) -> dict:
     """SFT for a budget set by the data; with a validation slice, the best-scoring step is kept."""
     from evals.run import read_eval_inputs
     from sft.train import main as train_main
     from sft.validation import BEST_DIR, ValidationCallback
 
+    layout = plan.layout
     rows = manifest["counts"]["sft_rows"]
     t = recipe.training
     steps = budget_steps(rows, t.per_device_train_batch_size * t.gradient_accumulation_steps, config.budget)
-    val_path = run / "data" / "val_inputs.jsonl"
+    val_path = layout.data.val_inputs
     callbacks = []
     every = None
     if val_path.exists():
-        every = math.ceil(steps / config.validation.evaluations)
-        run_info = {"base_model": recipe.model, "method": recipe.method, "dataset": str(run / "data")}
-        callbacks.append(ValidationCallback(spec, read_eval_inputs(str(val_path), None), run / "sft", every=every,
-                                            patience=config.validation.patience, run_info=run_info,
-                                            max_new_tokens=max(64, spec.teacher.sampling.max_new_tokens),
-                                            batch_size=config.eval_batch_size))
+        every = math.ceil(steps / plan.validation_evaluations)
+        run_info = {"base_model": recipe.model, "method": recipe.method, "dataset": str(layout.data.root)}
+        callbacks.append(ValidationCallback(spec, read_eval_inputs(str(val_path), None), layout.sft, every=every,
+                                            patience=plan.validation_patience, run_info=run_info,
+                                            max_new_tokens=plan.max_new_tokens, batch_size=plan.eval_batch_size))
     print(f"[promptbake] budget: {steps} optimizer steps for {rows} rows "
           f"({steps * t.per_device_train_batch_size * t.gradient_accumulation_steps / rows:.1f} epochs at most)"
           + (f"; validation on {manifest['counts'].get('val_inputs', 0)} inputs every {every} steps"
@@ -359,33 +354,36 @@ def train_sft(config: BakeConfig, spec, recipe, run: Path, manifest: dict) -> di
     recipe = recipe.model_copy(update={"training": t.model_copy(update={
         "max_steps": steps, "save_steps": every or max(10, steps // 4), "save_total_limit": 1,
         "logging_steps": min(t.logging_steps, every or t.logging_steps)})})
+    start = time.time()
     last = train_main(recipe, resume=True, callbacks=callbacks)
-    best = run / "sft" / BEST_DIR
+    validation_s = sum(c.seconds for c in callbacks)
+    best = layout.sft / BEST_DIR
     tuned = best if best.exists() else last
     kept_step = json.loads((best / RUN_INFO_FILE).read_text()).get("step") if best.exists() else steps
     return {"tuned_model": str(tuned), "budget_steps": steps, "kept_step": kept_step, "validation_every": every,
-            "truncated_rows": truncated_rows(recipe, run / "data" / "sft_train.jsonl")}
+            "truncated_rows": truncated_rows(recipe, layout.data.sft_train),
+            "profile_s": {"validation": round(validation_s, 1),  # this process's share (a resume starts anew)
+                          "training": round(time.time() - start - validation_s, 1)}}
 
 
-def preference_rounds(config: BakeConfig, spec, recipe, run: Path, sft: dict) -> dict:
+def preference_rounds(config: BakeConfig, plan, spec, recipe, sft: dict) -> dict:
     """Up to `rounds.max_rounds` on-policy rounds from the SFT adapter; each is kept only when its best
     validation point beats the adapter it started from (its own step 0)."""
     from evals.run import read_eval_inputs
     from promptbake.rounds import run_round, summary_line, teacher_answers
 
-    val_path = run / "data" / "val_inputs.jsonl"
-    if not val_path.exists():
+    layout = plan.layout
+    if not layout.data.val_inputs.exists():
         print("[promptbake] on-policy rounds need a validation slice to tell whether they help; skipped")
         return {"tuned_model": sft["tuned_model"], "rounds": []}
-    train_items = read_eval_inputs(str(run / "data" / "train_inputs.jsonl"), None)
-    val_items = read_eval_inputs(str(val_path), None)
-    teacher = teacher_answers(run / "data" / "sft_train.jsonl")
+    train_items = read_eval_inputs(str(layout.data.train_inputs), None)
+    val_items = read_eval_inputs(str(layout.data.val_inputs), None)
+    teacher = teacher_answers(layout.data.sft_train)
     current, results = sft["tuned_model"], []
     for k in range(1, config.rounds.max_rounds + 1):
         result = run_round(k, current, config.rounds, spec, train_items, val_items, teacher, config.model,
-                           recipe, run / "rounds" / str(k), config.validation.evaluations,
-                           config.validation.patience, max(64, spec.teacher.sampling.max_new_tokens),
-                           config.eval_batch_size, config.report_to)
+                           recipe, layout.rounds / str(k), plan.validation_evaluations,
+                           plan.validation_patience, plan.max_new_tokens, plan.eval_batch_size, config.report_to)
         results.append(result)
         print(f"[promptbake] {summary_line(result)}", flush=True)
         if not result["trained"] or result["best"]["step"] == 0:

@@ -70,6 +70,9 @@ def report_markdown(result: dict, metrics: dict, curve: list[dict], sft: dict) -
 def print_verdict(result: dict, metrics: dict, run: Path) -> None:
     times = ", ".join(f"{k} {v:.0f} s" for k, v in result["stage_times_s"].items())
     print(f"\n=== bake {result['spec']} done in {result['time_s']:.0f} s{f' ({times})' if times else ''} ===")
+    if result.get("profile_s"):
+        parts = {stage: ", ".join(f"{k} {v:.0f} s" for k, v in p.items()) for stage, p in result["profile_s"].items()}
+        print("inside the stages: " + "; ".join(f"{stage}: {p}" for stage, p in parts.items()))
     print(result["statement"])
     if result.get("alternatives"):
         print(result["alternatives"])

@@ -162,9 +162,16 @@ def main() -> None:
     else:
         print(f"[bench] {args.dataset} not found; using synthetic demo-shaped rows")
         synthetic_rows(rows)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
+    import torch
+
+    # the same thread count on both sides, said out loud: unset, `accelerate launch` (which `trl sft` runs
+    # through) sets OMP_NUM_THREADS=1 for its child on this machine, while a plain process uses every core
+    threads = torch.get_num_threads()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": str(threads)}
     common = dict(steps=args.steps, batch=args.batch, max_length=args.max_length)
-    print(f"[bench] model={model_dir} rows={sum(1 for _ in rows.open())} {common}", flush=True)
+    print(f"[bench] model={model_dir} rows={sum(1 for _ in rows.open())} {common} threads={threads} (each arm)",
+          flush=True)
 
     peak = matmul_peak_gflops()
     print(f"[bench] fp32 matmul peak: {peak:.1f} GFLOP/s", flush=True)
@@ -174,7 +181,8 @@ def main() -> None:
                "--lora_target_modules", "all-linear",
                "--per_device_train_batch_size", str(args.batch), "--max_length", str(args.max_length),
                "--bf16", "false", "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1"]
-    ours_cmd = [PY, "-m", "sft.train", str(REPO / "configs/sft/demo_lora.yaml"), f"dataset={rows}",
+    # --verbose: the trainer prints its raw log dicts (num_tokens, train_runtime), which run_arm reads
+    ours_cmd = [PY, "-m", "sft.train", "--verbose", str(REPO / "configs/sft/demo_lora.yaml"), f"dataset={rows}",
                 f"output_dir={work / 'ours'}", "report_to=none",
                 f"training.per_device_train_batch_size={args.batch}", f"training.max_length={args.max_length}",
                 "training.save_steps=100000", "training.logging_steps=1"]

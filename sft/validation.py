@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from data_tools.scoring import all_pass, score
 from data_tools.spec import PromptSpec, Sampling
 from promptbake.core.io import append_jsonl, atomic_dir, check_output_dir, recover_journal, write_jsonl
 from promptbake.core.models import RUN_INFO_FILE, is_run_output
+from sft.merged_decoding import lora_merged
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,8 @@ class ValidationCallback(TrainerCallback):
         self.tokenizer = None  # the trainer's own (its processing_class), taken from the first event
         self.run_info, self.batch_size = run_info, batch_size
         self.sampling = Sampling(temperature=0.0, max_new_tokens=max_new_tokens)
+        self.seconds = 0.0
+        """Time spent measuring in this process (decoding the slice, scoring, saving the best adapter)."""
         self.curve: list[ValidationPoint] = []
 
     @property
@@ -141,10 +145,13 @@ class ValidationCallback(TrainerCallback):
     def measure(self, model, state) -> ValidationPoint:
         from data_tools.backends import LocalBackend
 
+        start = time.perf_counter()
         was_training = model.training
         conversations = [[{"role": "user", "content": text}] for text, _ in self.items]
         try:
-            completions = LocalBackend(model, self.tokenizer, self.batch_size).generate(conversations, self.sampling)
+            with lora_merged(model):  # a third faster on the CPU; the weights are restored bit for bit
+                completions = LocalBackend(model, self.tokenizer, self.batch_size).generate(conversations,
+                                                                                            self.sampling)
         finally:
             model.train(was_training)
         all_rules, per_rule = score_answers(self.spec, self.items, [c.texts[0] for c in completions])
@@ -161,6 +168,7 @@ class ValidationCallback(TrainerCallback):
         print(f"[promptbake] validation step {point.step}: all rules {point.all_rules:.0%} "
               f"({' '.join(f'{k} {v:.0%}' for k, v in per_rule.items())})"
               f"{' <- best' if improved else ''}", flush=True)
+        self.seconds += time.perf_counter() - start
         return point
 
     def save_best(self, model) -> None:

@@ -175,3 +175,35 @@ inputs: {template: "x {a}", slots: {a: [1, 2]}}
     assert best["answer"] == "ok: a" and best["pass_rate"] == 1.0
     assert format_only_warning(best).startswith("a fixed answer passes 100% of your checks (2 of 2 inputs")
     assert all(all_pass(score(spec.rules, q, "ok: a")) for q in ("q1", "q2"))
+
+
+def test_label_match_reads_the_specs_label_checks_when_the_label_is_one_part_of_the_answer(tmp_path):
+    # review_reply's shape: the label (a sentiment) is a tag inside the answer, never the whole answer; the spec's
+    # python check that reads the label says whether they agree, so label match follows it (it read 0% before)
+    (tmp_path / "tag_checks.py").write_text(
+        "def tag(input, response, label):\n    return response.startswith(f'[{label}]')\n")
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        spec = load_spec_text("""
+name: tags
+rules:
+  - {id: tag, text: start with the tag, check: {kind: python, function: "tag_checks:tag"}}
+  - {id: lower, text: lowercase, check: {kind: lowercase}}
+inputs: {template: "x {a}", slots: {a: [1, 2]}}
+""", tmp_path)
+        from evals.arms import score_answers
+
+        items = [("great", "positive"), ("awful", "negative"), ("meh", "mixed")]
+        answers = [["[positive] thanks!"], ["[positive] sorry"], ["[mixed] Hm"]]
+        records, _, metrics = score_answers(spec, items, answers, {})
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert [r["label_match"] for r in records] == [True, False, True]
+    assert metrics["label_match_passed"] == 2 and metrics["label_match_per_field"] == {"tag": 2 / 3}
+    # a label that is the whole answer is still compared whole
+    (tmp_path / "p").mkdir()
+    plain = load_spec_text("name: p\nrules:\n  - {id: lower, text: lowercase, check: {kind: lowercase}}\n"
+                           "inputs: {template: 'x {a}', slots: {a: [1]}}\n", tmp_path / "p")
+    assert score_answers(plain, [("q", "Yes")], [["yes"]], {})[2]["label_match"] == 1.0

@@ -47,13 +47,35 @@ def bake_spec(tiny_model_dir, tmp_path_factory) -> Path:
     return tmp / "spec.yaml"
 
 
+def test_the_plan_is_made_once_from_the_spec_and_the_config(bake_spec, tiny_model_dir, tmp_path):
+    from promptbake.bake_plan import data_spec, make_plan
+
+    config, overrides = load_bake(str(bake_spec), [*FAST, f"model={tiny_model_dir}", "inference_arms=false",
+                                                   "drift=true", "spec.teacher.sampling.max_new_tokens=80"])
+    user_spec = load_spec(bake_spec, overrides)
+    plan = make_plan(user_spec, config, tmp_path / "run")
+    assert plan.arms == ["base_prompted", "tuned_unprompted", "constant", "drift"] and not plan.judge  # not asked
+    assert make_plan(user_spec, config.model_copy(update={"judge_model": str(tiny_model_dir)}), tmp_path).judge
+    assert plan.max_new_tokens == 80 and plan.validation_inputs == 3 and plan.synthesis_min_inputs == 0
+    assert "validation on 3 inputs" in plan.describe() and str(tmp_path / "run") in plan.describe()
+    spec = data_spec(user_spec, plan)
+    assert spec.output_dir == str(tmp_path / "run" / "data") and spec.split.validation_size == 3
+    assert user_spec.split.validation_size != 3  # the user's spec is left as it was
+    # the data stage's spec is the one the same overrides, given as strings, load: its hash (which claims the
+    # build directory) is unchanged, so a run started before the plan existed resumes
+    reloaded = load_spec(bake_spec, [*overrides, f"output_dir={tmp_path / 'run' / 'data'}",
+                                     "split.validation_size=3", "synthesis.min_inputs=0"])
+    assert spec.content_hash() == reloaded.content_hash()
+    assert spec.model_dump() == reloaded.model_dump()
+
+
 @pytest.fixture(scope="module")
 def bake_run(bake_spec, tiny_model_dir, tmp_path_factory):
     """One bake shared by the tests that read it (training is the slow part)."""
     tiny_spec = bake_spec
     out = tmp_path_factory.mktemp("bake-run") / "bake"
     recipe = Path(__file__).resolve().parents[1] / "configs" / "sft" / "bake_lora.yaml"
-    overrides = [*FAST, f"model={tiny_model_dir}", f"output_dir={out}", f"recipe={recipe}"]
+    overrides = [*FAST, "judge=true", f"model={tiny_model_dir}", f"output_dir={out}", f"recipe={recipe}"]
     config, spec_overrides = load_bake(str(tiny_spec), overrides)
     result = bake(config, spec_overrides)
     return out, result, overrides
@@ -63,6 +85,16 @@ def test_bake_runs_every_stage_with_a_validation_slice(bake_run, bake_spec):
     out, result, _ = bake_run
     state = json.loads((out / "bake.json").read_text())
     assert list(state["stages"]) == ["data", "sft", "eval"]
+    # the plan, computed once before any model loaded, is what the stages did
+    plan = state["plan"]
+    assert plan["validation_inputs"] == 3 and plan["validation_evaluations"] == 3 and plan["max_new_tokens"] == 64
+    assert plan["arms"] == ["base_prompted", "tuned_unprompted", "constant", "base_prompted_repaired",
+                            "base_prompted_best_of_n"] and plan["judge"] is True
+    # where the time went, inside each stage
+    assert {"synthesis", "teacher"} <= set(result["profile_s"]["data"])
+    assert set(result["profile_s"]["sft"]) == {"validation", "training"}
+    assert {"load_base", "base_prompted", "base_prompted_best_of_n", "load_tuned", "tuned_unprompted",
+            "judge"} <= set(result["profile_s"]["eval"])
     # the validation slice: from the training side, never trained on, never in the eval split
     val = {r["prompt"][0]["content"] for r in lines(out / "data" / "val_inputs.jsonl")}
     trained = {r["prompt"][0]["content"] for r in lines(out / "data" / "sft_train.jsonl")}
@@ -93,8 +125,8 @@ def test_bake_runs_every_stage_with_a_validation_slice(bake_run, bake_spec):
         "tuned_unprompted"]["n"]
     assert result["outcome"] in ("won", "undecided", "not won") and result["won"] == (result["outcome"] == "won")
     manifest = json.loads((out / "data" / "manifest.json").read_text())
-    assert sum(manifest["provenance"][k] for k in ("teacher", "teacher_repaired", "teacher_with_label_hint",
-                                                   "label_as_answer")) == manifest["counts"]["sft_rows"]
+    sources = ("teacher", "teacher_repaired", "teacher_with_label_hint", "label_repaired", "label_as_answer")
+    assert sum(manifest["provenance"][k] for k in sources) == manifest["counts"]["sft_rows"]
     assert result["provenance"] == manifest["provenance"]
     report = (out / "report.md").read_text()
     assert result["statement"] in report and "## Validation curve" in report
@@ -287,6 +319,7 @@ def test_diagnosis_reads_under_and_over_training_from_the_curve():
 @pytest.mark.parametrize("method", ["dpo", "rft"])
 def test_on_policy_round_trains_on_the_models_own_checked_answers(bake_run, bake_spec, method):
     from promptbake.bake import preference_rounds
+    from promptbake.bake_plan import BakePlan
     from sft.train import SFTRecipe
 
     out, _, overrides = bake_run
@@ -296,7 +329,8 @@ def test_on_policy_round_trains_on_the_models_own_checked_answers(bake_run, bake
     recipe = load_config(SFTRecipe, config.recipe, [f"model={config.model}", f"dataset={out / 'data'}",
                                                     "report_to=none"])
     sft = json.loads((out / "bake.json").read_text())["stages"]["sft"]
-    result = preference_rounds(config, spec, recipe, out, sft)
+    plan = BakePlan(**json.loads((out / "bake.json").read_text())["plan"])
+    result = preference_rounds(config, plan, spec, recipe, sft)
     (only,) = result["rounds"]
     samples = lines(out / "rounds" / "1" / "samples.jsonl")
     train_inputs = {r["prompt"][0]["content"] for r in lines(out / "data" / "train_inputs.jsonl")}
