@@ -32,6 +32,7 @@ from data_tools.near_dupes import LSH_MIN_ROWS, TooManyCandidates, lsh_note, sim
 from promptbake.core.config import DEFAULT_MODEL, InputError, StrictModel, apply_overrides, validate
 from promptbake.core.entry import stage_parser
 from promptbake.core.io import atomic_write_text, iter_jsonl, write_json
+from promptbake.core.layout import DatasetLayout
 
 # Values worth tracking, first match wins at each position: e-mails; phone-like digit runs (7+ characters of
 # digits, spaces, dots, dashes, brackets); numbers of 3+ digits (order ids, amounts, years; shorter ones are
@@ -111,9 +112,9 @@ def locate(dataset: str) -> tuple[Path, Path | None]:
         return path, None
     if not path.exists():
         raise InputError(f"{path}: dataset not found (give a build output directory or an sft_train.jsonl)")
-    if not (path / "sft_train.jsonl").is_file():
+    if not (path / DatasetLayout.SFT_TRAIN).is_file():
         raise InputError(f"{path}: no sft_train.jsonl in this directory (is it a build output directory?)")
-    return path / "sft_train.jsonl", path
+    return path / DatasetLayout.SFT_TRAIN, path
 
 
 # ---------------------------------------------------------------- findings
@@ -310,14 +311,14 @@ def main(config: LintConfig) -> dict:
     # a lone sft_train.jsonl has no held-out inputs or preference pairs to compare with
     eval_rows, pref_rows = ([] if build_dir is None or not (build_dir / name).is_file()
                             else read_rows(build_dir / name, ("prompt",))
-                            for name in ("eval_inputs.jsonl", "prefs_train.jsonl"))
+                            for name in (DatasetLayout.EVAL_INPUTS, DatasetLayout.PREFS_TRAIN))
     out_dir = Path(config.output_dir) if config.output_dir else (build_dir or sft_path.parent) / "lint"
     notes = []
 
     completions = by_completion(rows)
     exact, repeated, near = duplicates(rows, completions, near_pairs(list(completions), None, config,
                                                                      "near-duplicate completions", notes))
-    train = [("sft_train.jsonl", r) for r in rows] + [("prefs_train.jsonl", r) for r in pref_rows]
+    train = [(DatasetLayout.SFT_TRAIN, r) for r in rows] + [(DatasetLayout.PREFS_TRAIN, r) for r in pref_rows]
     leaked = leakage(eval_rows, train, near_pairs([r["prompt"] for r in eval_rows], [r["prompt"] for _, r in train],
                                                   config, "near leaks of eval inputs", notes))
     leak_texts = len(eval_rows) + len(train) if eval_rows else 0  # no eval rows: no leak search at all
@@ -328,7 +329,7 @@ def main(config: LintConfig) -> dict:
 
     rules = coverage = fixed = None
     if spec is not None:
-        manifest_path = build_dir / "manifest.json" if build_dir else None
+        manifest_path = build_dir / DatasetLayout.MANIFEST if build_dir else None
         if manifest_path and manifest_path.is_file():
             built_hash = json.loads(manifest_path.read_text(encoding="utf-8")).get("spec_hash")
             if built_hash and built_hash != spec.content_hash():

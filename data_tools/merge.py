@@ -31,16 +31,17 @@ from data_tools.spec import load_spec
 from promptbake.core.config import InputError
 from promptbake.core.entry import stage_parser
 from promptbake.core.io import iter_jsonl, write_json, write_jsonl
+from promptbake.core.layout import DatasetLayout
 
 # each file's rows, and how to find the input a row belongs to
 TRAIN_FILES = {
-    "sft_train.jsonl": lambda row: row["prompt"][0]["content"],
-    "prefs_train.jsonl": lambda row: row["prompt"][0]["content"],
-    "train_inputs.jsonl": lambda row: row["prompt"][0]["content"],
-    "rejects.jsonl": lambda row: row["input"],
+    DatasetLayout.SFT_TRAIN: lambda row: row["prompt"][0]["content"],
+    DatasetLayout.PREFS_TRAIN: lambda row: row["prompt"][0]["content"],
+    DatasetLayout.TRAIN_INPUTS: lambda row: row["prompt"][0]["content"],
+    DatasetLayout.REJECTS: lambda row: row["input"],
 }
 # the same in every shard (the split of the whole), with the count that says whether the build wrote it
-SHARED_FILES = {"eval_inputs.jsonl": "eval_inputs", "val_inputs.jsonl": "val_inputs"}
+SHARED_FILES = {DatasetLayout.EVAL_INPUTS: "eval_inputs", DatasetLayout.VAL_INPUTS: "val_inputs"}
 # every other count is a sum over the shards
 SHARED_COUNTS = ("inputs", "val_inputs", "eval_inputs", "leaked_train_inputs_dropped")
 
@@ -49,7 +50,7 @@ def read_shard(directory: Path) -> dict:
     """The manifest of a finished shard build."""
     if not directory.is_dir():
         raise InputError(f"{directory}: no such directory")
-    path = directory / "manifest.json"
+    path = directory / DatasetLayout.MANIFEST
     if not path.is_file():
         raise InputError(f"{directory}: an unfinished build (no manifest.json, which a build writes last): run "
                          "its `promptbake data build SPEC shard=i/N` again, which resumes it, then merge")
@@ -170,6 +171,8 @@ def merged_manifest(shards: list[tuple[Path, dict]]) -> dict:
         "fixed_answer": first.get("fixed_answer") and {**first["fixed_answer"], "from": "shard 1's rows"},
         "time_s": round(time_s, 1),  # summed over the shards: machine time, not the wall time of the build
         "examples_per_s": round(samples / time_s, 3) if time_s else None,
+        "profile_s": {k: round(sum(m.get("profile_s", {}).get(k, 0.0) for m in manifests), 1)  # machine time too
+                      for k in first.get("profile_s", {})},
         "merged_from": [{"dir": str(d), "shard": f"{m['shard']['index']}/{m['shard']['count']}",
                          "time_s": m["time_s"], **{k: m[k] for k in ("teacher_endpoints",) if k in m}}
                         for d, m in shards],
@@ -202,15 +205,15 @@ def main(out: str | Path, dirs: list[str | Path]) -> dict:
         raise InputError(f"no teacher sample passed every check in any shard, even after repair; see the shards' "
                          f"rejects.jsonl ({', '.join(str(d) for d in dirs)})")
     claim_build_dir(out, manifest["spec_hash"])  # the user's files or another spec's build: refused, untouched
-    (out / "manifest.json").unlink(missing_ok=True)  # the manifest marks a finished build: it goes last
+    (out / DatasetLayout.MANIFEST).unlink(missing_ok=True)  # the manifest marks a finished build: it goes last
     merge_rows(out, shards, positions)
     spec = spec_of_build(manifest)
     if spec is not None:
         items = [(t, item.label) for t, item in load_inputs(spec, quiet=True).items()]
-        rows = [row for _, row in iter_jsonl(out / "sft_train.jsonl")]
+        rows = [row for _, row in iter_jsonl(out / DatasetLayout.SFT_TRAIN)]
         manifest["fixed_answer"] = fixed_answer_finding(spec, items, rows)
     save_datasets(out)
-    write_json(out / "manifest.json", manifest)
+    write_json(out / DatasetLayout.MANIFEST, manifest)
     print_summary(manifest, out)
     print(f"[promptbake] merged {len(shards)} shards; their builds took {manifest['time_s']} s in all")
     return manifest

@@ -34,10 +34,11 @@ from pathlib import Path
 from data_tools.spec import PromptSpec, Sampling
 from promptbake.core.config import InputError
 from promptbake.core.io import append_jsonl, recover_journal
+from promptbake.core.layout import DatasetLayout
 
 log = logging.getLogger(__name__)
 
-JOURNAL = "synthesized.jsonl"
+JOURNAL = DatasetLayout.SYNTHESIZED
 ASK = "Write one new message."
 ASK_LABELLED = "Write one new message and its answer."
 ANSWER = re.compile(r"\n\s*Answer:[ \t]*")

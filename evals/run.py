@@ -59,8 +59,9 @@ class EvalConfig(StrictModel):
     """Samples per input of `base_prompted_best_of_n`; default the teacher's n, at least 4."""
     sampling: Sampling = Sampling(max_new_tokens=64)
     """Identical for every arm; greedy by default so that the comparison has no sampling noise."""
-    batch_size: PositiveInt = 16
-    """Identical for every arm, so that latencies are comparable."""
+    batch_size: PositiveInt = 64
+    """Inputs per batch, identical for every arm so that latencies are comparable (best-of-n: these inputs with
+    their n samples each)."""
     limit: PositiveInt | None = None
     """Evaluate only the first N inputs (a quick look)."""
     drift: DriftConfig = DriftConfig()

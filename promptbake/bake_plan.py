@@ -59,10 +59,29 @@ class BakePlan(StrictModel):
                 f"export {'on' if self.export else 'off'}; run directory {self.run_dir}")
 
 
+def validation_size(n_train: int, v, n_given: int | None = None) -> int:
+    """How many of the training inputs to set aside. `n_train` counts the training inputs there will be,
+    synthesized ones included; the slice comes from the `n_given` given ones, at most half of them."""
+    n = min(v.max_inputs, round(v.fraction * n_train))
+    if n < v.min_inputs:
+        n = v.min_inputs if n_train - v.min_inputs >= v.min_train_inputs else 0
+    if n_given is not None and n > n_given // 2:
+        n = n_given // 2 if n_given // 2 >= v.min_inputs else 0
+    return n
+
+
+def synthesis_target(spec, config) -> int:
+    """The spec's synthesis.min_inputs, else the bake's default where synthesis can apply (not to logs)."""
+    if spec.synthesis.min_inputs:
+        return spec.synthesis.min_inputs
+    if spec.inputs.format == "chat_logs":
+        return 0
+    return config.synthesis_min_inputs
+
+
 def make_plan(user_spec, config, run: Path) -> BakePlan:
     """The plan for baking `user_spec` (a loaded PromptSpec) with `config` (a BakeConfig) into `run`."""
     from data_tools.inputs import load_inputs, split_inputs
-    from promptbake.bake import synthesis_target, validation_size
 
     texts = list(load_inputs(user_spec, quiet=True))  # to plan the slice; the build reports repeats
     train, _ = split_inputs(texts, user_spec.split.eval_fraction, user_spec.split.seed)

@@ -22,6 +22,7 @@ from data_tools.scoring import all_pass, score
 from data_tools.spec import PromptSpec, Sampling
 from promptbake.core.config import StrictModel
 from promptbake.core.io import iter_jsonl, write_json, write_jsonl
+from promptbake.core.layout import DatasetLayout
 
 
 class RoundsSpec(StrictModel):
@@ -120,7 +121,7 @@ def run_round(k: int, adapter: str, rounds: RoundsSpec, spec: PromptSpec, train_
         return {**summary, "trained": False, "reason": f"fewer than rounds.min_pairs={rounds.min_pairs}"}
     data = out / "data"
     data.mkdir(exist_ok=True)
-    write_jsonl(data / ("prefs_train.jsonl" if rounds.method == "dpo" else "sft_train.jsonl"), rows)
+    write_jsonl(data / (DatasetLayout.PREFS_TRAIN if rounds.method == "dpo" else DatasetLayout.SFT_TRAIN), rows)
     batch = sft_recipe.training.per_device_train_batch_size
     steps = max(4, math.ceil(rounds.epochs * len(rows) / batch))
     every = max(1, math.ceil(steps / every_evals))

@@ -21,6 +21,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from data_tools.spec import load_spec
+from promptbake.core.layout import DatasetLayout
 from sft.recipe import BaseRecipe, load_for_training, peft_config, run_trainer, trainer_parser
 from sft.training import GROUP_BY_LENGTH, TRAINING_DEFAULTS, TrainingSpec
 
@@ -69,7 +70,8 @@ def encode(tokenizer, prompt: list[dict], completion: list[dict]) -> tuple[list[
 
 def main(recipe: DistillRecipe, resume: bool = False) -> Path:
     spec = load_spec(recipe.spec)
-    return run_trainer(recipe, resume, name="distill", rows_file="sft_train.jsonl", fields=("prompt", "completion"),
+    return run_trainer(recipe, resume, name="distill", rows_file=DatasetLayout.SFT_TRAIN,
+                       fields=("prompt", "completion"),
                        load=load_student, build=functools.partial(build_trainer, spec=spec),
                        details=f" teacher=base+full prompt of {spec.name}")
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from promptbake.core.config import InputError
+from promptbake.core.layout import DatasetLayout
 from sft.recipe import BaseRecipe, load_for_training, peft_config, run_trainer, trainer_parser
 from sft.training import TRAINING_DEFAULTS, TrainingSpec, documented_values
 
@@ -104,7 +105,7 @@ def main(recipe: DPORecipe, resume: bool = False, callbacks: list | None = None)
     (transformers TrainerCallbacks, e.g. sft.validation.ValidationCallback) join the trainer's own."""
     if recipe.init_adapter is not None:
         check_init_adapter(recipe)  # before any model loads
-    return run_trainer(recipe, resume, name="dpo", rows_file="prefs_train.jsonl", fields=PREFERENCE_FIELDS,
+    return run_trainer(recipe, resume, name="dpo", rows_file=DatasetLayout.PREFS_TRAIN, fields=PREFERENCE_FIELDS,
                        load=load_policy, build=build_trainer, callbacks=callbacks,
                        details=f" beta={recipe.beta} loss={recipe.loss_type} init_adapter={recipe.init_adapter}",
                        after_save=lambda trainer, save_dir: drop_reference_adapter(trainer.model, save_dir))

@@ -17,6 +17,7 @@ from pydantic import Field, PositiveInt, PrivateAttr, ValidationInfo, model_vali
 from promptbake.core.config import DEFAULT_MODEL, InputError, StrictModel, describe_problems, load_config
 from promptbake.core.entry import stage_parser
 from promptbake.core.io import atomic_dir, check_output_dir
+from promptbake.core.layout import DatasetLayout
 from sft.training import TrainingSpec, check_config, check_training, lift_top_level_fields
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -328,7 +329,7 @@ def train_and_save(trainer, recipe: BaseRecipe, tokenizer, rows_path: Path, prec
 
         if wandb.run is not None:
             log_sample_completions(trainer.model, tokenizer, rows_path)
-            log_provenance(wandb.run, rows_path.parent / "manifest.json")
+            log_provenance(wandb.run, rows_path.parent / DatasetLayout.MANIFEST)
         wandb.finish()  # close the run now, not at interpreter exit, so later stages don't log into it
     save_dir, kind = saved_output(recipe)
     if trainer.is_world_process_zero():
@@ -340,7 +341,7 @@ def train_and_save(trainer, recipe: BaseRecipe, tokenizer, rows_path: Path, prec
             info = {"base_model": recipe.model, "method": recipe.method, "dataset": str(rows_path),
                     "precision": precision,
                     "recipe": recipe.model_dump(mode="json") | {"training": recipe.training.config_values()}}
-            manifest = rows_path.parent / "manifest.json"
+            manifest = rows_path.parent / DatasetLayout.MANIFEST
             if manifest.exists():
                 info["data_manifest"] = json.loads(manifest.read_text())
             (tmp / RUN_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
@@ -352,7 +353,7 @@ def sample_prompts(rows_path: Path, n: int) -> list[list[dict]]:
     """A few prompts to show what the trained model does: held-out ones when the data build wrote them."""
     from promptbake.core.io import iter_jsonl
 
-    held_out = rows_path.parent / "eval_inputs.jsonl"
+    held_out = rows_path.parent / DatasetLayout.EVAL_INPUTS
     source = held_out if held_out.exists() else rows_path
     prompts = []
     for _, row in iter_jsonl(source):

@@ -23,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from promptbake.core.config import InputError
+from promptbake.core.layout import DatasetLayout
 from sft.dpo import PREFERENCE_FIELDS
 from sft.recipe import BaseRecipe, peft_config, quantization_for, run_trainer, trainer_parser
 from sft.training import TRAINING_DEFAULTS, TrainingSpec
@@ -50,7 +51,7 @@ class RewardRecipe(BaseRecipe):
 
 def main(recipe: RewardRecipe, resume: bool = False) -> Path:
     """Train and return the adapter directory (or the model directory for full fine-tuning)."""
-    return run_trainer(recipe, resume, name="reward", rows_file="prefs_train.jsonl", fields=PREFERENCE_FIELDS,
+    return run_trainer(recipe, resume, name="reward", rows_file=DatasetLayout.PREFS_TRAIN, fields=PREFERENCE_FIELDS,
                        load=load_sequence_classifier, build=build_trainer)
 
 

@@ -35,6 +35,7 @@ from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_
 from data_tools.scoring import score
 from data_tools.spec import Rule, load_spec
 from promptbake.core.config import FieldError, InputError
+from promptbake.core.layout import DatasetLayout
 from sft.recipe import BaseRecipe, peft_config, run_trainer, trainer_parser
 from sft.training import TRAINING_DEFAULTS, TrainingSpec
 
@@ -149,7 +150,7 @@ def main(recipe: RLRecipe, resume: bool = False) -> Path:
         scorer = load_reward_model(recipe.reward_model)
         reward_funcs.append(functools.partial(reward_model, scorer=scorer))
     build = functools.partial(build_trainer, reward_funcs=reward_funcs, scorer=scorer)
-    return run_trainer(recipe, resume, name="rl (grpo)", rows_file="sft_train.jsonl", fields=("prompt",),
+    return run_trainer(recipe, resume, name="rl (grpo)", rows_file=DatasetLayout.SFT_TRAIN, fields=("prompt",),
                        build=build, details=f" reward={recipe.reward} answers_per_prompt={recipe.num_generations}")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from promptbake.core.config import InputError
+from promptbake.core.layout import DatasetLayout
 from sft.recipe import BaseRecipe, load_for_training, peft_config, run_trainer, trainer_parser
 
 # Attention implementations that keep packed samples apart. TRL's padding-free batches carry each sample's
@@ -40,7 +41,7 @@ class SFTRecipe(BaseRecipe):
 def main(recipe: SFTRecipe, resume: bool = False, callbacks: list | None = None) -> Path:
     """Train and return the adapter directory (or the model directory for full fine-tuning). `callbacks`
     (transformers TrainerCallbacks, e.g. sft.validation.ValidationCallback) join the trainer's own."""
-    return run_trainer(recipe, resume, name="sft", rows_file="sft_train.jsonl", fields=("prompt", "completion"),
+    return run_trainer(recipe, resume, name="sft", rows_file=DatasetLayout.SFT_TRAIN, fields=("prompt", "completion"),
                        load=load_model, build=build_trainer, callbacks=callbacks)
 
 

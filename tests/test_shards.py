@@ -107,7 +107,7 @@ def test_shards_killed_and_resumed_merge_to_one_unsharded_build(tiny_spec, talka
     merged, unsharded = manifest_of(out), manifest_of(base)
     # the shards were built with overrides: the merge cannot reload their spec, and says whose rows found the
     # fixed answer (data_tools/merge.py spec_of_build)
-    timing = ("time_s", "examples_per_s", "merged_from", "fixed_answer")
+    timing = ("time_s", "examples_per_s", "profile_s", "merged_from", "fixed_answer")
     assert {k: v for k, v in merged.items() if k not in timing} == \
         {k: v for k, v in unsharded.items() if k not in timing}
     assert merged["fixed_answer"]["from"] == "shard 1's rows"
