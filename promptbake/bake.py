@@ -31,6 +31,7 @@ from pydantic import Field, PositiveInt, model_validator
 
 from promptbake.bake_plan import data_spec, make_plan, validation_size  # noqa: F401 (validation_size: its API)
 from promptbake.core.config import InputError, StrictModel, apply_overrides, load_config, validate
+from promptbake.core.contracts import EvalMetrics, Manifest, check_contract
 from promptbake.core.io import check_creatable, describe_contents, iter_jsonl, write_json
 from promptbake.core.layout import RunLayout
 from promptbake.core.models import DEFAULT_MODEL, RUN_INFO_FILE, check_model_fields
@@ -291,6 +292,9 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
     from promptbake.verdict import verdict
     from sft.validation import CURVE_FILE
 
+    # what the verdict reads, checked: a stage recorded by an older promptbake fails here with the field named
+    check_contract(Manifest, manifest, f"{data.manifest} (as recorded in {layout.state})")
+    check_contract(EvalMetrics, metrics, f"{layout.eval / 'metrics.json'} (as recorded in {layout.state})")
     curve = read_curve_rows(layout.sft / CURVE_FILE)
     result = verdict(metrics, manifest, curve, sft["budget_steps"], sft.get("truncated_rows", 0))
     profile = {"data": manifest.get("profile_s"), "sft": sft.get("profile_s"), "eval": metrics.get("profile_s")}

@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from promptbake.core.contracts import EvalMetrics, check_contract
+
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "configs" / "specs"
 
@@ -57,6 +59,7 @@ def main() -> None:
             continue
         v = json.loads(verdict_path.read_text())
         metrics = json.loads((out / "eval" / "metrics.json").read_text())
+        check_contract(EvalMetrics, metrics, out / "eval" / "metrics.json")
         # a resumed bake's own time counts only what was left; report the stages' total
         state = json.loads((out / "bake.json").read_text())
         total = sum(s.get("time_s", 0) for s in state["stages"].values()) / 60

@@ -170,6 +170,19 @@ def test_bake_resumes_finished_stages_and_refuses_a_changed_spec(bake_run, bake_
     assert state["stages"]["export"]["from"] == state["stages"]["sft"]["tuned_model"]
 
 
+def test_a_stage_recorded_by_an_older_promptbake_is_refused_with_its_field_named(bake_run, bake_spec, tmp_path):
+    out, _, overrides = bake_run
+    old = tmp_path / "old-run"
+    shutil.copytree(out, old)
+    state = json.loads((old / "bake.json").read_text())
+    del state["stages"]["eval"]["tuned_unprompted"]["all_rules_passed"]  # written before the verdict counted it
+    (old / "bake.json").write_text(json.dumps(state))
+    config, spec_overrides = load_bake(str(bake_spec), [*overrides, f"output_dir={old}"])
+    with pytest.raises(InputError, match=r"metrics.json \(as recorded in .*bake.json\): field "
+                                         r"'tuned_unprompted.all_rules_passed': Field required"):
+        bake(config, spec_overrides)
+
+
 def test_bake_with_drift_runs_the_drift_arm_and_carries_its_warning(bake_spec, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "bake"
     recipe = Path(__file__).resolve().parents[1] / "configs" / "sft" / "bake_lora.yaml"
