@@ -251,6 +251,21 @@ def summarise(records: list[dict], rule_ids: list[str], drift: DriftConfig) -> d
     return metrics
 
 
+def drift_summary(metrics: dict) -> dict | None:
+    """The drift figures a verdict states (an eval's metrics.json), or None when the drift arm did not run."""
+    drift = metrics.get("drift")
+    if not drift:
+        return None
+    base_right = round((drift["correct"]["base"] or 0) * drift["n_short"])
+    kept = drift["kept_correct"]
+    kl = drift["kl_per_token"]
+    return {"n": drift["n"], "kl_per_token": kl, "kept_correct": kept, "base_correct": base_right,
+            "statement": f"off the spec ({drift['n']} general questions, no prompt): KL from the base "
+                         + (f"{kl:.2f} nats/token" if kl is not None else "n/a") + "; keeps "
+                         + (f"{kept:.0%}" if kept is not None else "n/a")
+                         + f" of the {base_right} fact and arithmetic answers the base gets right"}
+
+
 def drift_warning(metrics: dict) -> str | None:
     """The bake's warning when the tuned model drifted past the thresholds recorded in `metrics["drift"]`
     (an eval's metrics.json), or None: when it did not, or when the drift arm did not run.

@@ -90,10 +90,14 @@ class BakeConfig(StrictModel):
     """Inputs answered together by validation and by every eval arm (best-of-n: these inputs with their n samples
     each). Wide batches cost little more per decode step than narrow ones on a CPU: the demo's 36 held-out inputs
     took 19.0 s in one batch and 36.9 s in batches of 16 (SmolLM2-135M, one thread)."""
-    drift: bool = False
+    drift: bool = True
     """Also run the eval's `drift` arm: the tuned model vs the base, no prompt, on general questions outside the
-    spec (KL per token, facts it still gets right, format leaking into unrelated answers; evals/drift.py), and
-    warn in the verdict when it drifted past the thresholds. About 2 CPU-minutes with SmolLM2-135M."""
+    spec (KL per token, the share of the base's correct fact and arithmetic answers the tuned model keeps, format
+    leaking into unrelated answers; evals/drift.py); the verdict reports it and warns when the tuned model drifted
+    past the thresholds. What baking costs the model elsewhere is part of whether the bake won."""
+    drift_questions: PositiveInt | None = 40
+    """How many of the 100 shipped general questions the drift arm asks (the first N: facts, arithmetic, how-to
+    and writing interleaved; 40 hold 23 fact and arithmetic ones); None asks all of them."""
     inference_arms: bool = True
     """Also measure what a user could do instead of training: the prompted base's answers repaired by the spec's
     repairs (base_prompted_repaired) and its best of n samples by the checks (base_prompted_best_of_n; about as
@@ -152,6 +156,7 @@ STAGES = ["data", "sft", "rounds", "eval", "export"]
 # the finished stages after it are run again (report_to changes nothing a stage produces)
 FIELD_STAGE = {"model": "data", "synthesis_min_inputs": "data", "validation": "data", "recipe": "sft",
                "budget": "sft", "rounds": "rounds", "eval_batch_size": "eval", "drift": "eval",
+               "drift_questions": "eval",
                "inference_arms": "eval", "best_of_n": "eval", "judge": "eval", "judge_model": "eval",
                "export": "export", "report_to": None}
 
@@ -245,6 +250,7 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
                              base_model=config.model, tuned_model=config.model,
                              sampling={"max_new_tokens": plan.max_new_tokens}, batch_size=plan.eval_batch_size,
                              arms=plan.arms, train_rows=str(data.sft_train), best_of_n=config.best_of_n,
+                             drift={"limit": config.drift_questions},
                              judge={"model": config.judge_model or config.model, "against": "base_prompted",
                                     "arms": ["tuned_unprompted"], "criteria": CONTENT_CRITERIA}
                              if plan.judge else None,
@@ -287,7 +293,7 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
         stage("export", "4/4 export: merge the kept adapter into standalone weights",
               lambda: export(tuned, layout.merged))
 
-    from evals.drift import drift_warning
+    from evals.drift import drift_summary, drift_warning
     from promptbake.bake_report import print_verdict, read_curve_rows, write_reports
     from promptbake.verdict import verdict
     from sft.validation import CURVE_FILE
@@ -301,7 +307,7 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
     result.update(spec=spec.name, run_dir=str(run), time_s=round(time.time() - start, 1), stage_times_s=stage_times,
                   profile_s={stage: p for stage, p in profile.items() if p},
                   kept_step=sft.get("kept_step"), budget_steps=sft["budget_steps"],
-                  drift_warning=drift_warning(metrics))
+                  drift=drift_summary(metrics), drift_warning=drift_warning(metrics))
     write_json(layout.verdict, result)
     write_reports(run, result, metrics, curve, sft, rounds_done=state.done("rounds"))
     print_verdict(result, metrics, run)

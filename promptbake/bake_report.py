@@ -47,8 +47,10 @@ def report_markdown(result: dict, metrics: dict, curve: list[dict], sft: dict) -
         lines += [f"**Against the inference-time alternatives:** {result['alternatives']}", ""]
     if provenance_line(result.get("provenance")):
         lines += [f"**Provenance:** {provenance_line(result['provenance'])}", ""]
+    if result.get("drift"):
+        lines += [f"**Drift** {result['drift']['statement']}", ""]
     if result.get("drift_warning"):
-        lines += [f"**Drift:** {result['drift_warning']}", ""]
+        lines += [f"**Drift warning:** {result['drift_warning']}", ""]
     if result["diagnosis"]:
         lines += ["## Diagnosis", "", *[f"- {d}" for d in result["diagnosis"]], "",
                   f"**Try first:** {result['try_first']}", ""]
@@ -82,8 +84,10 @@ def print_verdict(result: dict, metrics: dict, run: Path) -> None:
         print(f"  - {d}")
     if result["try_first"]:
         print(f"try first: {result['try_first']}")
+    if result.get("drift"):
+        print(f"drift {result['drift']['statement']}")
     if result.get("drift_warning"):
-        print(f"drift: {result['drift_warning']}")
+        print(f"drift warning: {result['drift_warning']}")
     base, tuned = metrics["base_prompted"], metrics["tuned_unprompted"]
     print(f"prompt tokens per request: {base['prompt_tokens_per_request']:.0f} -> "
           f"{tuned['prompt_tokens_per_request']:.0f}; latency per request: "
@@ -112,8 +116,10 @@ def report_html(result: dict, metrics: dict, curves: list[tuple[str, list[dict]]
                     f"{escape(result['alternatives'])}</p>")
     if provenance_line(result.get("provenance")):
         body.append(f"<p><strong>Provenance:</strong> {escape(provenance_line(result['provenance']))}</p>")
+    if result.get("drift"):
+        body.append(f"<p><strong>Drift</strong> {escape(result['drift']['statement'])}</p>")
     if result.get("drift_warning"):
-        body.append(f"<p><strong>Drift:</strong> {escape(result['drift_warning'])}</p>")
+        body.append(f"<p><strong>Drift warning:</strong> {escape(result['drift_warning'])}</p>")
     if result["diagnosis"]:
         body.append("<h2>Diagnosis</h2><ul>" + "".join(f"<li>{escape(d)}</li>" for d in result["diagnosis"])
                     + f"</ul><p><strong>Try first:</strong> {escape(result['try_first'])}</p>")

@@ -14,7 +14,7 @@ from promptbake.bake import main as bake
 from promptbake.core.config import InputError, load_config
 from promptbake.verdict import is_won, min_decisive_n, verdict
 
-FAST = ["report_to=none", "export=false", "synthesis_min_inputs=0", "budget.min_steps=4", "budget.max_steps=6",
+FAST = ["report_to=none", "export=false", "drift=false", "synthesis_min_inputs=0", "budget.min_steps=4", "budget.max_steps=6",
         "validation.fraction=0.3", "validation.min_inputs=2", "validation.min_train_inputs=4",
         "validation.evaluations=3", "validation.patience=2", "eval_batch_size=8"]
 
@@ -174,10 +174,12 @@ def test_a_stage_recorded_by_an_older_promptbake_is_refused_with_its_field_named
     out, _, overrides = bake_run
     old = tmp_path / "old-run"
     shutil.copytree(out, old)
+    config, spec_overrides = load_bake(str(bake_spec), [*overrides, f"output_dir={old}"])
     state = json.loads((old / "bake.json").read_text())
     del state["stages"]["eval"]["tuned_unprompted"]["all_rules_passed"]  # written before the verdict counted it
+    # the config as this call gives it (other tests resume the shared run with other settings)
+    state["config"] = config.model_dump(mode="json", exclude={"output_dir"}, exclude_defaults=True)
     (old / "bake.json").write_text(json.dumps(state))
-    config, spec_overrides = load_bake(str(bake_spec), [*overrides, f"output_dir={old}"])
     with pytest.raises(InputError, match=r"metrics.json \(as recorded in .*bake.json\): field "
                                          r"'tuned_unprompted.all_rules_passed': Field required"):
         bake(config, spec_overrides)
@@ -191,12 +193,18 @@ def test_bake_with_drift_runs_the_drift_arm_and_carries_its_warning(bake_spec, t
     result = bake(config, spec_overrides)
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     drift = metrics["drift"]
-    assert drift["n"] == 100 and (out / "eval" / "answers_drift.jsonl").exists()
+    # the bake's default slice of the general questions, its figures in the verdict, printed and in the report
+    assert drift["n"] == 40 and len(lines(out / "eval" / "answers_drift.jsonl")) == 40
     assert result["drift_warning"] == drift["warning"] == json.loads((out / "verdict.json").read_text())[
         "drift_warning"]
-    if drift["warning"]:
-        assert f"drift: {drift['warning']}" in capsys.readouterr().out
-        assert f"**Drift:** {drift['warning']}" in (out / "report.md").read_text()
+    summary = result["drift"]
+    assert summary["n"] == 40 and summary["kl_per_token"] == drift["kl_per_token"]  # None: the tiny base says nothing
+    assert summary["kept_correct"] == drift["kept_correct"]
+    assert summary["statement"].startswith("off the spec (40 general questions, no prompt): KL from the base ")
+    printed, report = capsys.readouterr().out, (out / "report.md").read_text()
+    assert f"drift {summary['statement']}" in printed and f"**Drift** {summary['statement']}" in report
+    assert (f"drift warning: {drift['warning']}" in printed) == bool(drift["warning"])
+    assert (f"**Drift warning:** {drift['warning']}" in report) == bool(drift["warning"])
 
 
 def test_a_changed_field_restarts_a_stage_killed_part_way_instead_of_resuming_it(tmp_path, capsys):

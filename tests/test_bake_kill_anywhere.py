@@ -47,7 +47,8 @@ OVERRIDES = ["report_to=none", "synthesis_min_inputs=20", "spec.synthesis.max_ne
              "budget.min_steps=4", "budget.max_steps=6", "validation.fraction=0.3", "validation.min_inputs=2",
              "validation.min_train_inputs=4", "validation.evaluations=3", "validation.patience=2",
              "rounds.method=dpo", "rounds.max_rounds=1", "rounds.samples=2", "rounds.min_pairs=1",
-             "rounds.epochs=1", "rounds.learning_rate=1e-2", "eval_batch_size=8", "judge=true", "export=true"]
+             "rounds.epochs=1", "rounds.learning_rate=1e-2", "eval_batch_size=8", "judge=true", "drift=false",
+             "export=true"]
 
 TIMING = {"latency_s_per_request", "throughput_requests_per_s", "time_s", "examples_per_s", "stage_times_s",
           "profile_s"}
