@@ -12,6 +12,17 @@ def score(rules: list[Rule], input: str, response: str, label: str | None = None
     return {r.id: r.check.evaluate(input, response, label) for r in rules if r.check is not None}
 
 
+def adherence(rules: list[Rule], scored: list[dict[str, CheckResult]]) -> tuple[float, dict[str, float]]:
+    """(all-rules adherence, adherence per checked rule) of scored answers (`score`'s results, one per answer):
+    the one definition validation and the eval arms share."""
+    rule_ids = [r.id for r in rules if r.check is not None]
+    n = len(scored)
+    if n == 0:
+        return 0.0, {rid: 0.0 for rid in rule_ids}
+    return (sum(all_pass(results) for results in scored) / n,
+            {rid: sum(results[rid].passed for results in scored) / n for rid in rule_ids})
+
+
 def all_pass(results: dict[str, CheckResult]) -> bool:
     return all(r.passed for r in results.values())
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 from data_tools.format_only import best_fixed_answer, fixed_answers
-from data_tools.scoring import all_pass, failures, repair_best_effort, score, score_loose
+from data_tools.scoring import adherence, all_pass, failures, repair_best_effort, score, score_loose
 from data_tools.spec import PromptSpec, Sampling
 from evals.stats import wilson_ci95
 from promptbake.core.io import iter_jsonl
@@ -185,15 +185,14 @@ def score_answers(spec: PromptSpec, items: list[Item], answers: list[list[str]],
 
     rule_ids = [r.id for r in spec.rules if r.check is not None]
     label_rules = [r.id for r in spec.rules if r.check is not None and r.check.uses_label]
-    records, strict, loose, matches = [], [], [], []
-    per_rule = {rid: [] for rid in rule_ids}
+    records, strict, loose, matches, scored = [], [], [], [], []
     per_rule_loose = {rid: [] for rid in rule_ids}
     for (text, label), texts in zip(items, answers):
         for answer in texts:
             results = score(spec.rules, text, answer, label)
+            scored.append(results)
             results_loose = score_loose(spec.rules, text, answer, label)
             for rid in rule_ids:
-                per_rule[rid].append(results[rid].passed)
                 per_rule_loose[rid].append(results_loose[rid])
             strict.append(all_pass(results))
             loose.append(all(results_loose.values()))
@@ -208,13 +207,14 @@ def score_answers(spec: PromptSpec, items: list[Item], answers: list[list[str]],
                 record.update(label=label, label_match=all(fields.values()), label_match_fields=fields)
             records.append(record)
     n = len(strict)
+    all_rules, per_rule = adherence(spec.rules, scored)  # validation's definition too (data_tools/scoring.py)
     distinct = len({" ".join(r["answer"].split()) for r in records})
     metrics = {
         "n": n,
         "all_rules_passed": sum(strict),
-        "all_rules_adherence": sum(strict) / n,
+        "all_rules_adherence": all_rules,
         "all_rules_ci95": list(wilson_ci95(sum(strict), n)),
-        "per_rule": {rid: sum(v) / n for rid, v in per_rule.items()},
+        "per_rule": per_rule,
         "all_rules_adherence_loose": sum(loose) / n,
         "all_rules_loose_ci95": list(wilson_ci95(sum(loose), n)),
         "per_rule_loose": {rid: sum(v) / n for rid, v in per_rule_loose.items()},

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from data_tools.scoring import all_pass, score
+from data_tools.scoring import adherence, score
 from data_tools.spec import PromptSpec, Sampling
 from promptbake.core.io import append_jsonl, atomic_dir, check_output_dir, recover_journal, write_jsonl
 from promptbake.core.models import RUN_INFO_FILE, is_run_output
@@ -54,16 +54,8 @@ class ValidationPoint:
 def score_answers(spec: PromptSpec, items: list[tuple[str, str | None]], answers: list[str]
                   ) -> tuple[float, dict[str, float]]:
     """(all-rules adherence, adherence per rule) of one answer per input."""
-    rule_ids = [r.id for r in spec.rules if r.check is not None]
-    passes = {rid: 0 for rid in rule_ids}
-    n_all = 0
-    for (text, label), answer in zip(items, answers):
-        results = score(spec.rules, text, answer, label)
-        n_all += all_pass(results)
-        for rid in rule_ids:
-            passes[rid] += results[rid].passed
-    n = len(items)
-    return n_all / n, {rid: k / n for rid, k in passes.items()}
+    return adherence(spec.rules, [score(spec.rules, text, answer, label)
+                                  for (text, label), answer in zip(items, answers)])
 
 
 def read_curve(out_dir: Path) -> list[ValidationPoint]:
