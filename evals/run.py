@@ -11,7 +11,7 @@ are defined in evals/arms.py.
 Writes `metrics.json` (per arm: all_rules_adherence, all_rules_passed, all_rules_ci95, per_rule, label_match
 where inputs have labels, answer_diversity, prompt_tokens_per_request, generated_tokens_per_request,
 latency_s_per_request, n; and vs_base_prompted: arm -> McNemar p-value; and
-drift: the drift arm's figures, with answers_drift.jsonl),
+drift: the drift arm's figures, with answers_drift.jsonl; profile_s: seconds per model load, arm, judge, drift),
 `answers_<arm>.jsonl` with every answer and its failed checks, and prints a comparison table.
 """
 

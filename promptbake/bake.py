@@ -255,6 +255,8 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
                                     "arms": ["tuned_unprompted"], "criteria": CONTENT_CRITERIA}
                              if plan.judge else None,
                              report_to=config.report_to, output_dir=str(layout.eval))
+    # Only what differs from the defaults is recorded and compared: a promptbake upgrade that adds a field with a
+    # default must not make an earlier run of the same spec and overrides look like a different one.
     state = RunState(run, user_spec.model_dump(mode="json", exclude={"output_dir"}, exclude_defaults=True),
                      config.model_dump(mode="json", exclude={"output_dir"}, exclude_defaults=True), config.spec)
     recipe.trainer_config()  # TRL's own checks of the recipe: they import TRL (seconds), so after the cheap ones
