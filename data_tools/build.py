@@ -38,6 +38,7 @@ from tqdm import tqdm
 from data_tools.backends import Completion, LocalBackend
 from data_tools.format_only import best_fixed_answer, fixed_answers, format_only_warning
 from data_tools.inputs import InputItem, carve_validation, input_id, load_inputs, split_inputs
+from data_tools.label_repair import label_repair
 from data_tools.scoring import all_pass, failures, repair, score
 from data_tools.shards import Shard, load_sharded, shard_train
 from data_tools.spec import PromptSpec, Sampling
@@ -192,10 +193,11 @@ def add_synthesized(spec: PromptSpec, inputs: dict[str, InputItem], train: list[
 
 def select(spec: PromptSpec, text: str, samples: list[str], label: str | dict | None = None,
            label_is_answer: bool = True) -> dict:
-    """Score one input's samples: pick the best passing answer (raw before repaired, then the input's own
-    label when it passes every check, `teacher.label_fallback` allows and `label_is_answer`: not for a label
-    the teacher guessed), a rejected one for a preference pair, or report why every sample failed. `label`
-    feeds the checks that compare with it."""
+    """Score one input's samples: pick the best passing answer (raw, then repaired by the checks' repairs, then
+    label-repaired: a sample that fails only label-reading checks with the label's fields set, then the input's
+    own label when it passes every check; the last two where `teacher.label_repair` / `label_fallback` allow and
+    `label_is_answer`: not for a label the teacher guessed), a rejected one for a preference pair, or report why
+    every sample failed. `label` feeds the checks that compare with it."""
     scored = [(s, score(spec.rules, text, s, label)) for s in samples]
     raw_pass = [i for i, (_, r) in enumerate(scored) if all_pass(r)]
     failing = [s for s, r in scored if not all_pass(r)]
@@ -207,11 +209,17 @@ def select(spec: PromptSpec, text: str, samples: list[str], label: str | dict | 
         # a repair that had to cut mid-sentence leaves a fragment: prefer one that ends a sentence
         fixed.sort(key=lambda f: not f[1].rstrip().endswith((".", "!", "?")))
         (index, chosen), repaired = (fixed[0], True) if fixed else ((None, None), False)
+    label_repaired = False
+    if chosen is None and spec.teacher.label_repair and label_is_answer:
+        fixed = [(i, f) for i, f in enumerate(label_repair(spec.rules, text, s, label, spec.inputs.label_json_key)
+                                              for s in samples) if f is not None]
+        (index, chosen), label_repaired = (fixed[0], True) if fixed else ((None, None), False)
     from_label = False
     if chosen is None and spec.teacher.label_fallback and label_is_answer and isinstance(label, str) \
             and all_pass(score(spec.rules, text, label, label)):
         chosen, from_label = label, True
-    return {"chosen": chosen, "index": index, "repaired": repaired, "from_label": from_label,
+    return {"chosen": chosen, "index": index, "repaired": repaired, "label_repaired": label_repaired,
+            "from_label": from_label,
             "rejected": failing[0] if failing else None, "scored": scored}
 
 
@@ -272,7 +280,7 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
 
     sft_rows, pref_rows, rejects = [], [], []
     rule_passes: Counter[str] = Counter()
-    n_samples = n_raw_all_pass = n_repaired = n_from_labels = 0
+    n_samples = n_raw_all_pass = n_repaired = n_label_repaired = n_from_labels = 0
     provenance: Counter[str] = Counter()
     unconfirmed: set[str] = set()
     for text in train:
@@ -290,6 +298,7 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
                                                        for s, r in picked["scored"]]})
             continue
         n_repaired += picked["repaired"]
+        n_label_repaired += picked["label_repaired"]
         n_from_labels += picked["from_label"]
         provenance[row_source(spec, picked, hinted_from.get(input_id(text)))] += 1
         provenance["synthesized_inputs"] += inputs[text].synthesized
@@ -324,12 +333,14 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
             "synthesized_unconfirmed": len(unconfirmed), "train_inputs": len(train),
             "val_inputs": len(validation),
             "eval_inputs": len(held_out),
-            "samples": n_samples, "sft_rows": len(sft_rows), "sft_rows_raw": len(sft_rows) - n_repaired - n_from_labels,
-            "sft_rows_repaired": n_repaired, "sft_rows_from_labels": n_from_labels, "pref_rows": len(pref_rows),
+            "samples": n_samples, "sft_rows": len(sft_rows),
+            "sft_rows_raw": len(sft_rows) - n_repaired - n_label_repaired - n_from_labels,
+            "sft_rows_repaired": n_repaired, "sft_rows_label_repaired": n_label_repaired,
+            "sft_rows_from_labels": n_from_labels, "pref_rows": len(pref_rows),
             "rejects": len(rejects), "leaked_train_inputs_dropped": leaked,
             **retry_stats,
         },
-        # where each training answer came from (the first four add up to sft_rows); synthesized_inputs counts
+        # where each training answer came from (all but the last add up to sft_rows); synthesized_inputs counts
         # the rows, of any source, whose input the teacher wrote
         "provenance": {key: provenance[key] for key in PROVENANCE},
         "fixed_answer": fixed,
@@ -359,15 +370,18 @@ def fixed_answer_finding(spec: PromptSpec, items: list[tuple[str, str | dict | N
             "warning": warning}
 
 
-PROVENANCE = ("teacher", "teacher_repaired", "teacher_with_label_hint", "label_as_answer", "logged_answer",
-              "synthesized_inputs")
+PROVENANCE = ("teacher", "teacher_repaired", "teacher_with_label_hint", "label_repaired", "label_as_answer",
+              "logged_answer", "synthesized_inputs")
 
 
 def row_source(spec: PromptSpec, picked: dict, hinted_from: int | None) -> str:
     """Where a training answer came from: the teacher's own sample (as written, or repaired), a sample the
-    teacher wrote with the input's label hinted in its prompt, the label itself, or a chat log's answer."""
+    teacher wrote with the input's label hinted in its prompt, a sample with the label's fields set from the
+    label, the label itself, or a chat log's answer."""
     if picked["from_label"] or spec.teacher.backend == "labels":
         return "label_as_answer"
+    if picked["label_repaired"]:
+        return "label_repaired"
     if spec.teacher.backend == "logs":
         return "logged_answer"
     if hinted_from is not None and picked["index"] is not None and picked["index"] >= hinted_from:
@@ -423,7 +437,8 @@ def print_summary(manifest: dict, out_dir: Path) -> None:
     table.add_column("what")
     table.add_column("value", justify="right")
     for key in ("synthesized_inputs", "synthesized_unconfirmed", "train_inputs", "val_inputs", "eval_inputs",
-                "samples", "sft_rows", "sft_rows_repaired", "sft_rows_from_labels", "pref_rows", "rejects",
+                "samples", "sft_rows", "sft_rows_repaired", "sft_rows_label_repaired", "sft_rows_from_labels",
+                "pref_rows", "rejects",
                 "retry_inputs", "retry_rescued", "hinted_inputs", "hinted_rescued"):
         if key in c:
             table.add_row(key, str(c[key]))
@@ -435,6 +450,10 @@ def print_summary(manifest: dict, out_dir: Path) -> None:
     for rule_id, rate in manifest["raw_pass_rate_per_rule"].items():
         table.add_row(f"raw pass: {rule_id}", f"{rate:.0%}")
     Console().print(table)
+    if c.get("sft_rows_label_repaired"):
+        print(f"[promptbake] {c['sft_rows_label_repaired']} of {c['sft_rows']} training rows are teacher answers whose "
+              "label fields were set from the label (every check but the label-reading ones passed them; "
+              "teacher.label_repair)")
     if c.get("sft_rows_from_labels"):
         print(f"[promptbake] {c['sft_rows_from_labels']} of {c['sft_rows']} training rows take the input's own label "
               "as the answer: every teacher sample failed for them, and the label passes every check")

@@ -72,6 +72,10 @@ class InputsSpec(StrictModel):
     """Several label columns instead of one (e.g. [category, urgent]): the label is then a dict of them, which
     `python` checks receive as their third argument and the evals match field by field against the answer's
     JSON. Every row must carry every field."""
+    label_json_key: str | None = None
+    """With one `label_field` whose value is one key of a JSON answer (a ticket's category), that key, e.g.
+    `category`: a label repair (`teacher.label_repair`) may then set it. Without it a plain label's place in the
+    answer is unknown and no answer is label-repaired for it (`label_fields` are the answer's keys by name)."""
     system_prompts: list[str] = []
     """`chat_logs` only: use a log only if its system prompt is one of these (empty: any)."""
     checks: list[Check] = []
@@ -111,6 +115,9 @@ class InputsSpec(StrictModel):
             raise ValueError("`chat_logs` reads a JSONL `path` of messages; it takes no `label_field`")
         if self.label_field and self.label_fields:
             raise ValueError("give `label_field` (one column) or `label_fields` (several), not both")
+        if self.label_json_key and not self.label_field:
+            raise ValueError("`label_json_key` says which key of a JSON answer the one `label_field` holds: set "
+                             "`label_field` (several `label_fields` are the answer's keys by their own names)")
         if self.label_fields and self.template is not None:
             raise ValueError("`label_fields` are columns of an input file; a `template` has none")
         return self
@@ -266,6 +273,12 @@ class TeacherSpec(StrictModel):
     """When every sample of an input fails, take the input's label as its answer if the label itself passes
     every check (a label that is the whole answer: an extraction, a call, a short reply). The manifest
     counts these rows."""
+    label_repair: bool = True
+    """When every sample of an input fails, even after the repairs, a sample whose only failing checks read the
+    label and whose answer is a JSON object gets the label's fields set from the label (`inputs.label_fields`,
+    or `inputs.label_json_key` for one `label_field`) and is kept if it then passes every check: the teacher's
+    other fields are better training text than the bare label (data_tools/label_repair.py). Tried before
+    `label_fallback`; the manifest counts these rows as `label_repaired`."""
 
     @model_validator(mode="after")
     def _one_endpoint_form(self):
