@@ -290,6 +290,16 @@ class TeacherSpec(StrictModel):
                 raise FieldError([(("endpoints", i, "base_url"), f"{url} is listed twice")])
         return self
 
+    @model_validator(mode="after")
+    def _model_exists(self):
+        """A teacher model loaded here (`local`, `vllm`) must exist: a wrong path is refused when the spec loads,
+        naming `teacher.model` and its line, not after the inputs are read (promptbake.core.models)."""
+        if self.backend in ("local", "vllm"):
+            from promptbake.core.models import check_model_fields
+
+            check_model_fields({"model": self.model})
+        return self
+
     def endpoint_list(self) -> list[EndpointSpec]:
         """The endpoints of the `openai` backend: `endpoints`, or the one `endpoint`."""
         return list(self.endpoints) or ([self.endpoint] if self.endpoint is not None else [])

@@ -205,8 +205,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default="train,generate,bake", help="comma-separated: train, generate, bake")
     parser.add_argument("--note", default=None, help="why a figure fell (the regression test then accepts it)")
-    parser.add_argument("--readme", action="store_true", help="only redraw README's table from the record")
+    parser.add_argument("--readme", action="store_true",
+                        help="only redraw README's table from the record (with --note: first set that note on the "
+                             "newest line, e.g. to explain a fall found after the run)")
     args = parser.parse_args()
+    if args.readme and args.note:
+        history = read_history()
+        history[-1]["note"] = args.note
+        HISTORY.write_text("".join(json.dumps(line) + "\n" for line in history))
     if not args.readme:
         only = set(args.only.split(","))
         unknown = only - {"train", "generate", "bake"}

@@ -56,6 +56,10 @@ CASES = [
     ("vllm lora without a name", {}, ["data", "serve-vllm", "TINY", "--lora", "runs/x/adapter"],
      "--lora 'runs/x/adapter': expected NAME=ADAPTER_DIR, e.g. tuned=runs/demo/sft/adapter"),
     ("spec missing", {}, ["data", "build", "{tmp}/nope.yaml"], "{tmp}/nope.yaml: file not found"),
+    ("spec teacher model missing", {"s.yaml": spec("teacher: {model: TINY}", "teacher: {model: ./no/teacher}"),
+                                    "inputs.jsonl": INPUTS},
+     ["data", "build", "{tmp}/s.yaml"], "{tmp}/s.yaml:8: field 'teacher.model': './no/teacher': no such directory "
+                                       "or file"),
     ("spec invalid yaml", {"s.yaml": "name: [unclosed\n"}, ["data", "build", "{tmp}/s.yaml"],
      "{tmp}/s.yaml:2: invalid YAML: expected ',' or ']', but got '<stream end>'"),
     ("spec empty", {"s.yaml": ""}, ["data", "build", "{tmp}/s.yaml"], "{tmp}/s.yaml: file is empty"),

@@ -63,7 +63,7 @@ name: lr
 rules:
 {rules}
 inputs: {{path: tickets.jsonl, {labels}}}
-teacher: {{model: unused, sampling: {{n: 2, temperature: 1.0}}}}
+teacher: {{model: smollm2-135m-instruct, sampling: {{n: 2, temperature: 1.0}}}}
 split: {{eval_fraction: 0.25, seed: 0}}
 output_dir: {out}
 """

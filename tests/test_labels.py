@@ -47,7 +47,7 @@ def write_triage(tmp_path: Path, model, hint='"The correct category is {category
 
 
 def test_label_fields_make_a_dict_label_and_a_teacher_hint(tmp_path):
-    spec = load_spec(write_triage(tmp_path, "unused"))
+    spec = load_spec(write_triage(tmp_path, "smollm2-135m-instruct"))
     inputs = load_inputs(spec)
     assert inputs["ticket 2: my parcel is late"].label == {"category": "shipping", "urgent": True}
     hint = spec.hint_for(inputs["ticket 3: my parcel is late"].label)
@@ -60,12 +60,12 @@ def test_label_fields_make_a_dict_label_and_a_teacher_hint(tmp_path):
 def test_hint_naming_a_field_the_inputs_lack_fails_at_load(tmp_path):
     with pytest.raises(InputError,
                        match=r"triage.yaml:\d+: field 'teacher': .*hint names \['priority'\], which the inputs lack"):
-        load_spec(write_triage(tmp_path, "unused", hint='"Priority {priority}"'))
+        load_spec(write_triage(tmp_path, "smollm2-135m-instruct", hint='"Priority {priority}"'))
 
 
 def test_row_missing_a_label_field_names_file_line_and_field(tmp_path):
     rows = [*TICKETS[:3], {"input": "ticket x", "category": "billing"}]
-    spec = load_spec(write_triage(tmp_path, "unused", rows=rows))
+    spec = load_spec(write_triage(tmp_path, "smollm2-135m-instruct", rows=rows))
     with pytest.raises(InputError, match=r"tickets.jsonl:4: label field 'urgent' is missing"):
         load_inputs(spec)
 

@@ -31,7 +31,7 @@ def unlabelled(texts: list[str]) -> list[tuple[str, None]]:
     return [(t, None) for t in texts]
 
 
-def make_spec(tmp_path: Path, target=8, model="unused"):
+def make_spec(tmp_path: Path, target=8, model="smollm2-135m-instruct"):
     (tmp_path / "q.txt").write_text("\n".join(GIVEN) + "\n")
     (tmp_path / "s.yaml").write_text(SPEC.format(target=target, model=model, out=tmp_path / "data"))
     return load_spec(tmp_path / "s.yaml")
@@ -109,7 +109,7 @@ rules:
   - {id: short, text: One or two words., check: {kind: max_words, n: 2}}
 inputs: {path: c.jsonl, label_field: label}
 synthesis: {min_inputs: 8, samples_per_request: 2, max_rounds: 1}
-teacher: {model: unused, sampling: {n: 2, temperature: 1.0, max_new_tokens: 8}}
+teacher: {model: smollm2-135m-instruct, sampling: {n: 2, temperature: 1.0, max_new_tokens: 8}}
 split: {eval_fraction: 0.25, seed: 0}
 output_dir: data
 """
