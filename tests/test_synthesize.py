@@ -88,17 +88,54 @@ def test_synthesis_needs_seeds_and_no_chat_logs(tmp_path):
         load_spec(tmp_path / "s.yaml", ["inputs.format=chat_logs", "inputs.checks=[]"])
 
 
-def test_build_adds_synthesized_inputs_to_the_training_side_only(tmp_path, tiny_model_dir):
-    spec = make_spec(tmp_path, target=10, model=tiny_model_dir)
+NEW_QUESTIONS = ["How do I patch a hole in drywall?", "How do I fix a dripping tap?",  # the second: a given one
+                 "Why does my fridge hum at night?", "How can I stop a window from rattling?",
+                 "What oil keeps a hinge quiet?", "How do I reseal a bathtub?", "How do I oil a squeaky fan?",
+                 "How do I level a wobbly table?", "How can I quiet a noisy pipe?"]
+
+
+class ScriptedTeacher:
+    """A teacher (the backends' interface) that writes one new question each time synthesis asks for an input, and
+    a short answer to everything else, so that the build's use of what synthesis keeps is what is tested."""
+
+    def __init__(self):
+        self.asked_for_inputs = 0
+
+    def generate(self, conversations, sampling, on_batch=None, skip=()):
+        from data_tools.backends import Completion
+        from data_tools.synthesize import ASK
+
+        out = []
+        for i, conversation in enumerate(conversations):
+            if conversation[-1]["content"] == ASK:
+                texts = []
+                for _ in range(sampling.n):
+                    texts.append(NEW_QUESTIONS[self.asked_for_inputs % len(NEW_QUESTIONS)])
+                    self.asked_for_inputs += 1
+            else:
+                texts = ["tighten it and test it"] * sampling.n
+            out.append(None if i in skip else Completion(texts, 10, [5] * sampling.n, 0.0))
+        if on_batch is not None:
+            on_batch([i for i in range(len(conversations)) if i not in skip], [c for c in out if c is not None])
+        return out
+
+
+def test_build_adds_synthesized_inputs_to_the_training_side_only(tmp_path, monkeypatch):
+    spec = make_spec(tmp_path, target=10)
+    monkeypatch.setattr(build, "make_backend", lambda spec: ScriptedTeacher())
     manifest = build.main(spec)
     c = manifest["counts"]
-    synthesized = [json.loads(x)["input"] for x in (tmp_path / "data" / JOURNAL).read_text().splitlines()] \
-        if (tmp_path / "data" / JOURNAL).exists() else []
-    assert c["synthesized_inputs"] == len(synthesized) <= 6 and c["inputs"] == 4
-    assert c["train_inputs"] == 3 + len(synthesized) and c["eval_inputs"] == 1
+    synthesized = [json.loads(x)["input"] for x in (tmp_path / "data" / JOURNAL).read_text().splitlines()]
+    kept = set(synthesized) & set(NEW_QUESTIONS)
+    # 10 wanted, 4 given: exactly 6 new ones (the given question the teacher repeated is not one), each once, all
+    # on the training side, none a held-out one
+    assert c["synthesized_inputs"] == len(kept) == 6 and c["inputs"] == 4
+    assert "How do I fix a dripping tap?" not in kept
+    assert c["train_inputs"] == 3 + 6 and c["eval_inputs"] == 1 and c["sft_rows"] == 9
+    trained = {json.loads(x)["prompt"][0]["content"] for x in (tmp_path / "data" / "sft_train.jsonl").open()}
     held_out = [json.loads(x)["prompt"][0]["content"] for x in (tmp_path / "data" / "eval_inputs.jsonl").open()]
-    assert held_out[0] in GIVEN and not set(synthesized) & set(GIVEN)
-    assert all(s.endswith("?") for s in synthesized)
+    assert kept <= trained and held_out[0] in GIVEN and held_out[0] not in trained
+    assert manifest["provenance"]["synthesized_inputs"] == 6
 
 
 LABELLED_SPEC = """\
