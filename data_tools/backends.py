@@ -189,3 +189,4 @@ class VLLMBackend:
             if on_batch is not None:
                 on_batch(indices, batch)
         return results  # type: ignore[return-value]
+

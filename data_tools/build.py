@@ -35,13 +35,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from data_tools.backends import Completion, LocalBackend
+from data_tools.backends import Completion
 from data_tools.format_only import best_fixed_answer, fixed_answers, format_only_warning
 from data_tools.inputs import InputItem, carve_validation, input_id, load_inputs, split_inputs
 from data_tools.label_repair import label_repair
 from data_tools.scoring import all_pass, failures, repair, score
 from data_tools.shards import Shard, load_sharded, shard_train
 from data_tools.spec import PromptSpec, Sampling
+from data_tools.teachers import open_backend
 from promptbake.core.config import InputError
 from promptbake.core.entry import stage_parser
 from promptbake.core.io import (
@@ -63,18 +64,8 @@ def user_prompt(text: str) -> list[dict]:
 
 
 def make_backend(spec: PromptSpec):
-    """The generating teacher named by the spec."""
-    if spec.teacher.backend == "openai":
-        from data_tools.http_backend import OpenAIBackend
-
-        teacher = spec.teacher
-        return OpenAIBackend(teacher.endpoint_list(), teacher.journal_every, teacher.journal_interval_s)
-    if spec.teacher.backend == "vllm":
-        from data_tools.backends import VLLMBackend
-
-        return VLLMBackend(spec.teacher.model, **spec.teacher.vllm.model_dump(),
-                           asked_by=f"{spec.source or 'the spec'}: field 'teacher.backend'")
-    return LocalBackend.from_name(spec.teacher.model, spec.teacher.batch_size)
+    """The generating teacher named by the spec (data_tools/backends.py:open_backend)."""
+    return open_backend(spec.teacher, f"{spec.source or 'the spec'}: field 'teacher.backend'")
 
 
 def read_journal(spec: PromptSpec, out_dir: Path) -> dict[tuple[int, str], list[str]]:

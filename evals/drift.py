@@ -44,7 +44,7 @@ from pydantic import Field, PositiveInt
 
 from data_tools.checks import load_function
 from data_tools.scoring import all_pass, score
-from data_tools.spec import PromptSpec, Rule, Sampling
+from data_tools.spec import PromptSpec, Rule, Sampling, TeacherSpec
 from evals.general_questions import GENERAL_QUESTIONS, SHORT_KINDS, GeneralQuestion, agrees, is_correct
 from promptbake.core.config import InputError, StrictModel, validate
 from promptbake.core.io import iter_jsonl, write_jsonl
@@ -168,12 +168,13 @@ def run_drift(config, spec: PromptSpec, questions: list[GeneralQuestion], out_di
     the eval config (its base_model, tuned_model, batch_size and drift section)."""
     from tqdm import tqdm
 
-    from data_tools.backends import LocalBackend
+    from data_tools.teachers import open_backend
 
     drift: DriftConfig = config.drift
     sampling = Sampling(temperature=0.0, max_new_tokens=drift.max_new_tokens)
     conversations = [[{"role": "user", "content": q.question}] for q in questions]
-    backends = {which: LocalBackend.from_name(name, config.batch_size)
+    # local models only: the KL needs their whole next-token distributions (open_backend gives LocalBackends)
+    backends = {which: open_backend(TeacherSpec(model=name, batch_size=config.batch_size))
                 for which, name in (("base", config.base_model), ("tuned", config.tuned_model))}
     answers = {}
     for which, backend in backends.items():

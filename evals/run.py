@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from data_tools.spec import EndpointSpec, PromptSpec, Sampling, load_spec
+from data_tools.spec import EndpointSpec, PromptSpec, Sampling, TeacherSpec, load_spec
 from data_tools.vllm_server import check_endpoint_model
 from evals import arms as arm_kinds
 from evals.arms import ARMS, ArmName
@@ -150,7 +150,7 @@ COST_KEYS = ("prompt_tokens_per_request", "generated_tokens_per_request", "laten
 def main(config: EvalConfig, spec: PromptSpec | None = None) -> dict:
     """Run the arms and write the reports; `spec`, when given, is `config.spec` already loaded (with the
     overrides a caller such as the bake applied to it)."""
-    from data_tools.backends import LocalBackend
+    from data_tools.teachers import open_backend
     from evals.drift import print_drift_table, read_questions, run_drift
     from evals.report import write_reports
 
@@ -183,12 +183,12 @@ def main(config: EvalConfig, spec: PromptSpec | None = None) -> dict:
         t0 = time.perf_counter()
         endpoint = config.base_endpoint if which == "base" else config.tuned_endpoint
         if endpoint is not None:
-            from data_tools.http_backend import OpenAIBackend
-
-            backend, model_name = OpenAIBackend(endpoint), f"{endpoint.model} @ {endpoint.base_url}"
+            source = TeacherSpec(backend="openai", endpoint=endpoint)
+            model_name = f"{endpoint.model} @ {endpoint.base_url}"
         else:
             model_name = config.base_model if which == "base" else config.tuned_model
-            backend = LocalBackend.from_name(model_name, config.batch_size)
+            source = TeacherSpec(model=model_name, batch_size=config.batch_size)
+        backend = open_backend(source, f"{config.output_dir}: the {which} arms' model")
         timed(f"load_{which}", t0)
         for arm in arms:  # in registry order: a repaired arm's source has answered before it
             kind = ARMS[arm]

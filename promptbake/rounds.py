@@ -51,12 +51,13 @@ def sample_answers(adapter: str, spec: PromptSpec, items: list[tuple[str, object
                    max_new_tokens: int, batch_size: int, out: Path, seed: int) -> list[dict]:
     """Every training input answered `rounds.samples` times by the adapter's model (sampling `seed`), each answer
     scored; journaled in `out/samples.jsonl` (a finished journal is reused)."""
-    from data_tools.backends import LocalBackend
+    from data_tools.teachers import open_backend
+    from data_tools.spec import TeacherSpec
 
     path = out / "samples.jsonl"
     if path.exists():
         return [row for _, row in iter_jsonl(path)]
-    backend = LocalBackend.from_name(adapter, batch_size)
+    backend = open_backend(TeacherSpec(model=adapter, batch_size=batch_size))
     sampling = Sampling(n=rounds.samples, temperature=rounds.temperature, top_p=0.95, top_k=50,
                         max_new_tokens=max_new_tokens, seed=seed)
     completions = backend.generate([user(text) for text, _ in items], sampling)

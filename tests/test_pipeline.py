@@ -9,6 +9,7 @@ from eval_recompute import assert_metrics_recompute, read_answers
 from safetensors.torch import load_file
 
 from data_tools import build
+from data_tools.backends import LocalBackend
 from data_tools.spec import load_spec
 from evals.run import EvalConfig
 from evals.run import main as evaluate
@@ -66,13 +67,13 @@ def test_build_resumes_from_journal_without_regenerating(tiny_spec, monkeypatch)
     text = (out / build.JOURNAL).read_text().splitlines(keepends=True)
     (out / build.JOURNAL).write_text("".join(text[:-2]) + text[-2][:15])
     generated = []
-    original = build.LocalBackend.generate
+    original = LocalBackend.generate
 
     def counting_generate(self, conversations, sampling, on_batch=None, skip=()):
         generated.extend(c[-1]["content"] for i, c in enumerate(conversations) if i not in skip)
         return original(self, conversations, sampling, on_batch, skip)
 
-    monkeypatch.setattr(build.LocalBackend, "generate", counting_generate)
+    monkeypatch.setattr(LocalBackend, "generate", counting_generate)
     build.main(spec)
     assert len(generated) == 2  # only the two lost inputs were generated again
     resumed = recover_journal(out / build.JOURNAL)
