@@ -79,8 +79,7 @@ class ValidationCallback(TrainerCallback):
         self.tokenizer = None  # the trainer's own (its processing_class), taken from the first event
         self.run_info, self.batch_size = run_info, batch_size
         self.sampling = Sampling(temperature=0.0, max_new_tokens=max_new_tokens)
-        self.seconds = 0.0
-        """Time spent measuring in this process (decoding the slice, scoring, saving the best adapter)."""
+        self.seconds = 0.0  # time spent measuring in this process (decoding, scoring, saving the best adapter)
         self.curve: list[ValidationPoint] = []
 
     @property
