@@ -85,7 +85,7 @@ class BakeConfig(StrictModel):
     side only; not for chat logs; labelled ones count only where the teacher's own answer agrees with the label
     it wrote). A spec's own `synthesis.min_inputs` wins; 0 turns it off."""
     rounds: RoundsSpec = RoundsSpec()
-    """On-policy rounds after SFT (dpo or rft), kept while validation adherence improves; off by default."""
+    """On-policy rounds after SFT (dpo, rft or distill), kept while validation adherence improves; off by default."""
     eval_batch_size: PositiveInt = 64
     """Inputs answered together by validation and by every eval arm (best-of-n: these inputs with their n samples
     each). Wide batches cost little more per decode step than narrow ones on a CPU: the demo's 36 held-out inputs
@@ -287,7 +287,7 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
     tuned = sft["tuned_model"]
     if config.rounds.method != "none":
         rounds = stage("rounds", f"2b/4 on-policy rounds ({config.rounds.method}): the tuned model learns from "
-                                 "its own checked answers", lambda: preference_rounds(config, plan, spec, recipe, sft))
+                                 "its own answers", lambda: preference_rounds(config, plan, spec, recipe, sft))
         tuned = rounds["tuned_model"]
     metrics = stage("eval", "3/4 eval: base WITH the prompt vs tuned WITHOUT it",
                     lambda: evaluate(eval_config.model_copy(update={"tuned_model": tuned}), user_spec))

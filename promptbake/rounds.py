@@ -4,10 +4,14 @@ own answers, and it trains on what they say, for up to k rounds while validation
     dpo  chosen = one of its answers that passes every check (the teacher's answer when none does),
          rejected = one that fails; DPO continues the adapter, with the adapter as it started as reference
     rft  rejection-sampling fine-tuning: SFT on its own passing answers (one per input), continuing the adapter
+    distill  on-policy prompt distillation: one sampled answer per input (every one, or only passing ones), and
+         the adapter continues under a per-token reverse KL (or JSD) to the prompted base on exactly those
+         tokens; the teacher is the same weights with the adapter off and the spec's full prompt (sft/distill.py)
 
 Each round writes `<run>/rounds/<k>/`: `samples.jsonl` (the answers and their checks, the journal a killed
-round resumes from), `prefs_train.jsonl` or `sft_train.jsonl`, and the training run (its validation curve and
-best adapter). A round is kept only when its best validation point beats the adapter it started from.
+round resumes from), `prefs_train.jsonl` or `sft_train.jsonl` (rft, distill), and the training run (its
+validation curve and best adapter). A round is kept only when its best validation point beats the adapter it
+started from.
 """
 
 from __future__ import annotations
@@ -26,21 +30,31 @@ from promptbake.core.layout import DatasetLayout
 
 
 class RoundsSpec(StrictModel):
-    method: Literal["none", "dpo", "rft"] = "none"
+    method: Literal["none", "dpo", "rft", "distill"] = "none"
     """none: SFT only. dpo: preference pairs from the tuned model's own answers. rft: SFT on its own passing
-    answers."""
+    answers. distill: on-policy prompt distillation: the tuned model (no prompt) samples an answer to each
+    training input and learns, token by token, the prompted base's distribution over what it said (the base is
+    the same weights with the adapter off: no second model; sft/distill.py)."""
     max_rounds: PositiveInt = 2
     samples: PositiveInt = 4
     """Answers per training input (sampled at `temperature`): more give more inputs with both a passing and a
-    failing answer."""
+    failing answer. distill trains on the first answer of each input (or its first passing one)."""
     temperature: float = Field(1.0, gt=0.0)
     min_pairs: PositiveInt = 8
-    """A round with fewer pairs (dpo) or rows (rft) than this is not trained (the model already passes nearly
-    everything, or nearly nothing)."""
+    """A round with fewer pairs (dpo) or rows (rft, distill) than this is not trained (the model already passes
+    nearly everything, or nearly nothing)."""
     epochs: float = Field(2.0, gt=0)
     learning_rate: float = Field(5e-5, gt=0)
-    """DPO's rate (rft uses the SFT recipe's)."""
+    """DPO's rate (rft and distill use the SFT recipe's)."""
     beta: float = Field(0.1, gt=0)
+    """DPO's beta."""
+    divergence: Literal["reverse_kl", "jsd", "forward_kl"] = "reverse_kl"
+    """distill: the per-token divergence between the student's and the prompted teacher's distributions on the
+    student's own answers; reverse_kl (mode-seeking) is the on-policy distillation loss (sft/distill_loss.py)."""
+    distill_only_passing: bool = False
+    """distill: train only on sampled answers that pass every check, i.e. learn the teacher's distribution only
+    where the student already got the rules right (the teacher, a weaker prompted model, is otherwise free to
+    pull a rule it breaks back in)."""
 
 
 def user(text: str) -> list[dict]:
@@ -51,8 +65,8 @@ def sample_answers(adapter: str, spec: PromptSpec, items: list[tuple[str, object
                    max_new_tokens: int, batch_size: int, out: Path, seed: int) -> list[dict]:
     """Every training input answered `rounds.samples` times by the adapter's model (sampling `seed`), each answer
     scored; journaled in `out/samples.jsonl` (a finished journal is reused)."""
-    from data_tools.teachers import open_backend
     from data_tools.spec import TeacherSpec
+    from data_tools.teachers import open_backend
 
     path = out / "samples.jsonl"
     if path.exists():
@@ -93,6 +107,17 @@ def rft_rows(records: list[dict]) -> list[dict]:
     return rows
 
 
+def distill_rows(records: list[dict], only_passing: bool) -> list[dict]:
+    """One row per input: its first sampled answer (the student's own, as on-policy distillation needs), or with
+    `only_passing` its first answer that passes every check (inputs without one are left out)."""
+    rows = []
+    for r in records:
+        answers = [a for a, ok in zip(r["answers"], r["passed"]) if ok or not only_passing]
+        if answers:
+            rows.append({"prompt": user(r["input"]), "completion": [{"role": "assistant", "content": answers[0]}]})
+    return rows
+
+
 def best_point(run_dir: Path) -> dict | None:
     from sft.validation import read_curve
 
@@ -114,7 +139,8 @@ def run_round(k: int, adapter: str, rounds: RoundsSpec, spec: PromptSpec, train_
     # run directory sampled other answers and trained on other pairs)
     records = sample_answers(adapter, spec, train_items, rounds, max_new_tokens, batch_size, out, seed=k)
     pass_rate = sum(sum(r["passed"]) for r in records) / max(1, sum(len(r["passed"]) for r in records))
-    rows = preference_rows(records, teacher) if rounds.method == "dpo" else rft_rows(records)
+    rows = {"dpo": lambda: preference_rows(records, teacher), "rft": lambda: rft_rows(records),
+            "distill": lambda: distill_rows(records, rounds.distill_only_passing)}[rounds.method]()
     summary = {"round": k, "start_adapter": adapter, "sample_pass_rate": round(pass_rate, 3), "rows": len(rows)}
     print(f"[promptbake] round {k} ({rounds.method}): the tuned model's own answers pass every check "
           f"{pass_rate:.0%} of the time; {len(rows)} {'pairs' if rounds.method == 'dpo' else 'rows'}", flush=True)
@@ -126,7 +152,8 @@ def run_round(k: int, adapter: str, rounds: RoundsSpec, spec: PromptSpec, train_
     batch = sft_recipe.training.per_device_train_batch_size
     steps = max(4, math.ceil(rounds.epochs * len(rows) / batch))
     every = max(1, math.ceil(steps / every_evals))
-    run_info = {"base_model": base_model if rounds.method == "dpo" else adapter, "method": "lora",
+    # the validation callback loads this to decode: an rft round trains a new adapter on the merged SFT model
+    run_info = {"base_model": adapter if rounds.method == "rft" else base_model, "method": "lora",
                 "dataset": str(data)}
     callback = ValidationCallback(spec, val_items, out, every=every, patience=patience, run_info=run_info,
                                   max_new_tokens=max_new_tokens, batch_size=batch_size)
@@ -140,6 +167,15 @@ def run_round(k: int, adapter: str, rounds: RoundsSpec, spec: PromptSpec, train_
                            beta=rounds.beta, report_to=report_to, precision=sft_recipe.precision,
                            training=training.model_copy(update={"learning_rate": rounds.learning_rate}))
         dpo_main(recipe, resume=True, callbacks=[callback])
+    elif rounds.method == "distill":
+        from sft.distill import DistillRecipe
+        from sft.distill import main as distill_main
+
+        recipe = DistillRecipe(model=base_model, init_adapter=adapter, dataset=str(data), output_dir=str(out),
+                               spec=spec.source or spec.name, divergence=rounds.divergence,
+                               report_to=report_to, precision=sft_recipe.precision,
+                               training=training)
+        distill_main(recipe, resume=True, callbacks=[callback], spec=spec)
     else:
         from sft.train import main as sft_main
 

@@ -1,9 +1,11 @@
 """The torch half of distillation (sft/distill.py): the collator that pads the student's and the teacher's sides of
-each pair, and the trainer whose loss is the KL between them. Imported when a run starts, so that `promptbake train
-distill` checks its recipe without loading torch.
+each pair, and the trainer whose loss is a divergence between them (forward KL, reverse KL or JSD). Imported when a
+run starts, so that `promptbake train distill` checks its recipe without loading torch.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -37,10 +39,34 @@ class PairCollator:
         return batch
 
 
+def divergence(student: torch.Tensor, teacher: torch.Tensor, kind: str, beta: float = 0.5) -> torch.Tensor:
+    """Mean over tokens (rows) of the divergence between the teacher's and the student's next-token
+    distributions, given as logits of shape (tokens, vocab).
+
+    forward_kl: KL(teacher || student), mass-covering: the student spreads over everything the teacher might say
+    (classic distillation on the teacher's or the data's answers). reverse_kl: KL(student || teacher),
+    mode-seeking: on the student's own samples it penalises exactly the tokens the student says and the teacher
+    would not (on-policy distillation, GKD with beta=1, "Thinking Machines" on-policy distillation). jsd: the
+    generalised Jensen-Shannon divergence of GKD (Agarwal et al., 2024; TRL's `generalized_jsd_loss`),
+    beta*KL(teacher || m) + (1-beta)*KL(student || m) with m = beta*teacher + (1-beta)*student: bounded, between
+    the two; as in TRL, beta=0 is the forward KL and beta=1 the reverse KL."""
+    s, t = F.log_softmax(student, -1), F.log_softmax(teacher, -1)
+    if kind == "forward_kl" or (kind == "jsd" and beta == 0.0):
+        return F.kl_div(s, t, log_target=True, reduction="batchmean")
+    if kind == "reverse_kl" or (kind == "jsd" and beta == 1.0):
+        return F.kl_div(t, s, log_target=True, reduction="batchmean")
+    if kind == "jsd":
+        m = torch.logsumexp(torch.stack([s + math.log(1 - beta), t + math.log(beta)]), dim=0)
+        return beta * F.kl_div(m, t, log_target=True, reduction="batchmean") + \
+            (1 - beta) * F.kl_div(m, s, log_target=True, reduction="batchmean")
+    raise ValueError(f"unknown divergence {kind!r}")
+
+
 class DistillTrainer(Trainer):
-    def __init__(self, *args, temperature: float, ce_weight: float, **kwargs):
+    def __init__(self, *args, temperature: float, ce_weight: float, divergence: str = "forward_kl",
+                 beta: float = 0.5, **kwargs):
         super().__init__(*args, **kwargs)
-        self.temperature, self.ce_weight = temperature, ce_weight
+        self.temperature, self.ce_weight, self.divergence, self.beta = temperature, ce_weight, divergence, beta
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         peft_model = self.accelerator.unwrap_model(model)
@@ -49,9 +75,8 @@ class DistillTrainer(Trainer):
         student = model(input_ids=inputs["student_ids"], attention_mask=inputs["student_mask"]).logits
         t = teacher[inputs["teacher_rows"], inputs["teacher_cols"]] / self.temperature
         s = student[inputs["student_rows"], inputs["student_cols"]] / self.temperature
-        # KL(teacher || student) per response token, scaled by T^2 so gradients keep their size across T
-        loss = F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True,
-                        reduction="batchmean") * self.temperature**2
+        # per response token, scaled by T^2 so gradients keep their size across T
+        loss = divergence(s, t, self.divergence, self.beta) * self.temperature**2
         if self.ce_weight:
             loss = loss + self.ce_weight * F.cross_entropy(s * self.temperature, inputs["targets"])
         return (loss, student) if return_outputs else loss

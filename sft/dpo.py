@@ -38,11 +38,19 @@ import shutil
 import warnings
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from promptbake.core.config import InputError
 from promptbake.core.layout import DatasetLayout
-from sft.recipe import BaseRecipe, load_for_training, peft_config, run_trainer, trainer_parser
+from sft.recipe import (
+    ContinuingRecipe,
+    check_init_adapter,
+    load_for_training,
+    load_init_adapter,
+    peft_config,
+    run_trainer,
+    trainer_parser,
+)
 from sft.training import TRAINING_DEFAULTS, TrainingSpec, documented_values
 
 PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
@@ -57,7 +65,7 @@ class DPOTraining(TrainingSpec):
     defaults = TRAINING_DEFAULTS
 
 
-class DPORecipe(BaseRecipe):
+class DPORecipe(ContinuingRecipe):
     output_dir: str = "runs/dpo"
     training: DPOTraining = DPOTraining()
     beta: float = Field(0.1, gt=0)
@@ -70,9 +78,6 @@ class DPORecipe(BaseRecipe):
     precompute_ref_log_probs: bool = False
     """Compute every reference log-prob once before training. Saves the reference forward pass on each step,
     and with full fine-tuning the memory of a second model; costs one pass over the data up front."""
-    init_adapter: str | None = None
-    """An SFT run's adapter directory to continue training (the usual SFT -> DPO flow). The reference is then
-    the starting adapter, frozen. Its rank and targets come from the adapter, so a `lora` section is refused."""
 
     @field_validator("loss_type")
     @classmethod
@@ -85,15 +90,6 @@ class DPORecipe(BaseRecipe):
             raise ValueError(f"unknown loss type {', '.join(map(repr, unknown))}: TRL's DPOConfig knows "
                              f"{sorted(known)}")
         return value
-
-    @model_validator(mode="after")
-    def _init_adapter_fits(self):
-        if self.init_adapter is not None:
-            if self.method == "full":
-                raise ValueError("init_adapter continues a LoRA adapter; it does not combine with method 'full'")
-            if "lora" in self.model_fields_set:
-                raise ValueError("init_adapter fixes the adapter's rank and target modules; remove the `lora` section")
-        return self
 
     def settings(self):
         return super().settings() | {name: (getattr(self, name), f"use the recipe's `{name}`")
@@ -116,9 +112,7 @@ def load_policy(recipe: DPORecipe, precision: str):
     which TRL refuses next to a PeftModel)."""
     model, tokenizer = load_for_training(recipe, precision)
     if recipe.init_adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, recipe.init_adapter, is_trainable=True)
+        model = load_init_adapter(model, recipe)
     return model, tokenizer
 
 
@@ -146,19 +140,6 @@ def drop_reference_adapter(model, save_dir: Path) -> None:
         warnings.warn(f"{save_dir}: saved with adapters {sorted(extra - {'ref'})} besides the trained one; TRL's "
                       "reference copy is no longer named 'ref' (revisit sft/dpo.py); the trained adapter is the "
                       "one at the top of the directory", RuntimeWarning, stacklevel=2)
-
-
-def check_init_adapter(recipe: DPORecipe) -> None:
-    """init_adapter must be an adapter directory trained on this recipe's base model."""
-    from promptbake.core.models import read_run_info
-
-    path = Path(recipe.init_adapter)
-    if not (path / "adapter_config.json").is_file():
-        raise InputError(f"init_adapter {recipe.init_adapter!r}: not an adapter directory (no adapter_config.json)")
-    info = read_run_info(str(path))
-    if info is not None and info["base_model"] != recipe.model:
-        raise InputError(f"init_adapter {recipe.init_adapter!r} was trained on base {info['base_model']!r}, "
-                         f"not {recipe.model!r}: set model={info['base_model']}")
 
 
 def warn_truncation(dataset, n_rows: int, max_length: int) -> None:

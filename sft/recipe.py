@@ -121,6 +121,45 @@ class BaseRecipe(StrictModel):
         return self.build_config()
 
 
+class ContinuingRecipe(BaseRecipe):
+    """A recipe that may continue an earlier run's adapter (`init_adapter`) instead of starting a fresh one: the
+    usual SFT -> DPO flow, and the bake's on-policy rounds (DPO, distillation)."""
+
+    init_adapter: str | None = None
+    """An adapter directory to continue training (e.g. an SFT run's). Its rank and targets come from the adapter,
+    so a `lora` section is refused."""
+
+    @model_validator(mode="after")
+    def _init_adapter_fits(self):
+        if self.init_adapter is not None:
+            if self.method == "full":
+                raise ValueError("init_adapter continues a LoRA adapter; it does not combine with method 'full'")
+            if "lora" in self.model_fields_set:
+                raise ValueError("init_adapter fixes the adapter's rank and target modules; remove the `lora` section")
+        return self
+
+
+def check_init_adapter(recipe: ContinuingRecipe) -> None:
+    """init_adapter must be an adapter directory trained on this recipe's base model (checked before any model
+    loads)."""
+    from promptbake.core.models import read_run_info
+
+    path = Path(recipe.init_adapter)
+    if not (path / "adapter_config.json").is_file():
+        raise InputError(f"init_adapter {recipe.init_adapter!r}: not an adapter directory (no adapter_config.json)")
+    info = read_run_info(str(path))
+    if info is not None and info["base_model"] != recipe.model:
+        raise InputError(f"init_adapter {recipe.init_adapter!r} was trained on base {info['base_model']!r}, "
+                         f"not {recipe.model!r}: set model={info['base_model']}")
+
+
+def load_init_adapter(model, recipe: ContinuingRecipe):
+    """The base `model` with the recipe's init_adapter on it, trainable."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, recipe.init_adapter, is_trainable=True)
+
+
 def choose_precision(requested: Precision) -> str:
     if requested != "auto":
         return requested

@@ -14,7 +14,8 @@ from promptbake.bake import main as bake
 from promptbake.core.config import InputError, load_config
 from promptbake.verdict import is_won, min_decisive_n, verdict
 
-FAST = ["report_to=none", "export=false", "drift=false", "synthesis_min_inputs=0", "budget.min_steps=4", "budget.max_steps=6",
+FAST = ["report_to=none", "export=false", "drift=false", "synthesis_min_inputs=0", "budget.min_steps=4",
+        "budget.max_steps=6",
         "validation.fraction=0.3", "validation.min_inputs=2", "validation.min_train_inputs=4",
         "validation.evaluations=3", "validation.patience=2", "eval_batch_size=8"]
 
@@ -337,7 +338,7 @@ def test_diagnosis_reads_under_and_over_training_from_the_curve():
     assert "only 12 training rows" in " ".join(thin["diagnosis"]) and "more distinct inputs" in thin["try_first"]
 
 
-@pytest.mark.parametrize("method", ["dpo", "rft"])
+@pytest.mark.parametrize("method", ["dpo", "rft", "distill"])
 def test_on_policy_round_trains_on_the_models_own_checked_answers(bake_run, bake_spec, method):
     from promptbake.bake import preference_rounds
     from promptbake.bake_plan import BakePlan
@@ -362,6 +363,9 @@ def test_on_policy_round_trains_on_the_models_own_checked_answers(bake_run, bake
     rows_file = out / "rounds" / "1" / "data" / ("prefs_train.jsonl" if method == "dpo" else "sft_train.jsonl")
     assert only["trained"], only
     assert len(lines(rows_file)) == only["rows"] >= 1
+    if method == "distill":  # on-policy: each row is the model's own first sampled answer to its input
+        first = {s["input"]: s["answers"][0] for s in samples}
+        assert all(first[r["prompt"][0]["content"]] == r["completion"][0]["content"] for r in lines(rows_file))
     curve = lines(out / "rounds" / "1" / "validation.jsonl")
     assert curve[0]["step"] == 0 and only["best"]["step"] == max(
         curve, key=lambda p: (p["all_rules"], sum(p["per_rule"].values()) / len(p["per_rule"])))["step"]

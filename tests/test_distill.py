@@ -2,6 +2,9 @@
 prompt, the KL to it falls as the student trains, and every shipped distill recipe validates."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,3 +77,74 @@ def test_shipped_distill_recipes_validate():
         load_config(DistillRecipe, path)
     with pytest.raises(ValueError, match="adapter-disabled base"):
         DistillRecipe(dataset="x", spec="y", method="full")
+
+
+def test_divergences_agree_with_their_definitions():
+    """forward/reverse KL and GKD's JSD on random logits, against sums written out by hand; JSD's beta=0 and 1 are
+    the two KLs (TRL's convention), and JSD lies below log 2 for beta=0.5."""
+    import torch
+
+    from sft.distill_loss import divergence
+
+    torch.manual_seed(0)
+    s_logits, t_logits = torch.randn(5, 11), torch.randn(5, 11)
+    s, t = s_logits.log_softmax(-1), t_logits.log_softmax(-1)
+    forward = (t.exp() * (t - s)).sum(-1).mean()
+    reverse = (s.exp() * (s - t)).sum(-1).mean()
+    m = (0.5 * s.exp() + 0.5 * t.exp()).log()
+    jsd = 0.5 * (t.exp() * (t - m)).sum(-1).mean() + 0.5 * (s.exp() * (s - m)).sum(-1).mean()
+    assert divergence(s_logits, t_logits, "forward_kl").item() == pytest.approx(forward.item(), rel=1e-5)
+    assert divergence(s_logits, t_logits, "reverse_kl").item() == pytest.approx(reverse.item(), rel=1e-5)
+    assert divergence(s_logits, t_logits, "jsd", 0.5).item() == pytest.approx(jsd.item(), rel=1e-5)
+    assert forward != pytest.approx(reverse.item()) and 0 < jsd < torch.log(torch.tensor(2.0))
+    assert divergence(s_logits, t_logits, "jsd", 0.0).item() == pytest.approx(forward.item(), rel=1e-5)
+    assert divergence(s_logits, t_logits, "jsd", 1.0).item() == pytest.approx(reverse.item(), rel=1e-5)
+    assert divergence(s_logits, s_logits, "reverse_kl").item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="unknown divergence"):
+        divergence(s_logits, t_logits, "kl")
+
+
+def test_distillation_continues_an_adapter_with_the_reverse_kl(tiny_spec, tiny_model_dir, tmp_path):
+    """init_adapter: the student starts from a trained adapter (the bake's on-policy rounds) and the teacher is
+    still the base with the adapter off; the saved adapter differs from the one it started from."""
+    rows = tmp_path / "sft_train.jsonl"
+    rows.write_text("".join(json.dumps({
+        "prompt": [{"role": "user", "content": f"Tell me about thing {i}."}],
+        "completion": [{"role": "assistant", "content": f"ok: thing {i} is nice"}]}) + "\n" for i in range(4)))
+    common = dict(model=str(tiny_model_dir), dataset=str(rows), spec=str(tiny_spec), report_to="none")
+    first = main(DistillRecipe(**common, output_dir=str(tmp_path / "a"),
+                               training={"max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1e-2,
+                                         "max_length": 64, "save_steps": 2}))
+    second = main(DistillRecipe(**common, output_dir=str(tmp_path / "b"), init_adapter=str(first),
+                                divergence="reverse_kl",
+                                training={"max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1e-2,
+                                          "max_length": 64, "save_steps": 2, "logging_steps": 1}))
+    a, b = load_file(first / "adapter_model.safetensors"), load_file(second / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and any((a[k] - b[k]).abs().sum() > 0 for k in a)
+    state = json.loads((tmp_path / "b" / "checkpoints" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert [log["loss"] for log in state["log_history"] if "loss" in log][0] > 0  # it starts away from the teacher
+    with pytest.raises(ValueError, match="init_adapter fixes the adapter"):
+        DistillRecipe(**common, init_adapter=str(first), lora={"r": 4})
+
+
+def test_on_policy_distillation_runs_under_accelerate_launch_on_two_processes(tiny_spec, tiny_model_dir, tmp_path):
+    """`accelerate launch -m sft.distill` with two CPU processes (gloo), as a user starts it: 8 rows, 2 per device,
+    one epoch is 2 optimizer steps only when the two processes split the rows; one adapter is saved."""
+    rows = tmp_path / "sft_train.jsonl"
+    rows.write_text("".join(json.dumps({
+        "prompt": [{"role": "user", "content": f"Tell me about thing {i}."}],
+        "completion": [{"role": "assistant", "content": f"ok: thing {i} is nice"}]}) + "\n" for i in range(8)))
+    config = tmp_path / "distill.yaml"
+    config.write_text(f"model: {tiny_model_dir}\ndataset: {rows}\nspec: {tiny_spec}\noutput_dir: {tmp_path / 'run'}\n"
+                      "report_to: none\ndivergence: reverse_kl\ntraining: {num_train_epochs: 1, "
+                      "per_device_train_batch_size: 2, learning_rate: 1.0e-3, max_length: 64, logging_steps: 1}\n")
+    accelerate = Path(sys.executable).parent / "accelerate"
+    result = subprocess.run([str(accelerate), "launch", "--config_file", str(REPO / "configs/accelerate/cpu_ddp.yaml"),
+                             "--main_process_port", "29541", "-m", "sft.distill", str(config)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    (ckpt,) = (tmp_path / "run" / "checkpoints").glob("checkpoint-*")
+    assert json.loads((ckpt / "trainer_state.json").read_text())["global_step"] == 2
+    assert sorted(p.parent.name for p in (tmp_path / "run").rglob("adapter_model.safetensors")) == \
+        ["adapter", ckpt.name]
