@@ -372,3 +372,33 @@ def test_on_policy_round_trains_on_the_models_own_checked_answers(bake_run, bake
     # kept only if it beat its own starting point (step 0)
     assert result["tuned_model"] == (only["adapter"] if only["best"]["step"] > 0 else sft["tuned_model"])
     shutil.rmtree(out / "rounds")
+
+
+def test_method_race_forks_a_finished_bake_and_runs_only_rounds_and_eval(bake_run, bake_spec, tmp_path):
+    """scripts/bench_methods.py's arms: a copy of a finished bake, baked again with a round method, keeps the
+    data and SFT stages as they were (same rows, same adapter) and runs the rounds and the eval; its row reads
+    the validation score the bake chose by."""
+    import importlib.util
+
+    module = importlib.util.spec_from_file_location("bench_methods", Path(__file__).resolve().parents[1] / "scripts"
+                                                    / "bench_methods.py")
+    bench_methods = importlib.util.module_from_spec(module)
+    module.loader.exec_module(bench_methods)
+    out, _, overrides = bake_run
+    fork = tmp_path / "distill"
+    bench_methods.fork(out, fork)
+    assert not (fork / "sft" / "checkpoints").exists() and (fork / "data" / "sft_train.jsonl").exists()
+    config, spec_overrides = load_bake(str(bake_spec), [*overrides, f"output_dir={fork}", "rounds.method=distill",
+                                                        "rounds.max_rounds=1", "rounds.samples=2",
+                                                        "rounds.min_pairs=1", "rounds.epochs=1",
+                                                        "inference_arms=false"])
+    bake(config, spec_overrides)
+    before = json.loads((out / "bake.json").read_text())["stages"]
+    after = json.loads((fork / "bake.json").read_text())["stages"]
+    assert after["data"] == before["data"] and after["sft"] == before["sft"]
+    assert list(after) == ["data", "sft", "rounds", "eval"] and after["rounds"]["rounds"][0]["trained"]
+    row = bench_methods.arm_row("tiny", "distill", fork, minutes=1.0)
+    assert row["rounds"] in ("0 of 1", "1 of 1")
+    assert row["sft_validation"] is not None and row["validation"] >= row["sft_validation"]
+    assert row["held_out"] == json.loads((fork / "eval" / "metrics.json").read_text())["tuned_unprompted"][
+        "all_rules_adherence"]

@@ -1,0 +1,138 @@
+"""Benchmark: a method race. On each gallery spec, the same data and the same SFT run, then each on-policy round
+method, every arm judged by the same eval; prints one table.
+
+    .venv/bin/python scripts/bench_methods.py [--specs demo_style,ticket_triage] [--sft-from runs/bench_bake]
+                                             [--methods dpo,rft,distill] [--out runs/bench_methods]
+
+The `sft` arm is a finished default bake of the spec (`--sft-from/<spec>`, as `scripts/bench_bake.py` writes it;
+baked here when missing): the bake's default (LoRA SFT on the teacher's checked answers, rounds off). Each other
+arm copies that bake's data and SFT stages into `--out/<spec>/<method>` and runs the real `promptbake bake`
+there with `rounds.method=<method>`: the rounds start from the same SFT adapter and are kept only while they
+improve the validation slice (so a method that does not help there falls back to SFT, and says so: "kept 0
+rounds"), then the eval runs again (drift included; the inference-time arms, which do not depend on the method,
+are skipped). Columns:
+
+    spec | method | validation all rules (what the bake chooses by) | held-out all rules | label match | drift kept
+    | KL | training minutes (data + SFT + rounds stages) | rounds kept | verdict
+
+Nothing here is chosen on the held-out split: the bake's own choice between SFT and SFT + rounds reads only its
+validation slice. The last line counts, per method, the specs whose validation score it raised over SFT:
+
+    race validation_wins dpo=A rft=B distill=C specs=N
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SPECS = REPO / "configs" / "specs"
+METHODS = ("dpo", "rft", "distill")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--specs", default="demo_style,ticket_triage,product_faq",
+                        help="comma-separated spec names (file stems)")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"round methods among {', '.join(METHODS)}")
+    parser.add_argument("--sft-from", default="runs/bench_bake",
+                        help="finished default bakes, one directory per spec (scripts/bench_bake.py's --out)")
+    parser.add_argument("--out", default="runs/bench_methods")
+    args = parser.parse_args()
+    methods = args.methods.split(",")
+    if unknown := set(methods) - set(METHODS):
+        sys.exit(f"unknown methods {sorted(unknown)}: choose among {', '.join(METHODS)}")
+    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+    rows = []
+    for name in args.specs.split(","):
+        spec = SPECS / f"{name}.yaml"
+        if not spec.exists():
+            sys.exit(f"no spec {spec}")
+        sft_run = Path(args.sft_from) / name
+        if not (sft_run / "verdict.json").exists():
+            print(f"\n##### {name}: no finished default bake in {sft_run}; baking it", flush=True)
+            bake(spec, sft_run, [], env)
+        rows.append(arm_row(name, "sft", sft_run, minutes=None))
+        for method in methods:
+            out = Path(args.out) / name / method
+            if out.exists():
+                shutil.rmtree(out)
+            fork(sft_run, out)
+            print(f"\n##### {name}: {method} rounds from the SFT adapter of {sft_run} -> {out}", flush=True)
+            t0 = time.time()
+            ok = bake(spec, out, [f"rounds.method={method}", "inference_arms=false", "export=false"], env)
+            rows.append(arm_row(name, method, out, minutes=(time.time() - t0) / 60) if ok else
+                        {"spec": name, "method": method, "failed": True})
+    print_table(rows, methods)
+
+
+def bake(spec: Path, out: Path, overrides: list[str], env: dict) -> bool:
+    proc = subprocess.run([sys.executable, "-m", "promptbake.cli", "bake", str(spec), f"output_dir={out}",
+                           *overrides], cwd=REPO, env=env)
+    return proc.returncode == 0 and (out / "verdict.json").exists()
+
+
+def fork(sft_run: Path, out: Path) -> None:
+    """A copy of a finished bake's state, data and SFT stage (not its checkpoints, eval or export): the bake run
+    in it with other rounds resumes after SFT, on exactly the same rows and adapter."""
+    out.mkdir(parents=True)
+    shutil.copy2(sft_run / "bake.json", out / "bake.json")
+    shutil.copytree(sft_run / "data", out / "data")
+    shutil.copytree(sft_run / "sft", out / "sft", ignore=shutil.ignore_patterns("checkpoints", "wandb"))
+
+
+def arm_row(spec: str, method: str, run: Path, minutes: float | None) -> dict:
+    from evals.drift import drift_summary
+    from promptbake.core.contracts import EvalMetrics, check_contract
+    from sft.validation import read_curve
+
+    verdict = json.loads((run / "verdict.json").read_text())
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    check_contract(EvalMetrics, metrics, run / "eval" / "metrics.json")
+    stages = json.loads((run / "bake.json").read_text())["stages"]
+    rounds = stages.get("rounds", {}).get("rounds", [])
+    kept = [r for r in rounds if r.get("trained") and r["best"]["step"] > 0]
+    # the validation score the bake chose by: the kept round's best point, else SFT's best point
+    sft_val = max((p.key for p in read_curve(run / "sft")), default=None)
+    val = kept[-1]["best"]["all_rules"] if kept else (sft_val[0] if sft_val else None)
+    train_s = sum(stages[s].get("time_s", 0) for s in ("data", "sft", "rounds") if s in stages)
+    tuned = metrics["tuned_unprompted"]
+    return {"spec": spec, "method": method, "validation": val, "sft_validation": sft_val[0] if sft_val else None,
+            "held_out": tuned["all_rules_adherence"], "n": verdict["n"], "p": verdict["mcnemar_p"],
+            "label": tuned.get("label_match"), "drift": drift_summary(metrics), "train_minutes": train_s / 60,
+            "wall_minutes": minutes, "rounds": f"{len(kept)} of {len(rounds)}" if rounds else "-",
+            "outcome": verdict["outcome"]}
+
+
+def cell(value, fmt: str = "{:.0%}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def print_table(rows: list[dict], methods: list[str]) -> None:
+    print("\n| spec | method | validation all rules | held-out all rules (n) | label match | drift kept | KL "
+          "| training minutes | rounds kept | verdict (p) |")
+    print("|---" * 10 + "|")
+    for r in rows:
+        if r.get("failed"):
+            print(f"| {r['spec']} | {r['method']} | | | | | | | | failed |")
+            continue
+        d = r["drift"] or {}
+        print(f"| {r['spec']} | {r['method']} | {cell(r['validation'])} | {cell(r['held_out'])} ({r['n']}) "
+              f"| {cell(r['label'])} | {cell(d.get('kept_correct'))} | {cell(d.get('kl_per_token'), '{:.2f}')} "
+              f"| {r['train_minutes']:.1f} | {r['rounds']} | {r['outcome']} ({r['p']:.2g}) |")
+    sft = {r["spec"]: r for r in rows if r["method"] == "sft"}
+    wins = {m: sum(1 for r in rows if r["method"] == m and not r.get("failed") and r["validation"] is not None
+                   and sft[r["spec"]]["validation"] is not None and r["validation"] > sft[r["spec"]]["validation"])
+            for m in methods}
+    print("race validation_wins " + " ".join(f"{m}={n}" for m, n in wins.items()) + f" specs={len(sft)}")
+
+
+if __name__ == "__main__":
+    main()
