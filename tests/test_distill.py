@@ -117,12 +117,14 @@ def test_distillation_continues_an_adapter_with_the_reverse_kl(tiny_spec, tiny_m
                                          "max_length": 64, "save_steps": 2}))
     second = main(DistillRecipe(**common, output_dir=str(tmp_path / "b"), init_adapter=str(first),
                                 divergence="reverse_kl",
-                                training={"max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1e-2,
-                                          "max_length": 64, "save_steps": 2, "logging_steps": 1}))
+                                training={"max_steps": 10, "per_device_train_batch_size": 4, "learning_rate": 1e-2,
+                                          "max_length": 64, "save_steps": 10, "logging_steps": 1}))
     a, b = load_file(first / "adapter_model.safetensors"), load_file(second / "adapter_model.safetensors")
     assert a.keys() == b.keys() and any((a[k] - b[k]).abs().sum() > 0 for k in a)
-    state = json.loads((tmp_path / "b" / "checkpoints" / "checkpoint-2" / "trainer_state.json").read_text())
-    assert [log["loss"] for log in state["log_history"] if "loss" in log][0] > 0  # it starts away from the teacher
+    state = json.loads((tmp_path / "b" / "checkpoints" / "checkpoint-10" / "trainer_state.json").read_text())
+    losses = [log["loss"] for log in state["log_history"] if "loss" in log]
+    # it starts away from the teacher (the first adapter moved it) and the reverse KL falls as it trains
+    assert losses[0] > 0 and sum(losses[-3:]) < sum(losses[:3])
     with pytest.raises(ValueError, match="init_adapter fixes the adapter"):
         DistillRecipe(**common, init_adapter=str(first), lora={"r": 4})
 
