@@ -36,6 +36,7 @@ from promptbake.core.io import check_creatable, describe_contents, iter_jsonl, w
 from promptbake.core.layout import RunLayout
 from promptbake.core.models import DEFAULT_MODEL, RUN_INFO_FILE, check_model_fields
 from promptbake.rounds import RoundsSpec
+from promptbake.strength import StrengthSpec
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -86,6 +87,9 @@ class BakeConfig(StrictModel):
     it wrote). A spec's own `synthesis.min_inputs` wins; 0 turns it off."""
     rounds: RoundsSpec = RoundsSpec()
     """On-policy rounds after SFT (dpo, rft or distill), kept while validation adherence improves; off by default."""
+    strength: StrengthSpec = StrengthSpec()
+    """The adapter's strength (a multiplier of its scaling) chosen on the validation slice with drift second
+    (promptbake/strength.py); off by default: strength 1."""
     eval_batch_size: PositiveInt = 64
     """Inputs answered together by validation and by every eval arm (best-of-n: these inputs with their n samples
     each). Wide batches cost little more per decode step than narrow ones on a CPU: the demo's 36 held-out inputs
@@ -151,12 +155,13 @@ def changed_fields(old: dict, new: dict) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-STAGES = ["data", "sft", "rounds", "eval", "export"]
+STAGES = ["data", "sft", "rounds", "strength", "eval", "export"]
 # the first stage each bake config field affects; a change is accepted while that stage has not finished, and
 # the finished stages after it are run again (report_to changes nothing a stage produces)
 FIELD_STAGE = {"model": "data", "synthesis_min_inputs": "data", "validation": "data", "recipe": "sft",
-               "budget": "sft", "rounds": "rounds", "eval_batch_size": "eval", "drift": "eval",
-               "drift_questions": "eval",
+               "budget": "sft", "rounds": "rounds", "strength": "strength", "eval_batch_size": "eval",
+               # the strength stage measures drift on the general questions after the eval's drift questions
+               "drift": "strength", "drift_questions": "strength",
                "inference_arms": "eval", "best_of_n": "eval", "judge": "eval", "judge_model": "eval",
                "export": "export", "report_to": None}
 
@@ -289,6 +294,9 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
         rounds = stage("rounds", f"2b/4 on-policy rounds ({config.rounds.method}): the tuned model learns from "
                                  "its own answers", lambda: preference_rounds(config, plan, spec, recipe, sft))
         tuned = rounds["tuned_model"]
+    if config.strength.search:
+        tuned = stage("strength", "2c/4 strength: the adapter's scale chosen on the validation slice, drift second",
+                      lambda: adapter_strength(config, plan, spec, recipe, tuned))["tuned_model"]
     metrics = stage("eval", "3/4 eval: base WITH the prompt vs tuned WITHOUT it",
                     lambda: evaluate(eval_config.model_copy(update={"tuned_model": tuned}), user_spec))
     if config.export:
@@ -309,7 +317,8 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
     result.update(spec=spec.name, run_dir=str(run), time_s=round(time.time() - start, 1), stage_times_s=stage_times,
                   profile_s={stage: p for stage, p in profile.items() if p},
                   kept_step=sft.get("kept_step"), budget_steps=sft["budget_steps"],
-                  drift=drift_summary(metrics), drift_warning=drift_warning(metrics))
+                  drift=drift_summary(metrics), drift_warning=drift_warning(metrics),
+                  strength=(state.done("strength") or {}).get("strength"))
     write_json(layout.verdict, result)
     write_reports(run, result, metrics, curve, sft, rounds_done=state.done("rounds"))
     print_verdict(result, metrics, run)
@@ -385,6 +394,24 @@ def preference_rounds(config: BakeConfig, plan, spec, recipe, sft: dict) -> dict
             break  # nothing to train on, or no step beat the adapter it started from: keep that one
         current = result["adapter"]
     return {"tuned_model": current, "rounds": results}
+
+
+def adapter_strength(config: BakeConfig, plan, spec, recipe, tuned: str) -> dict:
+    """The kept adapter at the strength the validation slice (then drift) prefers (promptbake/strength.py)."""
+    from evals.run import read_eval_inputs
+    from promptbake.strength import choose_strength
+
+    layout = plan.layout
+    if recipe.method == "full" or not layout.data.val_inputs.exists():
+        print("[promptbake] strength: needs an adapter and a validation slice; kept at 1")
+        return {"tuned_model": tuned, "strength": 1.0, "points": []}
+    out = layout.stage_dir("strength")
+    out.mkdir(parents=True, exist_ok=True)
+    record = choose_strength(tuned, spec, read_eval_inputs(str(layout.data.val_inputs), None),
+                             config.drift_questions if config.drift else None, config.strength,
+                             plan.max_new_tokens, plan.eval_batch_size, out)
+    print(f"[promptbake] strength {record['strength']:g} kept", flush=True)
+    return record
 
 
 def truncated_rows(recipe, rows_path: Path) -> int:

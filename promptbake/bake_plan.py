@@ -42,6 +42,8 @@ class BakePlan(StrictModel):
     """Whether the pairwise content judge runs (specs without labels)."""
     rounds: str
     export: bool
+    strength_search: bool = False
+    """Whether the adapter's strength is chosen on the validation slice (promptbake/strength.py)."""
 
     @property
     def layout(self) -> RunLayout:
@@ -56,6 +58,7 @@ class BakePlan(StrictModel):
         return (f"[promptbake] plan: {self.inputs} inputs ({self.train_side_inputs} on the training side"
                 f"{synthesis}); {validation}; answers up to {self.max_new_tokens} new tokens; eval arms "
                 f"{', '.join(self.arms)}{' + content judge' if self.judge else ''}; rounds {self.rounds}; "
+                f"{'strength chosen on validation; ' if self.strength_search else ''}"
                 f"export {'on' if self.export else 'off'}; run directory {self.run_dir}")
 
 
@@ -100,7 +103,7 @@ def make_plan(user_spec, config, run: Path) -> BakePlan:
                     eval_batch_size=config.eval_batch_size, arms=arms,
                     judge=bool((config.judge if config.judge is not None else config.judge_model)
                                and not user_spec.inputs.label_names()),
-                    rounds=config.rounds.method, export=config.export)
+                    rounds=config.rounds.method, export=config.export, strength_search=config.strength.search)
 
 
 def data_spec(user_spec, plan: BakePlan):

@@ -378,12 +378,7 @@ def test_method_race_forks_a_finished_bake_and_runs_only_rounds_and_eval(bake_ru
     """scripts/bench_methods.py's arms: a copy of a finished bake, baked again with a round method, keeps the
     data and SFT stages as they were (same rows, same adapter) and runs the rounds and the eval; its row reads
     the validation score the bake chose by."""
-    import importlib.util
-
-    module = importlib.util.spec_from_file_location("bench_methods", Path(__file__).resolve().parents[1] / "scripts"
-                                                    / "bench_methods.py")
-    bench_methods = importlib.util.module_from_spec(module)
-    module.loader.exec_module(bench_methods)
+    bench_methods = load_bench_methods()
     out, _, overrides = bake_run
     fork = tmp_path / "distill"
     bench_methods.fork(out, fork)
@@ -402,3 +397,29 @@ def test_method_race_forks_a_finished_bake_and_runs_only_rounds_and_eval(bake_ru
     assert row["sft_validation"] is not None and row["validation"] >= row["sft_validation"]
     assert row["held_out"] == json.loads((fork / "eval" / "metrics.json").read_text())["tuned_unprompted"][
         "all_rules_adherence"]
+
+
+def load_bench_methods():
+    import importlib.util
+
+    module = importlib.util.spec_from_file_location("bench_methods", Path(__file__).resolve().parents[1] / "scripts"
+                                                    / "bench_methods.py")
+    bench_methods = importlib.util.module_from_spec(module)
+    module.loader.exec_module(bench_methods)
+    return bench_methods
+
+
+def test_strength_stage_runs_between_sft_and_eval(bake_run, bake_spec, tmp_path):
+    """strength.search=true on a finished bake's data and SFT: the stage measures each candidate on the validation
+    slice, the eval judges the adapter it kept, and the verdict names the strength."""
+    out, _, overrides = bake_run
+    fork = tmp_path / "strength"
+    load_bench_methods().fork(out, fork)
+    config, spec_overrides = load_bake(str(bake_spec), [*overrides, f"output_dir={fork}", "strength.search=true",
+                                                        "strength.candidates=[1.0, 0.5]", "inference_arms=false"])
+    result = bake(config, spec_overrides)
+    stages = json.loads((fork / "bake.json").read_text())["stages"]
+    assert list(stages) == ["data", "sft", "strength", "eval"]
+    record = json.loads((fork / "strength" / "strength.json").read_text())
+    assert [p["strength"] for p in record["points"]] == [1.0, 0.5] and result["strength"] == record["strength"]
+    assert stages["strength"]["tuned_model"] == record["tuned_model"]
