@@ -1,24 +1,25 @@
 """Benchmark: a method race. On each gallery spec, the same data and the same SFT run, then each on-policy round
-method, every arm judged by the same eval; prints one table.
+method (and the adapter-strength lever), every arm judged by the same eval; prints one table.
 
     .venv/bin/python scripts/bench_methods.py [--specs demo_style,ticket_triage] [--sft-from runs/bench_bake]
-                                             [--methods dpo,rft,distill] [--out runs/bench_methods]
+                                             [--methods dpo,rft,distill,strength] [--out runs/bench_methods]
 
 The `sft` arm is a finished default bake of the spec (`--sft-from/<spec>`, as `scripts/bench_bake.py` writes it;
 baked here when missing): the bake's default (LoRA SFT on the teacher's checked answers, rounds off). Each other
 arm copies that bake's data and SFT stages into `--out/<spec>/<method>` and runs the real `promptbake bake`
-there with `rounds.method=<method>`: the rounds start from the same SFT adapter and are kept only while they
-improve the validation slice (so a method that does not help there falls back to SFT, and says so: "kept 0
-rounds"), then the eval runs again (drift included; the inference-time arms, which do not depend on the method,
-are skipped). Columns:
+there with `rounds.method=<method>` (or `strength.search=true`): the rounds start from the same SFT adapter and
+are kept only while they improve the validation slice (so a method that does not help there falls back to SFT,
+and says so: "kept 0 rounds"); the strength arm scales the same adapter by the multiplier the validation slice
+(then drift) prefers. Then the eval runs again (drift included; the inference-time arms, which do not depend on
+the method, are skipped). Columns:
 
     spec | method | validation all rules (what the bake chooses by) | held-out all rules | label match | drift kept
-    | KL | training minutes (data + SFT + rounds stages) | rounds kept | verdict
+    | KL | training minutes (data + SFT + rounds/strength stages) | rounds kept / strength | verdict
 
 Nothing here is chosen on the held-out split: the bake's own choice between SFT and SFT + rounds reads only its
 validation slice. The last line counts, per method, the specs whose validation score it raised over SFT:
 
-    race validation_wins dpo=A rft=B distill=C specs=N
+    race validation_wins dpo=A rft=B distill=C strength=D specs=N
 """
 
 from __future__ import annotations
@@ -34,13 +35,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "configs" / "specs"
-METHODS = ("dpo", "rft", "distill")
+# each arm after SFT, as bake overrides: the on-policy round methods, and the adapter's strength (a drift lever)
+ARMS = {"dpo": ["rounds.method=dpo"], "rft": ["rounds.method=rft"], "distill": ["rounds.method=distill"],
+        "strength": ["strength.search=true"]}
+METHODS = tuple(ARMS)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--specs", default="demo_style,ticket_triage,product_faq",
-                        help="comma-separated spec names (file stems)")
+    parser.add_argument("--specs", help="comma-separated spec names (file stems); default: every spec")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"round methods among {', '.join(METHODS)}")
     parser.add_argument("--sft-from", default="runs/bench_bake",
                         help="finished default bakes, one directory per spec (scripts/bench_bake.py's --out)")
@@ -51,7 +54,8 @@ def main() -> None:
         sys.exit(f"unknown methods {sorted(unknown)}: choose among {', '.join(METHODS)}")
     env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
     rows = []
-    for name in args.specs.split(","):
+    names = args.specs.split(",") if args.specs else sorted(p.stem for p in SPECS.glob("*.yaml"))
+    for name in names:
         spec = SPECS / f"{name}.yaml"
         if not spec.exists():
             sys.exit(f"no spec {spec}")
@@ -65,9 +69,9 @@ def main() -> None:
             if out.exists():
                 shutil.rmtree(out)
             fork(sft_run, out)
-            print(f"\n##### {name}: {method} rounds from the SFT adapter of {sft_run} -> {out}", flush=True)
+            print(f"\n##### {name}: {method} from the SFT adapter of {sft_run} -> {out}", flush=True)
             t0 = time.time()
-            ok = bake(spec, out, [f"rounds.method={method}", "inference_arms=false", "export=false"], env)
+            ok = bake(spec, out, [*ARMS[method], "inference_arms=false", "export=false"], env)
             rows.append(arm_row(name, method, out, minutes=(time.time() - t0) / 60) if ok else
                         {"spec": name, "method": method, "failed": True})
     print_table(rows, methods)
@@ -102,12 +106,16 @@ def arm_row(spec: str, method: str, run: Path, minutes: float | None) -> dict:
     # the validation score the bake chose by: the kept round's best point, else SFT's best point
     sft_val = max((p.key for p in read_curve(run / "sft")), default=None)
     val = kept[-1]["best"]["all_rules"] if kept else (sft_val[0] if sft_val else None)
-    train_s = sum(stages[s].get("time_s", 0) for s in ("data", "sft", "rounds") if s in stages)
+    if stages.get("strength", {}).get("points"):  # the strength stage's choice, on the same validation slice
+        strength = stages["strength"]
+        val = next(p["all_rules"] for p in strength["points"] if p["strength"] == strength["strength"])
+    train_s = sum(stages[s].get("time_s", 0) for s in ("data", "sft", "rounds", "strength") if s in stages)
     tuned = metrics["tuned_unprompted"]
     return {"spec": spec, "method": method, "validation": val, "sft_validation": sft_val[0] if sft_val else None,
             "held_out": tuned["all_rules_adherence"], "n": verdict["n"], "p": verdict["mcnemar_p"],
             "label": tuned.get("label_match"), "drift": drift_summary(metrics), "train_minutes": train_s / 60,
-            "wall_minutes": minutes, "rounds": f"{len(kept)} of {len(rounds)}" if rounds else "-",
+            "wall_minutes": minutes, "rounds": f"{len(kept)} of {len(rounds)}" if rounds else
+            (f"strength {stages['strength']['strength']:g}" if "strength" in stages else "-"),
             "outcome": verdict["outcome"]}
 
 
@@ -117,7 +125,7 @@ def cell(value, fmt: str = "{:.0%}") -> str:
 
 def print_table(rows: list[dict], methods: list[str]) -> None:
     print("\n| spec | method | validation all rules | held-out all rules (n) | label match | drift kept | KL "
-          "| training minutes | rounds kept | verdict (p) |")
+          "| training minutes | rounds kept / strength | verdict (p) |")
     print("|---" * 10 + "|")
     for r in rows:
         if r.get("failed"):
