@@ -7,6 +7,9 @@ own answers, and it trains on what they say, for up to k rounds while validation
     distill  on-policy prompt distillation: one sampled answer per input (every one, or only passing ones), and
          the adapter continues under a per-token reverse KL (or JSD) to the prompted base on exactly those
          tokens; the teacher is the same weights with the adapter off and the spec's full prompt (sft/distill.py)
+    grpo online RL (TRL's GRPOTrainer, sft/rl.py) rewarded by the share of the spec's checks an answer passes: it
+         samples its own groups of `samples` answers per input, so no answers are sampled beforehand; a new
+         adapter trains on the SFT model, for at most `grpo_max_steps` steps
 
 Each round writes `<run>/rounds/<k>/`: `samples.jsonl` (the answers and their checks, the journal a killed
 round resumes from), `prefs_train.jsonl` or `sft_train.jsonl` (rft, distill), and the training run (its
@@ -30,7 +33,7 @@ from promptbake.core.layout import DatasetLayout
 
 
 class RoundsSpec(StrictModel):
-    method: Literal["none", "dpo", "rft", "distill"] = "none"
+    method: Literal["none", "dpo", "rft", "distill", "grpo"] = "none"
     """none: SFT only. dpo: preference pairs from the tuned model's own answers. rft: SFT on its own passing
     answers. distill: on-policy prompt distillation: the tuned model (no prompt) samples an answer to each
     training input and learns, token by token, the prompted base's distribution over what it said (the base is
@@ -45,12 +48,15 @@ class RoundsSpec(StrictModel):
     nearly everything, or nearly nothing)."""
     epochs: float = Field(2.0, gt=0)
     learning_rate: float = Field(5e-5, gt=0)
-    """DPO's rate (rft and distill use the SFT recipe's)."""
+    """DPO's and GRPO's rate (rft and distill use the SFT recipe's)."""
     beta: float = Field(0.1, gt=0)
     """DPO's beta."""
     divergence: Literal["reverse_kl", "jsd", "forward_kl"] = "reverse_kl"
     """distill: the per-token divergence between the student's and the prompted teacher's distributions on the
     student's own answers; reverse_kl (mode-seeking) is the on-policy distillation loss (sft/distill_loss.py)."""
+    grpo_max_steps: PositiveInt = 30
+    """grpo: optimizer steps per round at most (each samples `samples` answers to 8 / `samples` inputs, then
+    scores them: online RL's sampling makes its steps the slowest of the methods on a CPU)."""
     distill_only_passing: bool = False
     """distill: train only on sampled answers that pass every check, i.e. learn the teacher's distribution only
     where the student already got the rules right (the teacher, a weaker prompted model, is otherwise free to
@@ -135,6 +141,9 @@ def run_round(k: int, adapter: str, rounds: RoundsSpec, spec: PromptSpec, train_
     from sft.validation import BEST_DIR, ValidationCallback
 
     out.mkdir(parents=True, exist_ok=True)
+    if rounds.method == "grpo":
+        return grpo_round(k, adapter, rounds, spec, train_items, val_items, sft_recipe, out, every_evals, patience,
+                          max_new_tokens, batch_size, report_to)
     # the round's number seeds its sampling (it was the length of the path of `out`: the same bake in another
     # run directory sampled other answers and trained on other pairs)
     records = sample_answers(adapter, spec, train_items, rounds, max_new_tokens, batch_size, out, seed=k)
@@ -185,6 +194,42 @@ def run_round(k: int, adapter: str, rounds: RoundsSpec, spec: PromptSpec, train_
     write_json(out / "round.json", summary)
     return {**summary, "trained": True, "steps": steps, "best": best_point(out),
             "adapter": str(out / BEST_DIR)}
+
+
+def grpo_round(k: int, adapter: str, rounds: RoundsSpec, spec: PromptSpec, train_items, val_items, sft_recipe,
+               out: Path, every_evals: int, patience: int, max_new_tokens: int, batch_size: int,
+               report_to: str) -> dict:
+    """A GRPO round: a new adapter on the SFT model (merged in memory), rewarded by the checks, validated like
+    the others."""
+    from sft.rl import GRPOTraining, RLRecipe
+    from sft.rl import main as rl_main
+    from sft.validation import BEST_DIR, ValidationCallback
+
+    data = out / "data"
+    data.mkdir(exist_ok=True)
+    write_jsonl(data / DatasetLayout.SFT_TRAIN, [{"prompt": user(text)} for text, _ in train_items])
+    generations = max(2, rounds.samples)  # a group of one has nothing to compare with
+    per_step = max(1, 8 // generations) * generations  # answers per step: whole groups
+    steps = min(rounds.grpo_max_steps, max(4, math.ceil(rounds.epochs * len(train_items) * generations / per_step)))
+    every = max(1, math.ceil(steps / every_evals))
+    summary = {"round": k, "start_adapter": adapter, "rows": len(train_items)}
+    print(f"[promptbake] round {k} (grpo): {steps} steps of {per_step // generations} inputs x {generations} "
+          "answers, rewarded by the checks", flush=True)
+    callback = ValidationCallback(spec, val_items, out, every=every, patience=patience,
+                                  run_info={"base_model": adapter, "method": "lora", "dataset": str(data)},
+                                  max_new_tokens=max_new_tokens, batch_size=batch_size)
+    t = sft_recipe.training
+    training = GRPOTraining(max_steps=steps, save_steps=every, save_total_limit=1, logging_steps=min(5, every),
+                            per_device_train_batch_size=per_step, gradient_accumulation_steps=1,
+                            learning_rate=rounds.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
+                            activation_checkpointing=t.activation_checkpointing, seed=t.seed)
+    recipe = RLRecipe(model=adapter, spec=spec.source or spec.name, dataset=str(data), output_dir=str(out),
+                      method="lora", lora=sft_recipe.lora, precision=sft_recipe.precision, report_to=report_to,
+                      num_generations=generations, max_completion_length=max_new_tokens,
+                      temperature=rounds.temperature, training=training)
+    rl_main(recipe, resume=True, callbacks=[callback], spec=spec)
+    write_json(out / "round.json", summary)
+    return {**summary, "trained": True, "steps": steps, "best": best_point(out), "adapter": str(out / BEST_DIR)}
 
 
 def teacher_answers(sft_rows_path: Path) -> dict[str, str]:

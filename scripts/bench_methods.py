@@ -2,7 +2,7 @@
 method (and the adapter-strength lever), every arm judged by the same eval; prints one table.
 
     .venv/bin/python scripts/bench_methods.py [--specs demo_style,ticket_triage] [--sft-from runs/bench_bake]
-                                             [--methods dpo,rft,distill,strength] [--out runs/bench_methods]
+                                             [--methods dpo,rft,grpo,distill,strength] [--out runs/bench_methods]
 
 The `sft` arm is a finished default bake of the spec (`--sft-from/<spec>`, as `scripts/bench_bake.py` writes it;
 baked here when missing): the bake's default (LoRA SFT on the teacher's checked answers, rounds off). Each other
@@ -19,7 +19,7 @@ the method, are skipped). Columns:
 Nothing here is chosen on the held-out split: the bake's own choice between SFT and SFT + rounds reads only its
 validation slice. The last line counts, per method, the specs whose validation score it raised over SFT:
 
-    race validation_wins dpo=A rft=B distill=C strength=D specs=N
+    race validation_wins dpo=A rft=B grpo=C distill=D strength=E specs=N
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "configs" / "specs"
 # each arm after SFT, as bake overrides: the on-policy round methods, and the adapter's strength (a drift lever)
-ARMS = {"dpo": ["rounds.method=dpo"], "rft": ["rounds.method=rft"], "distill": ["rounds.method=distill"],
-        "strength": ["strength.search=true"]}
+ARMS = {"dpo": ["rounds.method=dpo"], "rft": ["rounds.method=rft"], "grpo": ["rounds.method=grpo"],
+        "distill": ["rounds.method=distill"], "strength": ["strength.search=true"]}
 METHODS = tuple(ARMS)
 
 

@@ -33,7 +33,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
 from data_tools.scoring import score
-from data_tools.spec import Rule, load_spec
+from data_tools.spec import PromptSpec, Rule, load_spec
 from promptbake.core.config import FieldError, InputError
 from promptbake.core.layout import DatasetLayout
 from sft.recipe import BaseRecipe, peft_config, run_trainer, trainer_parser
@@ -136,9 +136,12 @@ def reward_model(prompts: list, completions: list, scorer, **_) -> list[float]:
     return scorer.score_batch(prompts, [text_of(c, "assistant") for c in completions])
 
 
-def main(recipe: RLRecipe, resume: bool = False) -> Path:
-    """Train and return the adapter directory (or the model directory for full fine-tuning)."""
-    spec = load_spec(recipe.spec)
+def main(recipe: RLRecipe, resume: bool = False, callbacks: list | None = None,
+         spec: PromptSpec | None = None) -> Path:
+    """Train and return the adapter directory (or the model directory for full fine-tuning). `callbacks`
+    (transformers TrainerCallbacks, e.g. sft.validation.ValidationCallback) join the trainer's own; `spec` is the
+    spec as loaded by the caller (the bake's, with its overrides), else `recipe.spec` is loaded."""
+    spec = spec or load_spec(recipe.spec)
     if not any(r.check is not None for r in spec.rules):
         raise InputError(f"{recipe.spec}: no rule has a check, so there is nothing for the checks reward to score")
     reward_funcs, scorer = [], None
@@ -151,7 +154,8 @@ def main(recipe: RLRecipe, resume: bool = False) -> Path:
         reward_funcs.append(functools.partial(reward_model, scorer=scorer))
     build = functools.partial(build_trainer, reward_funcs=reward_funcs, scorer=scorer)
     return run_trainer(recipe, resume, name="rl (grpo)", rows_file=DatasetLayout.SFT_TRAIN, fields=("prompt",),
-                       build=build, details=f" reward={recipe.reward} answers_per_prompt={recipe.num_generations}")
+                       build=build, callbacks=callbacks,
+                       details=f" reward={recipe.reward} answers_per_prompt={recipe.num_generations}")
 
 
 def build_trainer(recipe: RLRecipe, model, tokenizer, rows, config, reward_funcs: list, scorer):

@@ -338,7 +338,7 @@ def test_diagnosis_reads_under_and_over_training_from_the_curve():
     assert "only 12 training rows" in " ".join(thin["diagnosis"]) and "more distinct inputs" in thin["try_first"]
 
 
-@pytest.mark.parametrize("method", ["dpo", "rft", "distill"])
+@pytest.mark.parametrize("method", ["dpo", "rft", "distill", "grpo"])
 def test_on_policy_round_trains_on_the_models_own_checked_answers(bake_run, bake_spec, method):
     from promptbake.bake import preference_rounds
     from promptbake.bake_plan import BakePlan
@@ -357,12 +357,15 @@ def test_on_policy_round_trains_on_the_models_own_checked_answers(bake_run, bake
     plan = BakePlan(**json.loads((out / "bake.json").read_text())["plan"])
     result = preference_rounds(config, plan, spec, recipe, sft)
     (only,) = result["rounds"]
-    samples = lines(out / "rounds" / "1" / "samples.jsonl")
     train_inputs = {r["prompt"][0]["content"] for r in lines(out / "data" / "train_inputs.jsonl")}
-    assert {s["input"] for s in samples} == train_inputs and all(len(s["answers"]) == 2 for s in samples)
     rows_file = out / "rounds" / "1" / "data" / ("prefs_train.jsonl" if method == "dpo" else "sft_train.jsonl")
     assert only["trained"], only
     assert len(lines(rows_file)) == only["rows"] >= 1
+    if method == "grpo":  # it samples its own groups while it trains: its rows are the bare training inputs
+        assert {r["prompt"][0]["content"] for r in lines(rows_file)} == train_inputs
+    else:
+        samples = lines(out / "rounds" / "1" / "samples.jsonl")
+        assert {s["input"] for s in samples} == train_inputs and all(len(s["answers"]) == 2 for s in samples)
     if method == "distill":  # on-policy: each row is the model's own first sampled answer to its input
         first = {s["input"]: s["answers"][0] for s in samples}
         assert all(first[r["prompt"][0]["content"]] == r["completion"][0]["content"] for r in lines(rows_file))
