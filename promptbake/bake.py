@@ -31,7 +31,7 @@ from pydantic import Field, PositiveInt, model_validator
 
 from promptbake.bake_plan import data_spec, make_plan, validation_size  # noqa: F401 (validation_size: its API)
 from promptbake.core.config import InputError, StrictModel, apply_overrides, load_config, validate
-from promptbake.core.contracts import EvalMetrics, Manifest, check_contract
+from promptbake.core.contracts import EvalMetrics, Manifest, Verdict, check_contract
 from promptbake.core.io import check_creatable, describe_contents, iter_jsonl, write_json
 from promptbake.core.layout import RunLayout
 from promptbake.core.models import DEFAULT_MODEL, RUN_INFO_FILE, check_model_fields
@@ -319,6 +319,7 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
                   kept_step=sft.get("kept_step"), budget_steps=sft["budget_steps"],
                   drift=drift_summary(metrics), drift_warning=drift_warning(metrics),
                   strength=(state.done("strength") or {}).get("strength"))
+    check_contract(Verdict, result, layout.verdict)  # what the readers rely on, checked where it is written
     write_json(layout.verdict, result)
     write_reports(run, result, metrics, curve, sft, rounds_done=state.done("rounds"))
     print_verdict(result, metrics, run)

@@ -88,11 +88,13 @@ def run_bench(name: str, command: list[str], timeout_s: int) -> tuple[dict[str, 
 
 def bench_bake() -> dict[str, float]:
     """A fresh demo bake in a temporary directory: wall seconds and the bake's stage times."""
+    from promptbake.core.contracts import Verdict, read_contract
+
     with tempfile.TemporaryDirectory(prefix="bench_all.demo.") as tmp:
         out = Path(tmp) / "demo"
         _, seconds = run_bench("demo bake", [str(Path(sys.executable).with_name("promptbake")), "demo", "--out",
                                              str(out), "report_to=none"], timeout_s=3600)
-        verdict = json.loads((out / "verdict.json").read_text())
+        verdict = read_contract(Verdict, out / "verdict.json").model_dump()
     figures = {"demo_bake_s": round(seconds, 1)}
     figures.update({f"demo_{stage}_s": round(s, 1) for stage, s in verdict["stage_times_s"].items()})
     # inside each stage (the profile the bake records): teacher, validation decodes, each eval arm, the judge

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from promptbake.core.contracts import EvalMetrics, check_contract
+from promptbake.core.contracts import EvalMetrics, Verdict, check_contract, read_contract
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "configs" / "specs"
@@ -57,7 +57,7 @@ def main() -> None:
             print(f"{name}: bake failed (exit {proc.returncode})", flush=True)
             results.append({"spec": name, "outcome": "failed", "minutes": minutes})
             continue
-        v = json.loads(verdict_path.read_text())
+        v = read_contract(Verdict, verdict_path).model_dump()
         metrics = json.loads((out / "eval" / "metrics.json").read_text())
         check_contract(EvalMetrics, metrics, out / "eval" / "metrics.json")
         # a resumed bake's own time counts only what was left; report the stages' total

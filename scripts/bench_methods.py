@@ -94,10 +94,10 @@ def fork(sft_run: Path, out: Path) -> None:
 
 def arm_row(spec: str, method: str, run: Path, minutes: float | None) -> dict:
     from evals.drift import drift_summary
-    from promptbake.core.contracts import EvalMetrics, check_contract
+    from promptbake.core.contracts import EvalMetrics, Verdict, check_contract, read_contract
     from sft.validation import read_curve
 
-    verdict = json.loads((run / "verdict.json").read_text())
+    verdict = read_contract(Verdict, run / "verdict.json").model_dump()
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     check_contract(EvalMetrics, metrics, run / "eval" / "metrics.json")
     stages = json.loads((run / "bake.json").read_text())["stages"]

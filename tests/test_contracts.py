@@ -46,3 +46,22 @@ def test_a_manifest_without_counts_and_a_file_that_is_not_json(tmp_path):
     (tmp_path / "x.json").write_text("{not json")
     with pytest.raises(InputError, match="cannot read it as JSON"):
         read_contract(Manifest, tmp_path / "x.json")
+
+
+def test_a_verdict_from_the_verdict_function_and_the_bake_checks_and_a_broken_one_names_its_field(tmp_path):
+    """The verdict a bake writes (promptbake/verdict.py's judgement plus the run's facts) passes its contract; one
+    without an outcome, or with an outcome the readers do not know, is refused with the file and field."""
+    from promptbake.core.contracts import Verdict
+    from promptbake.verdict import verdict
+
+    arm = {**ARM, "n": 10, "all_rules_passed": 9, "all_rules_adherence": 0.9, "passed": [1] * 9 + [0]}
+    base = {**ARM, "n": 10, "all_rules_passed": 1, "all_rules_adherence": 0.1, "passed": [1] + [0] * 9}
+    judged = verdict({"base_prompted": base, "tuned_unprompted": arm, "vs_base_prompted": {}}, MANIFEST, [], 60)
+    written = {**judged, "spec": "s", "run_dir": "runs/x", "time_s": 1.0, "budget_steps": 60, "kept_step": 30}
+    assert check_contract(Verdict, written, "verdict.json").outcome == judged["outcome"]
+    path = tmp_path / "verdict.json"
+    for broken, field in [({k: v for k, v in written.items() if k != "outcome"}, "outcome"),
+                          ({**written, "outcome": "great"}, "outcome")]:
+        path.write_text(json.dumps(broken))
+        with pytest.raises(InputError, match=f"{path}: field '{field}'"):
+            read_contract(Verdict, path)

@@ -1,4 +1,4 @@
-"""What one stage hands the next, typed: the data build's manifest and the eval's metrics.
+"""What one stage hands the next, typed: the data build's manifest, the eval's metrics and the bake's verdict.
 
 The files stay plain JSON (a user reads them, W&B logs them); these models say which fields a reader relies on
 and check them where a file is read, so that a run directory written by an older promptbake, or edited by hand,
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -69,6 +69,44 @@ class EvalMetrics(Contract):
     base_prompted_best_of_n: ArmMetrics | None = None
     vs_base_prompted: dict[str, float] = {}
     profile_s: dict[str, float] = {}
+
+
+class Verdict(Contract):
+    """`verdict.json` of a bake: promptbake/verdict.py's judgement of the eval, then the bake's facts about the run
+    (read by scripts/bench_bake.py, bench_methods.py and bench_all.py)."""
+
+    outcome: Literal["won", "undecided", "not won"]
+    won: bool
+    relation: str
+    base_prompted: float
+    tuned_unprompted: float
+    n: int
+    mcnemar_p: float
+    constant: float | None = None
+    label_match: dict[str, float | None] = {}
+    judge: dict | None = None
+    reasons: list[str]
+    statement: str
+    alternatives: str | None = None
+    cheapest_reaching_tuned: str | None = None
+    min_decisive_n: int
+    provenance: dict[str, int] | None = None
+    diagnosis: list[str]
+    try_first: str | None = None
+    spec: str
+    run_dir: str
+    time_s: float
+    stage_times_s: dict[str, float] = {}
+    """Seconds per stage run by this process (a resumed bake's finished stages are not in it)."""
+    profile_s: dict[str, dict[str, float]] = {}
+    """Inside each stage: where its time went."""
+    budget_steps: int
+    kept_step: int | None = None
+    drift: dict | None = None
+    """evals/drift.py:drift_summary (None when the drift arm did not run)."""
+    drift_warning: str | None = None
+    strength: float | None = None
+    """The adapter's strength the strength stage kept (None when it did not run)."""
 
 
 C = TypeVar("C", bound=Contract)
