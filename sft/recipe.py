@@ -312,17 +312,21 @@ def refuse_unsafe_pickles(checkpoint: Path) -> None:
 
 def run_trainer(recipe: BaseRecipe, resume: bool, *, name: str, rows_file: str, fields: tuple[str, ...],
                 build: Callable, load: Callable = load_for_training, details: str = "",
-                callbacks: list | None = None, after_save: Callable | None = None) -> Path:
+                callbacks: list | None = None, after_save: Callable | None = None,
+                precheck: Callable | None = None) -> Path:
     """Every trainer's run, setup -> train -> save. Finds and checks the rows (`rows_file` in a build directory,
     each of `fields` a list of messages), decides precision and tracking and says so, then
     `load(recipe, precision)` gives the model and tokenizer and `build(recipe, model, tokenizer, rows, config)` the
-    trainer (checking what it made of the rows); `callbacks` join the trainer's own. Trains and saves
+    trainer (checking what it made of the rows); `callbacks` join the trainer's own; `precheck(recipe, rows_path)`
+    refuses what the rows show wrong before the trainer's libraries load. Trains and saves
     (train_and_save); `after_save(trainer, save_dir)` tidies the saved output. Returns the saved directory."""
     from promptbake.core.models import is_run_output
 
     check_output_dir(*saved_output(recipe), legacy=is_run_output)  # refused now, not after training
     rows_path = dataset_file(recipe.dataset, rows_file)
     rows = load_rows(rows_path, fields)
+    if precheck is not None:
+        precheck(recipe, rows_path)
     config = recipe.trainer_config()  # the config class's own checks, before any model loads
     precision = choose_precision(recipe.precision)
     print(f"[promptbake] {name} method={recipe.method} precision={precision} model={recipe.model} rows={len(rows)}"

@@ -42,7 +42,77 @@ def main(recipe: SFTRecipe, resume: bool = False, callbacks: list | None = None)
     """Train and return the adapter directory (or the model directory for full fine-tuning). `callbacks`
     (transformers TrainerCallbacks, e.g. sft.validation.ValidationCallback) join the trainer's own."""
     return run_trainer(recipe, resume, name="sft", rows_file=DatasetLayout.SFT_TRAIN, fields=("prompt", "completion"),
-                       load=load_model, build=build_trainer, callbacks=callbacks)
+                       load=load_model, build=build_trainer, callbacks=callbacks, precheck=check_prompt_lengths)
+
+
+def check_prompt_lengths(recipe: SFTRecipe, rows_path: Path) -> None:
+    """The too-small max_length, refused in a second rather than after torch, TRL and the model load: each row's
+    prompt rendered by the model's chat template (jinja2, as transformers renders it) and tokenized by the
+    `tokenizers` library (no torch); when it reaches max_length in every row, no row keeps a response token.
+    The exact check (check_lengths, on TRL's own tokenization) still runs when training starts; a model without a
+    tokenizer.json and a chat template in its directory, or a template this rendering cannot run, is left to it."""
+    from promptbake.core.io import iter_jsonl
+
+    render = prompt_renderer(recipe.model)
+    if render is None:
+        return
+    max_length = recipe.training.max_length
+    n = 0
+    for _, row in iter_jsonl(rows_path):
+        n += 1
+        length = render(row["prompt"])
+        if length is None or length < max_length:
+            return
+    raise InputError(f"training.max_length={max_length} leaves no response token in any of the {n} rows "
+                     "(every prompt is at least that long); raise training.max_length")
+
+
+def prompt_renderer(model: str):
+    """A function from a prompt (messages) to its token count with the generation prompt, or None when the
+    model's directory lacks what it needs. The function returns None for a prompt its template cannot render."""
+    import json
+
+    from promptbake.core.models import resolve_model_path
+
+    try:
+        root = Path(resolve_model_path(model))
+    except InputError:
+        return None
+    config_path, tokenizer_path = root / "tokenizer_config.json", root / "tokenizer.json"
+    if not (config_path.is_file() and tokenizer_path.is_file()):
+        return None
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    template = config.get("chat_template")
+    if template is None and (root / "chat_template.jinja").is_file():
+        template = (root / "chat_template.jinja").read_text(encoding="utf-8")
+    if not isinstance(template, str):
+        return None
+    from jinja2 import TemplateError
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from tokenizers import Tokenizer
+
+    def token(name: str) -> str | None:
+        value = config.get(name)
+        return value.get("content") if isinstance(value, dict) else value
+
+    # transformers' own environment for chat templates (trim_blocks, lstrip_blocks, loop controls)
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    try:
+        compiled = env.from_string(template)
+    except TemplateError:
+        return None
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+
+    def length(messages: list[dict]) -> int | None:
+        try:
+            text = compiled.render(messages=messages, add_generation_prompt=True, bos_token=token("bos_token"),
+                                   eos_token=token("eos_token"))
+        except Exception:  # a template that needs transformers' extra globals: left to the exact check
+            return None
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+    return length
 
 
 def load_model(recipe: SFTRecipe, precision: str):

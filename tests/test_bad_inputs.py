@@ -14,8 +14,7 @@ from refusal import assert_quick_refusal, run_refused
 
 from promptbake.cli import make_parser
 
-LATE = {"max_length too small": "TRL's tokenization of the rows decides it, once the model is loaded",
-        "TRL refuses a value": "only TRL's config class can say, and importing it imports torch (seconds)"}
+LATE = {"TRL refuses a value": "only TRL's config class can say, and importing it imports torch (seconds)"}
 """Refusals that come after torch is imported, and why: held to exit 2, the message and no traceback, and timed
 apart from the others in the reliability report."""
 

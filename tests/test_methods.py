@@ -116,3 +116,22 @@ def test_qlora_parameters_leave_the_checkpoint_mapping(tiny_model_dir):
               for line in open("/proc/self/maps") if line.rstrip().endswith(checkpoint)]
     floats = [p for p in model.parameters() if p.dtype.is_floating_point]
     assert floats and not any(start <= p.data_ptr() < end for p in floats for start, end in mapped)
+
+
+def test_the_early_prompt_length_check_counts_what_the_tokenizer_counts(tiny_model_dir):
+    """sft/train.py's early max_length refusal renders the chat template with jinja2 and tokenizes with the
+    `tokenizers` library (no torch): it must count exactly the tokens transformers' apply_chat_template gives."""
+    from transformers import AutoTokenizer
+
+    from sft.train import prompt_renderer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    length = prompt_renderer(str(tiny_model_dir))
+    for prompt in ([{"role": "user", "content": "hi"}],
+                   [{"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "Name, in one line: a fruit?"}],
+                   [{"role": "user", "content": "Ünïcödé and\nnew lines {{ braces }}"}]):
+        ids = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        assert length(prompt) == len(ids), prompt
+    assert prompt_renderer("/no/such/model") is None
