@@ -13,7 +13,8 @@ and says so: "kept 0 rounds"); the strength arm scales the same adapter by the m
 (then drift) prefers. Then the eval runs again (drift included; the inference-time arms, which do not depend on
 the method, are skipped). Columns:
 
-    spec | method | validation all rules (what the bake chooses by) | held-out all rules | label match | drift kept
+    spec | method | validation all rules (what the bake chooses by) | what the trained round did to the validation
+    slice (best / last trained step, kept or not) | held-out all rules | label match | drift kept
     | KL | training minutes (data + SFT + rounds/strength stages) | rounds kept / strength | verdict
 
 Nothing here is chosen on the held-out split: the bake's own choice between SFT and SFT + rounds reads only its
@@ -109,6 +110,13 @@ def arm_row(spec: str, method: str, run: Path, minutes: float | None) -> dict:
     if stages.get("strength", {}).get("points"):  # the strength stage's choice, on the same validation slice
         strength = stages["strength"]
         val = next(p["all_rules"] for p in strength["points"] if p["strength"] == strength["strength"])
+    # what the method did to the validation slice once it trained (best and last trained step of its first round;
+    # the strength stage: its weakest candidate), whether or not the bake kept it
+    trained = [p for p in read_curve(run / "rounds" / "1") if p.step > 0] if (run / "rounds" / "1").exists() else []
+    moved = f"{max(p.all_rules for p in trained):.0%} / {trained[-1].all_rules:.0%}" if trained else "-"
+    if stages.get("strength", {}).get("points"):
+        weakest = min(stages["strength"]["points"], key=lambda p: p["strength"])
+        moved = f"x{weakest['strength']:g}: {weakest['all_rules']:.0%}"
     train_s = sum(stages[s].get("time_s", 0) for s in ("data", "sft", "rounds", "strength") if s in stages)
     tuned = metrics["tuned_unprompted"]
     return {"spec": spec, "method": method, "validation": val, "sft_validation": sft_val[0] if sft_val else None,
@@ -116,7 +124,7 @@ def arm_row(spec: str, method: str, run: Path, minutes: float | None) -> dict:
             "label": tuned.get("label_match"), "drift": drift_summary(metrics), "train_minutes": train_s / 60,
             "wall_minutes": minutes, "rounds": f"{len(kept)} of {len(rounds)}" if rounds else
             (f"strength {stages['strength']['strength']:g}" if "strength" in stages else "-"),
-            "outcome": verdict["outcome"]}
+            "outcome": verdict["outcome"], "moved": moved}
 
 
 def cell(value, fmt: str = "{:.0%}") -> str:
@@ -124,15 +132,16 @@ def cell(value, fmt: str = "{:.0%}") -> str:
 
 
 def print_table(rows: list[dict], methods: list[str]) -> None:
-    print("\n| spec | method | validation all rules | held-out all rules (n) | label match | drift kept | KL "
-          "| training minutes | rounds kept / strength | verdict (p) |")
-    print("|---" * 10 + "|")
+    print("\n| spec | method | validation all rules | trained round 1 on validation, best / last | held-out all rules "
+          "(n) | label match | drift kept | KL | training minutes | rounds kept / strength | verdict (p) |")
+    print("|---" * 11 + "|")
     for r in rows:
         if r.get("failed"):
-            print(f"| {r['spec']} | {r['method']} | | | | | | | | failed |")
+            print(f"| {r['spec']} | {r['method']} | | | | | | | | | failed |")
             continue
         d = r["drift"] or {}
-        print(f"| {r['spec']} | {r['method']} | {cell(r['validation'])} | {cell(r['held_out'])} ({r['n']}) "
+        print(f"| {r['spec']} | {r['method']} | {cell(r['validation'])} | {r.get('moved', '-')} "
+              f"| {cell(r['held_out'])} ({r['n']}) "
               f"| {cell(r['label'])} | {cell(d.get('kept_correct'))} | {cell(d.get('kl_per_token'), '{:.2f}')} "
               f"| {r['train_minutes']:.1f} | {r['rounds']} | {r['outcome']} ({r['p']:.2g}) |")
     sft = {r["spec"]: r for r in rows if r["method"] == "sft"}
