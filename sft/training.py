@@ -46,6 +46,18 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "save_total_limit": 2,  # [all]
     "seed": 0,  # the seed promptbake's runs have always had, so they stay reproducible [42]
 }
+# Lower bounds promptbake holds these fields to, checked with the recipe (no TRL, no torch: a refusal in under a
+# second). transformers' TrainingArguments accepts every one of these values but warmup_steps (measured with
+# transformers 5.24 / TRL 1.16: a negative rate, a zero batch or accumulation, a negative decay or clip norm all
+# build a config), and then trains away from the data, fails at the first batch, or reads a nonsense value.
+MINIMUMS: dict[str, tuple[float, str]] = {
+    "learning_rate": (0, "a negative rate trains away from the data"),
+    "per_device_train_batch_size": (1, "a batch needs a row"),
+    "gradient_accumulation_steps": (1, "each optimizer step needs a batch"),
+    "warmup_steps": (0, "the warm-up counts optimizer steps (the config class refuses it too)"),
+    "weight_decay": (0, "a negative decay pushes weights away from zero"),
+    "max_grad_norm": (0, "a clipping norm is a length (0 turns clipping off)"),
+}
 # rows of similar length batched together (shuffled in mega-batches), so less compute goes to padding [random].
 # SFT and distillation only: the preference trainers' pairs have no single length to group by.
 GROUP_BY_LENGTH = {"train_sampling_strategy": "group_by_length"}
@@ -170,8 +182,11 @@ def check_fields(recipe, at) -> list:
                 problems.append((at(key), e.errors()[0]["msg"]))
                 continue
             choices = fields[key].choices if key in fields else None
+            minimum, why = MINIMUMS.get(key, (None, ""))
             if choices and coerced not in choices:
                 problems.append((at(key), f"{value!r} is not one of {list(choices)}"))
+            elif minimum is not None and isinstance(coerced, int | float) and coerced < minimum:
+                problems.append((at(key), f"{value!r} is below {minimum}: {why}"))
             elif coerced != value:  # `2e-4` read as a string; an int where a float is typed stays as written
                 training.model_extra[key] = coerced
     return problems

@@ -14,7 +14,8 @@ from refusal import assert_quick_refusal, run_refused
 
 from promptbake.cli import make_parser
 
-LATE = {"TRL refuses a value": "only TRL's config class can say, and importing it imports torch (seconds)"}
+LATE = {"TRL refuses a value": "only TRL's config class can say (here a rule across two fields), and importing it "
+                               "imports torch (seconds)"}
 """Refusals that come after torch is imported, and why: held to exit 2, the message and no traceback, and timed
 apart from the others in the reliability report."""
 
@@ -226,9 +227,14 @@ CASES = [
                                       "d.jsonl": ROW + "\n", "afile": "x"}, ["train", "sft", "{tmp}/r.yaml"],
      "{tmp}/afile/run/adapter: cannot be made: {tmp}/afile is a file, not a directory"),
     ("TRL refuses a value", {"r.yaml": "model: TINY\ndataset: {tmp}/d.jsonl\nreport_to: none\noutput_dir: OUT\n"
-                                      "training: {warmup_steps: -1}\n", "d.jsonl": ROW + "\n"},
+                                      "training: {logging_steps: 0}\n", "d.jsonl": ROW + "\n"},
      ["train", "sft", "{tmp}/r.yaml"],
-     "{tmp}/r.yaml:5: field 'training.warmup_steps': TRL's SFTConfig: Got warmup_steps = -1"),
+     "{tmp}/r.yaml:5: field 'training.logging_steps': TRL's SFTConfig: logging strategy IntervalStrategy.STEPS "
+     "requires non-zero --logging_steps"),
+    ("negative learning rate", {"r.yaml": "model: TINY\ndataset: {tmp}/d.jsonl\nreport_to: none\noutput_dir: OUT\n"
+                                          "training: {learning_rate: -2.0e-4}\n", "d.jsonl": ROW + "\n"},
+     ["train", "sft", "{tmp}/r.yaml"],
+     "{tmp}/r.yaml:5: field 'training.learning_rate': -0.0002 is below 0: a negative rate trains away from the data"),
     ("dpo pair without chosen", {"r.yaml": "dataset: {tmp}/p.jsonl\n",
                                  "p.jsonl": '{"prompt": [{"role": "user", "content": "q"}], '
                                             '"rejected": [{"role": "assistant", "content": "b"}]}\n'},

@@ -80,9 +80,9 @@ def test_a_renamed_field_fails_when_the_config_is_built(tmp_path):
 
 
 @pytest.mark.parametrize("recipe_cls, text, message", [
-    (SFTRecipe, "training:\n  seed: 1\n  warmup_steps: -1\n",
-     "r.yaml:4: field 'training.warmup_steps': TRL's SFTConfig: Got warmup_steps = -1, Expected value "
-     "warmup_steps >= 0"),
+    (SFTRecipe, "training:\n  seed: 1\n  logging_steps: 0\n",
+     "r.yaml:4: field 'training.logging_steps': TRL's SFTConfig: logging strategy IntervalStrategy.STEPS requires "
+     "non-zero --logging_steps"),
     (SFTRecipe, "training:\n  lr_scheduler_type: cosine_annealing\n",
      "r.yaml:3: field 'training.lr_scheduler_type': TRL's SFTConfig: cosine_annealing is not a valid SchedulerType"),
     (DPORecipe, "loss_type: ipo\ntraining:\n  loss_weights: [1.0, 0.5]\n",  # checked against the recipe's loss_type
@@ -211,3 +211,23 @@ def outcome(adapter, value):
     except ValidationError as e:
         return "error", e.errors()[0]["msg"]
     return "ok", getattr(result, "value", result) if not dataclasses.is_dataclass(result) else vars(result)
+
+
+@pytest.mark.parametrize("field, value", [("learning_rate", -1e-4), ("per_device_train_batch_size", 0),
+                                          ("gradient_accumulation_steps", 0), ("warmup_steps", -1),
+                                          ("weight_decay", -0.1), ("max_grad_norm", -1.0)])
+def test_promptbakes_minimums_refuse_at_load_what_the_config_class_would_build(tmp_path, field, value):
+    """sft/training.py:MINIMUMS: refused when the recipe loads (no TRL import), with the line and the reason;
+    and (but for warmup_steps, which the class refuses too) the class itself builds a config with that value:
+    the table adds checks, it does not restate the class's."""
+    from sft.training import MINIMUMS
+
+    message = load_error(SFTRecipe, recipe_file(tmp_path, f"training:\n  {field}: {value}\n"))
+    assert f"r.yaml:3: field 'training.{field}': {value!r} is below {MINIMUMS[field][0]}" in message
+    from trl import SFTConfig
+
+    if field == "warmup_steps":
+        with pytest.raises(ValueError):
+            SFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], **{field: value})
+    else:
+        SFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], **{field: value})
