@@ -86,7 +86,8 @@ class BakeConfig(StrictModel):
     side only; not for chat logs; labelled ones count only where the teacher's own answer agrees with the label
     it wrote). A spec's own `synthesis.min_inputs` wins; 0 turns it off."""
     rounds: RoundsSpec = RoundsSpec()
-    """On-policy rounds after SFT (dpo, rft or distill), kept while validation adherence improves; off by default."""
+    """On-policy rounds after SFT (dpo, rft, grpo or distill), kept while validation all-rules adherence rises; off
+    by default."""
     strength: StrengthSpec = StrengthSpec()
     """The adapter's strength (a multiplier of its scaling) chosen on the validation slice with drift second
     (promptbake/strength.py); off by default: strength 1."""
@@ -373,9 +374,9 @@ def train_sft(config: BakeConfig, plan, spec, recipe, manifest: dict) -> dict:
 
 def preference_rounds(config: BakeConfig, plan, spec, recipe, sft: dict) -> dict:
     """Up to `rounds.max_rounds` on-policy rounds from the SFT adapter; each is kept only when its best
-    validation point beats the adapter it started from (its own step 0)."""
+    validation point passes every rule on more inputs than the adapter it started from (its own step 0)."""
     from evals.run import read_eval_inputs
-    from promptbake.rounds import run_round, summary_line, teacher_answers
+    from promptbake.rounds import improves, run_round, summary_line, teacher_answers
 
     layout = plan.layout
     if not layout.data.val_inputs.exists():
@@ -391,8 +392,8 @@ def preference_rounds(config: BakeConfig, plan, spec, recipe, sft: dict) -> dict
                            plan.validation_patience, plan.max_new_tokens, plan.eval_batch_size, config.report_to)
         results.append(result)
         print(f"[promptbake] {summary_line(result)}", flush=True)
-        if not result["trained"] or result["best"]["step"] == 0:
-            break  # nothing to train on, or no step beat the adapter it started from: keep that one
+        if not improves(result):
+            break  # nothing to train on, or no step passed more inputs than the adapter it started from: keep that
         current = result["adapter"]
     return {"tuned_model": current, "rounds": results}
 

@@ -13,8 +13,8 @@ own answers, and it trains on what they say, for up to k rounds while validation
 
 Each round writes `<run>/rounds/<k>/`: `samples.jsonl` (the answers and their checks, the journal a killed
 round resumes from), `prefs_train.jsonl` or `sft_train.jsonl` (rft, distill), and the training run (its
-validation curve and best adapter). A round is kept only when its best validation point beats the adapter it
-started from.
+validation curve and best adapter). A round is kept only when its best validation point passes every rule on
+more inputs than the adapter it started from (`improves`).
 """
 
 from __future__ import annotations
@@ -131,7 +131,16 @@ def best_point(run_dir: Path) -> dict | None:
     if not curve:
         return None
     best = max(curve, key=lambda p: p.key)
-    return {"step": best.step, "all_rules": best.all_rules, "key": list(best.key)}
+    return {"step": best.step, "all_rules": best.all_rules, "key": list(best.key),
+            "start_all_rules": curve[0].all_rules}
+
+
+def improves(result: dict) -> bool:
+    """Is a round worth keeping: it trained, and its best step passes every rule on more validation inputs than
+    the adapter it started from (its step 0). A higher mean rule pass rate alone does not count: in the method
+    race a GRPO round kept on it alone lost a held-out answer and drift (README, "Method race")."""
+    best = result.get("best") if result.get("trained") else None
+    return best is not None and best["step"] > 0 and best["all_rules"] > best.get("start_all_rules", 1.0)
 
 
 def run_round(k: int, adapter: str, rounds: RoundsSpec, spec: PromptSpec, train_items, val_items, teacher: dict,
