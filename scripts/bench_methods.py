@@ -68,6 +68,9 @@ def main() -> None:
         for method in methods:
             out = Path(args.out) / name / method
             if out.exists():
+                if not (out / "bake.json").exists():  # never remove what an earlier race did not write
+                    sys.exit(f"{out} exists and is not a bake's run directory (no bake.json); choose another --out "
+                             "or move it away")
                 shutil.rmtree(out)
             fork(sft_run, out)
             print(f"\n##### {name}: {method} from the SFT adapter of {sft_run} -> {out}", flush=True)
