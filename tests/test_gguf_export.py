@@ -41,14 +41,19 @@ MAX_TOKENS = 10
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """A training run as `promptbake train` leaves it (adapter/ + promptbake_run.json) on a tiny base."""
+    return make_run(tmp_path_factory.mktemp("gguf-run"), hidden_size=32)
+
+
+def make_run(root: Path, hidden_size: int) -> Path:
+    """A tiny base of `hidden_size` in `root/base` and a LoRA trained on it in `root/run` (returned)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    root = tmp_path_factory.mktemp("gguf-run")
     tokenizer = load_tokenizer(DEFAULT_MODEL)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
+        num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, initializer_range=0.5,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
@@ -148,6 +153,29 @@ def test_f16_and_q8_0_gguf_served_by_llama_cpp_answer_like_the_merged_model(tiny
     # nothing but the finished files: no temporary directory or f16 intermediate left behind
     assert sorted(p.name for p in gguf_dir.iterdir()) == ["f16", "q8_0"]
     assert sorted(p.name for p in (gguf_dir / "q8_0").iterdir()) == [MARKER, "Modelfile", "model-q8_0.gguf"]
+
+
+@pytest.mark.slow
+def test_q4_k_m_is_llama_cpps_k_quant_mix_and_keeps_the_tuned_answers(tmp_path_factory, tmp_path):
+    # k-quants pack rows in blocks of 256 values: a 32-wide model would get only fallback types, so this run is
+    # 256 wide (its 49k x 256 embedding makes it ~13M parameters, converted in seconds)
+    run = make_run(tmp_path_factory.mktemp("gguf-run-256"), hidden_size=256)
+    gguf_dir = export(run, gguf="q4_k_m")
+    model = gguf_dir / "q4_k_m" / "model-q4_k_m.gguf"
+    types = [t.tensor_type.name for t in GGUFReader(model).tensors if len(t.shape) == 2]
+    # Q4_K_M is llama.cpp's mix: Q4_K for most matrices, Q6_K for the sensitive ones (half the attention value
+    # and FFN down projections, the output/embedding matrix)
+    assert set(types) == {"Q4_K", "Q6_K"}, types
+    assert types.count("Q4_K") > types.count("Q6_K")
+    assert model.stat().st_size < 0.4 * (run / "merged" / "model.safetensors").stat().st_size
+    reference = local_answers(run / "merged")
+    base = local_answers(run.parent / "base")
+    assert identical(base, reference) < 0.5
+    q4 = served_answers(model, tmp_path)
+    # 4-bit weights of a random model flip more near-tied tokens than q8_0 does ("ok: snow bread are..." for "ok:
+    # snow are nice": similarity 0.64 on an AMD EPYC, the base's 0.16); the tuned frame must survive
+    assert similarity(q4, reference) >= 0.5 > 0.3 >= similarity(base, reference), list(zip(reference, q4))
+    assert sorted(p.name for p in (gguf_dir / "q4_k_m").iterdir()) == [MARKER, "Modelfile", "model-q4_k_m.gguf"]
 
 
 @pytest.mark.slow

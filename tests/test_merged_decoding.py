@@ -31,7 +31,8 @@ def test_merged_decoding_gives_the_same_logits_and_restores_every_bit(lora_model
     torch.testing.assert_close(inside, unmerged, rtol=1e-4, atol=1e-5)
     after = lora_model.state_dict()
     assert all(torch.equal(after[k], v) for k, v in state.items())
-    assert mergeable_lora_layers(lora_model) and not any(m.merged for m in lora_model.modules() if isinstance(m, LoraLayer))
+    assert mergeable_lora_layers(lora_model)
+    assert not any(m.merged for m in lora_model.modules() if isinstance(m, LoraLayer))
 
 
 def test_merged_decoding_restores_the_weights_when_the_decode_fails(lora_model):
