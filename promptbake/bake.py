@@ -35,6 +35,7 @@ from promptbake.core.contracts import EvalMetrics, Manifest, Verdict, check_cont
 from promptbake.core.io import check_creatable, describe_contents, iter_jsonl, write_json
 from promptbake.core.layout import RunLayout
 from promptbake.core.models import DEFAULT_MODEL, RUN_INFO_FILE, check_model_fields
+from promptbake.replay import ReplaySpec
 from promptbake.rounds import RoundsSpec
 from promptbake.strength import StrengthSpec
 
@@ -88,6 +89,9 @@ class BakeConfig(StrictModel):
     rounds: RoundsSpec = RoundsSpec()
     """On-policy rounds after SFT (dpo, rft, grpo or distill), kept while validation all-rules adherence rises; off
     by default."""
+    replay: ReplaySpec = ReplaySpec()
+    """Replay rows: the base's own answers to general questions (none the eval's drift arm asks) mixed into SFT,
+    `fraction` of them per spec row (promptbake/replay.py); off by default (fraction 0)."""
     strength: StrengthSpec = StrengthSpec()
     """The adapter's strength (a multiplier of its scaling) chosen on the validation slice with drift second
     (promptbake/strength.py); off by default: strength 1."""
@@ -156,11 +160,12 @@ def changed_fields(old: dict, new: dict) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-STAGES = ["data", "sft", "rounds", "strength", "eval", "export"]
+STAGES = ["data", "replay", "sft", "rounds", "strength", "eval", "export"]
 # the first stage each bake config field affects; a change is accepted while that stage has not finished, and
 # the finished stages after it are run again (report_to changes nothing a stage produces)
 FIELD_STAGE = {"model": "data", "synthesis_min_inputs": "data", "validation": "data", "recipe": "sft",
-               "budget": "sft", "rounds": "rounds", "strength": "strength", "eval_batch_size": "eval",
+               "budget": "sft", "replay": "replay", "rounds": "rounds", "strength": "strength",
+               "eval_batch_size": "eval",
                # the strength stage measures drift on the general questions after the eval's drift questions
                "drift": "strength", "drift_questions": "strength",
                "inference_arms": "eval", "best_of_n": "eval", "judge": "eval", "judge_model": "eval",
@@ -288,8 +293,12 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
         return result
 
     manifest = stage("data", "1/4 data: the prompted teacher answers the training inputs", lambda: build(spec))
+    replay = None
+    if config.replay.fraction > 0:
+        replay = stage("replay", "1b/4 replay: the base's own answers to general questions join the SFT rows",
+                       lambda: replay_rows(config, plan))
     sft = stage("sft", "2/4 train: SFT on bare inputs, validated by the spec's checks",
-                lambda: train_sft(config, plan, spec, recipe, manifest))
+                lambda: train_sft(config, plan, spec, recipe, manifest, replay))
     tuned = sft["tuned_model"]
     if config.rounds.method != "none":
         rounds = stage("rounds", f"2b/4 on-policy rounds ({config.rounds.method}): the tuned model learns from "
@@ -314,6 +323,8 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
     check_contract(EvalMetrics, metrics, f"{layout.eval / 'metrics.json'} (as recorded in {layout.state})")
     curve = read_curve_rows(layout.sft / CURVE_FILE)
     result = verdict(metrics, manifest, curve, sft["budget_steps"], sft.get("truncated_rows", 0))
+    if replay is not None and result.get("provenance") is not None:
+        result["provenance"] = {**result["provenance"], "replay": replay["replay_rows"]}
     profile = {"data": manifest.get("profile_s"), "sft": sft.get("profile_s"), "eval": metrics.get("profile_s")}
     result.update(spec=spec.name, run_dir=str(run), time_s=round(time.time() - start, 1), stage_times_s=stage_times,
                   profile_s={stage: p for stage, p in profile.items() if p},
@@ -333,14 +344,30 @@ def build(spec) -> dict:
     return build_main(spec)
 
 
-def train_sft(config: BakeConfig, plan, spec, recipe, manifest: dict) -> dict:
-    """SFT for a budget set by the data; with a validation slice, the best-scoring step is kept."""
+def replay_rows(config: BakeConfig, plan) -> dict:
+    """The replay stage: the base answers the replay questions; the spec's rows and theirs, mixed, in replay/."""
+    from evals.drift import read_questions
+    from evals.general_questions import GENERAL_QUESTIONS
+    from promptbake.replay import build_replay
+
+    layout = plan.layout
+    # every shipped general question is kept out of replay: the drift arm asks the first ones, strength the rest
+    asked = [q.question for q in read_questions(str(GENERAL_QUESTIONS))]
+    return build_replay(config.replay, config.model, layout.data, layout.stage_dir("replay"), asked,
+                        plan.eval_batch_size)
+
+
+def train_sft(config: BakeConfig, plan, spec, recipe, manifest: dict, replay: dict | None = None) -> dict:
+    """SFT for a budget set by the data (and the replay rows mixed in, when there are); with a validation slice,
+    the best-scoring step is kept."""
     from evals.run import read_eval_inputs
     from sft.train import main as train_main
     from sft.validation import BEST_DIR, ValidationCallback
 
     layout = plan.layout
-    rows = manifest["counts"]["sft_rows"]
+    rows = manifest["counts"]["sft_rows"] + (replay["replay_rows"] if replay else 0)
+    if replay:
+        recipe = recipe.model_copy(update={"dataset": replay["dataset"]})
     t = recipe.training
     steps = budget_steps(rows, t.per_device_train_batch_size * t.gradient_accumulation_steps, config.budget)
     val_path = layout.data.val_inputs
@@ -348,7 +375,7 @@ def train_sft(config: BakeConfig, plan, spec, recipe, manifest: dict) -> dict:
     every = None
     if val_path.exists():
         every = math.ceil(steps / plan.validation_evaluations)
-        run_info = {"base_model": recipe.model, "method": recipe.method, "dataset": str(layout.data.root)}
+        run_info = {"base_model": recipe.model, "method": recipe.method, "dataset": recipe.dataset}
         callbacks.append(ValidationCallback(spec, read_eval_inputs(str(val_path), None), layout.sft, every=every,
                                             patience=plan.validation_patience, run_info=run_info,
                                             max_new_tokens=plan.max_new_tokens, batch_size=plan.eval_batch_size))

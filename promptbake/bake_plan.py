@@ -44,6 +44,8 @@ class BakePlan(StrictModel):
     export: bool
     strength_search: bool = False
     """Whether the adapter's strength is chosen on the validation slice (promptbake/strength.py)."""
+    replay_fraction: float = 0.0
+    """Replay rows (the base's own answers to general questions) per spec row mixed into SFT (0: none)."""
 
     @property
     def layout(self) -> RunLayout:
@@ -59,6 +61,7 @@ class BakePlan(StrictModel):
                 f"{synthesis}); {validation}; answers up to {self.max_new_tokens} new tokens; eval arms "
                 f"{', '.join(self.arms)}{' + content judge' if self.judge else ''}; rounds {self.rounds}; "
                 f"{'strength chosen on validation; ' if self.strength_search else ''}"
+                f"{f'replay rows {self.replay_fraction:g} per spec row; ' if self.replay_fraction else ''}"
                 f"export {'on' if self.export else 'off'}; run directory {self.run_dir}")
 
 
@@ -103,7 +106,8 @@ def make_plan(user_spec, config, run: Path) -> BakePlan:
                     eval_batch_size=config.eval_batch_size, arms=arms,
                     judge=bool((config.judge if config.judge is not None else config.judge_model)
                                and not user_spec.inputs.label_names()),
-                    rounds=config.rounds.method, export=config.export, strength_search=config.strength.search)
+                    rounds=config.rounds.method, export=config.export, strength_search=config.strength.search,
+                    replay_fraction=config.replay.fraction)
 
 
 def data_spec(user_spec, plan: BakePlan):

@@ -1,8 +1,8 @@
 """Benchmark: a method race. On each gallery spec, the same data and the same SFT run, then each on-policy round
-method (and the adapter-strength lever), every arm judged by the same eval; prints one table.
+method (and the drift levers: adapter strength, replay rows), every arm judged by the same eval; prints one table.
 
     .venv/bin/python scripts/bench_methods.py [--specs demo_style,ticket_triage] [--sft-from runs/bench_bake]
-                                             [--methods dpo,rft,grpo,distill,strength] [--out runs/bench_methods]
+                                             [--methods dpo,rft,grpo,distill,strength,replay] [--out runs/bench_methods]
 
 The `sft` arm is a finished default bake of the spec (`--sft-from/<spec>`, as `scripts/bench_bake.py` writes it;
 baked here when missing): the bake's default (LoRA SFT on the teacher's checked answers, rounds off). Each other
@@ -10,7 +10,9 @@ arm copies that bake's data and SFT stages into `--out/<spec>/<method>` and runs
 there with `rounds.method=<method>` (or `strength.search=true`): the rounds start from the same SFT adapter and
 are kept only while they improve the validation slice (so a method that does not help there falls back to SFT,
 and says so: "kept 0 rounds"); the strength arm scales the same adapter by the multiplier the validation slice
-(then drift) prefers. Then the eval runs again (drift included; the inference-time arms, which do not depend on
+(then drift) prefers; the replay arm trains SFT again from the same data with `replay.fraction=0.5` (the base's own
+answers to general questions mixed in, promptbake/replay.py), its own validation curve choosing its step. Then the
+eval runs again (drift included; the inference-time arms, which do not depend on
 the method, are skipped). Columns:
 
     spec | method | validation all rules (what the bake chooses by) | what the trained round did to the validation
@@ -20,7 +22,7 @@ the method, are skipped). Columns:
 Nothing here is chosen on the held-out split: the bake's own choice between SFT and SFT + rounds reads only its
 validation slice. The last line counts, per method, the specs whose validation score it raised over SFT:
 
-    race validation_wins dpo=A rft=B grpo=C distill=D strength=E specs=N
+    race validation_wins dpo=A rft=B grpo=C distill=D strength=E replay=F specs=N
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "configs" / "specs"
-# each arm after SFT, as bake overrides: the on-policy round methods, and the adapter's strength (a drift lever)
+# each arm, as bake overrides: the on-policy round methods after SFT, and the two drift levers: the adapter's
+# strength (after SFT) and replay rows (SFT again, on the spec's rows and the base's own general answers)
 ARMS = {"dpo": ["rounds.method=dpo"], "rft": ["rounds.method=rft"], "grpo": ["rounds.method=grpo"],
-        "distill": ["rounds.method=distill"], "strength": ["strength.search=true"]}
+        "distill": ["rounds.method=distill"], "strength": ["strength.search=true"], "replay": ["replay.fraction=0.5"]}
 METHODS = tuple(ARMS)
 
 
@@ -120,7 +123,9 @@ def arm_row(spec: str, method: str, run: Path, minutes: float | None) -> dict:
     if stages.get("strength", {}).get("points"):
         weakest = min(stages["strength"]["points"], key=lambda p: p["strength"])
         moved = f"x{weakest['strength']:g}: {weakest['all_rules']:.0%}"
-    train_s = sum(stages[s].get("time_s", 0) for s in ("data", "sft", "rounds", "strength") if s in stages)
+    train_s = sum(stages[s].get("time_s", 0) for s in ("data", "replay", "sft", "rounds", "strength") if s in stages)
+    if "replay" in stages:
+        moved = f"+{stages['replay']['replay_rows']} replay rows"
     tuned = metrics["tuned_unprompted"]
     return {"spec": spec, "method": method, "validation": val, "sft_validation": sft_val[0] if sft_val else None,
             "held_out": tuned["all_rules_adherence"], "n": verdict["n"], "p": verdict["mcnemar_p"],

@@ -1,0 +1,99 @@
+"""Replay rows: the base model's own answers to general questions, mixed into the SFT rows (bake stage 1b).
+
+Baking a format into every answer moves a small model off what it knew: the drift arm measures the share of the
+base's correct fact and arithmetic answers the tuned model keeps. Replay is the rehearsal lever against that
+forgetting: besides the spec's rows, SFT trains on questions outside the spec answered by the base itself, with
+no prompt, greedy — answers the base would give anyway, so they teach "stay as you were off the spec".
+
+The questions come from `configs/evals/replay_questions.jsonl` (fact and arithmetic questions, none of them
+asked by the eval's drift arm, which would otherwise score answers it trained on: refused when they overlap).
+An answer cut off at `max_new_tokens` is dropped (its row would teach stopping mid-sentence). The mixed rows are
+spread evenly through the spec's rows, so that every batch sees both, and written to the stage's directory as a
+dataset SFT reads instead of data/; the data build itself is left as it was.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, PositiveInt
+
+from promptbake.core.config import InputError, StrictModel
+from promptbake.core.io import iter_jsonl, write_json, write_jsonl
+from promptbake.core.layout import DatasetLayout
+
+REPLAY_QUESTIONS = Path(__file__).resolve().parents[1] / "configs" / "evals" / "replay_questions.jsonl"
+REPLAY_ROWS = "replay_rows.jsonl"
+"""The replay rows alone, beside the mixed sft_train.jsonl, for reading what the base answered."""
+
+
+class ReplaySpec(StrictModel):
+    fraction: float = Field(0.0, ge=0.0, le=4.0)
+    """Replay rows per spec row (0.25: one for every four of the spec's rows; at most as many as there are
+    questions). 0 turns replay off (the default until a measurement says otherwise: see README)."""
+    questions: str = str(REPLAY_QUESTIONS)
+    """General questions the base answers (the general-questions format: id, kind, question, answer)."""
+    max_new_tokens: PositiveInt = 64
+    """Tokens the base may use per answer; answers that reach it unfinished are dropped."""
+
+
+def replay_questions(path: str, drift_questions: list[str]):
+    """The replay questions, validated (errors name file:line and field); one the eval's drift arm asks is
+    refused, named: training on it would make the drift arm score answers the model was taught."""
+    from evals.drift import read_questions
+
+    asked = {q.casefold().strip() for q in drift_questions}
+    questions = read_questions(path)
+    for q in questions:
+        if q.question.casefold().strip() in asked:
+            raise InputError(f"{path}: question {q.id!r} ({q.question!r}) is one the eval's drift arm asks; replay "
+                             "questions must be others, or the drift figures would read trained answers")
+    return questions
+
+
+def spread(rows: list[dict], extra: list[dict]) -> list[dict]:
+    """`rows` with `extra` inserted at evenly spaced positions (deterministic: no shuffle to seed)."""
+    if not extra:
+        return list(rows)
+    total = len(rows) + len(extra)
+    slots = {round((i + 0.5) * total / len(extra) - 0.5) for i in range(len(extra))}
+    out, r, e = [], iter(rows), iter(extra)
+    for position in range(total):
+        out.append(next(e) if position in slots else next(r))
+    return out
+
+
+def build_replay(replay: ReplaySpec, model: str, data: DatasetLayout, out: Path, drift_questions: list[str],
+                 batch_size: int) -> dict:
+    """Answer the replay questions with the base `model` and write `out/sft_train.jsonl` (the spec's rows of
+    `data` with the replay rows spread among them) and `out/replay_rows.jsonl`; returns the stage's record."""
+    from data_tools.backends import LocalBackend
+    from data_tools.spec import Sampling
+
+    spec_rows = [row for _, row in iter_jsonl(data.sft_train)]
+    questions = replay_questions(replay.questions, drift_questions)
+    wanted = round(replay.fraction * len(spec_rows))
+    if wanted > len(questions):
+        print(f"[promptbake] replay: {wanted} rows asked for ({replay.fraction:g} x {len(spec_rows)}), "
+              f"{len(questions)} questions in {replay.questions}: all of them are used")
+    questions = questions[:wanted]
+    backend = LocalBackend.from_name(model, batch_size)
+    completions = backend.generate([[{"role": "user", "content": q.question}] for q in questions],
+                                   Sampling(n=1, temperature=0.0, max_new_tokens=replay.max_new_tokens))
+    rows, unfinished = [], 0
+    for q, c in zip(questions, completions, strict=True):
+        text = c.texts[0].strip()
+        if c.completion_tokens[0] >= replay.max_new_tokens or not text:
+            unfinished += 1
+            continue
+        rows.append({"prompt": [{"role": "user", "content": q.question}],
+                     "completion": [{"role": "assistant", "content": text}]})
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / REPLAY_ROWS, rows)
+    write_jsonl(out / DatasetLayout.SFT_TRAIN, spread(spec_rows, rows))
+    record = {"dataset": str(out), "spec_rows": len(spec_rows), "replay_rows": len(rows),
+              "dropped_unfinished": unfinished, "questions": replay.questions}
+    write_json(out / "replay.json", record)
+    print(f"[promptbake] replay: {len(rows)} rows of the base's own answers mixed into {len(spec_rows)} spec rows"
+          + (f" ({unfinished} cut off at {replay.max_new_tokens} tokens, dropped)" if unfinished else ""), flush=True)
+    return record
