@@ -60,6 +60,36 @@ def jaccard(a: frozenset, b: frozenset) -> float:
     return len(a & b) / len(a | b)
 
 
+def char_shingles(text: str, k: int = 3) -> frozenset[str]:
+    """Character k-grams of the text's case-folded words joined by single spaces. For one-line inputs (a
+    question, a ticket): a few words give a word-shingle set of a handful of elements, where one changed word
+    halves the similarity; character grams grade it."""
+    t = " ".join(words(text))
+    return frozenset(t[i : i + k] for i in range(max(1, len(t) - k + 1)))
+
+
+class NearDuplicates:
+    """Texts seen so far, compared by character 3-grams (`char_shingles`): `near(text)` says whether a new one
+    repeats one (same words) or reaches `threshold` Jaccard similarity with any. Synthesis keeps its candidates
+    apart from the given, held-out and validation inputs and from each other with it, one at a time (a few hundred
+    short texts: all pairs; the lint's `similar_pairs` is for whole datasets)."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self.seen: list[frozenset[str]] = []
+        self.exact: set[str] = set()
+
+    def add(self, text: str) -> None:
+        self.exact.add(" ".join(text.lower().split()))
+        self.seen.append(char_shingles(text))
+
+    def near(self, text: str) -> bool:
+        if " ".join(text.lower().split()) in self.exact:
+            return True
+        s = char_shingles(text)
+        return any(jaccard(s, other) >= self.threshold for other in self.seen)
+
+
 def _similar(a: frozenset, b: frozenset, threshold: float) -> float | None:
     """The rounded similarity if it is >= threshold; sizes alone rule most pairs out (J <= small/large)."""
     if min(len(a), len(b)) < threshold * max(len(a), len(b)):

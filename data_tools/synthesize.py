@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from data_tools.near_dupes import NearDuplicates
 from data_tools.spec import PromptSpec, Sampling
 from promptbake.core.config import InputError
 from promptbake.core.io import append_jsonl, recover_journal
@@ -43,34 +44,6 @@ ASK = "Write one new message."
 ASK_LABELLED = "Write one new message and its answer."
 ANSWER = re.compile(r"\n\s*Answer:[ \t]*")
 Label = str | dict | None
-
-
-def shingles(text: str, k: int = 3) -> set[str]:
-    t = " ".join(re.findall(r"\w+", text.lower()))
-    return {t[i : i + k] for i in range(max(1, len(t) - k + 1))}
-
-
-def jaccard(a: set[str], b: set[str]) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
-
-
-class NearDuplicates:
-    """Texts seen so far; `near(text)` says whether a new one is too close to any of them."""
-
-    def __init__(self, threshold: float):
-        self.threshold = threshold
-        self.seen: list[set[str]] = []
-        self.exact: set[str] = set()
-
-    def add(self, text: str) -> None:
-        self.exact.add(" ".join(text.lower().split()))
-        self.seen.append(shingles(text))
-
-    def near(self, text: str) -> bool:
-        if " ".join(text.lower().split()) in self.exact:
-            return True
-        s = shingles(text)
-        return any(jaccard(s, other) >= self.threshold for other in self.seen)
 
 
 def label_text(label: str | dict) -> str:

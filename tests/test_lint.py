@@ -321,3 +321,18 @@ def test_one_completion_for_many_prompts_is_one_group_not_every_pair(monkeypatch
     assert [n["lines"] for n in report["near_duplicates"]] == [[3001, 3002]]
     assert report["issue_counts"]["repeated_completions"] == 3
     assert "'billing' in 1000 rows: lines [2, 5, 8" in (out / "lint" / "lint.md").read_text()
+
+
+def test_one_near_duplicate_module_char_grams_for_short_inputs_word_shingles_for_datasets():
+    """Synthesis's incremental check (data_tools.near_dupes.NearDuplicates, character 3-grams) and the lint's
+    dataset-wide pairs (word 3-shingles) live in one module; on a short question the two units differ as meant."""
+    from data_tools.near_dupes import NearDuplicates, char_shingles, jaccard
+
+    seen = NearDuplicates(0.6)
+    seen.add("How do I fix a dripping tap?")
+    assert seen.near("how do i fix a dripping tap")  # same words: a repeat, whatever the case and punctuation
+    assert seen.near("How do I fix a dripping faucet tap?")  # one word more: character grams still find it
+    assert not seen.near("What is the best way to cook rice?")
+    # one word changed in a 7-word question: 3 of 7 word 3-shingles shared (0.43); character grams grade finer
+    a, b = "How do I fix a dripping tap?", "How do I fix a leaking tap?"
+    assert jaccard(char_shingles(a), char_shingles(b)) > jaccard(shingles(a), shingles(b))
