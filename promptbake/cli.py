@@ -23,11 +23,12 @@ import importlib
 import sys
 
 from promptbake.core.entry import add_verbose_flag, configure_logging, run_main, stage_parser
+from sft.trainers import TRAINERS
 
 # group -> (its help, the stage modules whose commands it holds); None: commands directly under `promptbake`
 STAGES: dict[str | None, tuple[str | None, list[str]]] = {
     "data": ("dataset tools", ["data_tools.build", "data_tools.merge", "data_tools.lint", "data_tools.vllm_server"]),
-    "train": ("train a model", ["sft.train", "sft.distill", "sft.dpo", "sft.reward", "sft.rl"]),
+    "train": ("train a model", [trainer.module for trainer in TRAINERS.values()]),
     None: (None, ["evals.run", "sft.export", "promptbake.bake"]),
 }
 

@@ -30,6 +30,10 @@ from data_tools.spec import PromptSpec, Sampling
 from promptbake.core.config import StrictModel
 from promptbake.core.io import iter_jsonl, write_json, write_jsonl
 from promptbake.core.layout import DatasetLayout
+from sft.trainers import TRAINERS
+
+ROUND_TRAINERS = {"dpo": "dpo", "rft": "sft", "distill": "distill", "grpo": "rl"}
+"""Each round method and the trainer (sft/trainers.py) it runs."""
 
 
 class RoundsSpec(StrictModel):
@@ -177,29 +181,21 @@ def run_round(k: int, adapter: str, rounds: RoundsSpec, spec: PromptSpec, train_
                                   max_new_tokens=max_new_tokens, batch_size=batch_size)
     training = sft_recipe.training.model_copy(update={"max_steps": steps, "save_steps": every, "save_total_limit": 1,
                                                       "logging_steps": min(sft_recipe.training.logging_steps, every)})
+    recipe_cls, train = TRAINERS[ROUND_TRAINERS[rounds.method]].load()
     if rounds.method == "dpo":
-        from sft.dpo import DPORecipe
-        from sft.dpo import main as dpo_main
-
-        recipe = DPORecipe(model=base_model, init_adapter=adapter, dataset=str(data), output_dir=str(out),
-                           beta=rounds.beta, report_to=report_to, precision=sft_recipe.precision,
-                           training=training.model_copy(update={"learning_rate": rounds.learning_rate}))
-        dpo_main(recipe, resume=True, callbacks=[callback])
+        recipe = recipe_cls(model=base_model, init_adapter=adapter, dataset=str(data), output_dir=str(out),
+                            beta=rounds.beta, report_to=report_to, precision=sft_recipe.precision,
+                            training=training.model_copy(update={"learning_rate": rounds.learning_rate}))
+        train(recipe, resume=True, callbacks=[callback])
     elif rounds.method == "distill":
-        from sft.distill import DistillRecipe
-        from sft.distill import main as distill_main
-
-        recipe = DistillRecipe(model=base_model, init_adapter=adapter, dataset=str(data), output_dir=str(out),
-                               spec=spec.source or spec.name, divergence=rounds.divergence,
-                               report_to=report_to, precision=sft_recipe.precision,
-                               training=training)
-        distill_main(recipe, resume=True, callbacks=[callback], spec=spec)
-    else:
-        from sft.train import main as sft_main
-
+        recipe = recipe_cls(model=base_model, init_adapter=adapter, dataset=str(data), output_dir=str(out),
+                            spec=spec.source or spec.name, divergence=rounds.divergence,
+                            report_to=report_to, precision=sft_recipe.precision, training=training)
+        train(recipe, resume=True, callbacks=[callback], spec=spec)
+    else:  # rft: SFT again, a new adapter on the merged SFT model
         recipe = sft_recipe.model_copy(update={"model": adapter, "dataset": str(data), "output_dir": str(out),
                                                "training": training})
-        sft_main(recipe, resume=True, callbacks=[callback])
+        train(recipe, resume=True, callbacks=[callback])
     write_json(out / "round.json", summary)
     return {**summary, "trained": True, "steps": steps, "best": best_point(out),
             "adapter": str(out / BEST_DIR)}
@@ -210,9 +206,10 @@ def grpo_round(k: int, adapter: str, rounds: RoundsSpec, spec: PromptSpec, train
                report_to: str) -> dict:
     """A GRPO round: a new adapter on the SFT model (merged in memory), rewarded by the checks, validated like
     the others."""
-    from sft.rl import GRPOTraining, RLRecipe
-    from sft.rl import main as rl_main
+    from sft.rl import GRPOTraining
     from sft.validation import BEST_DIR, ValidationCallback
+
+    recipe_cls, train = TRAINERS[ROUND_TRAINERS["grpo"]].load()
 
     data = out / "data"
     data.mkdir(exist_ok=True)
@@ -232,11 +229,11 @@ def grpo_round(k: int, adapter: str, rounds: RoundsSpec, spec: PromptSpec, train
                             per_device_train_batch_size=per_step, gradient_accumulation_steps=1,
                             learning_rate=rounds.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
                             activation_checkpointing=t.activation_checkpointing, seed=t.seed)
-    recipe = RLRecipe(model=adapter, spec=spec.source or spec.name, dataset=str(data), output_dir=str(out),
-                      method="lora", lora=sft_recipe.lora, precision=sft_recipe.precision, report_to=report_to,
-                      num_generations=generations, max_completion_length=max_new_tokens,
-                      temperature=rounds.temperature, training=training)
-    rl_main(recipe, resume=True, callbacks=[callback], spec=spec)
+    recipe = recipe_cls(model=adapter, spec=spec.source or spec.name, dataset=str(data), output_dir=str(out),
+                        method="lora", lora=sft_recipe.lora, precision=sft_recipe.precision, report_to=report_to,
+                        num_generations=generations, max_completion_length=max_new_tokens,
+                        temperature=rounds.temperature, training=training)
+    train(recipe, resume=True, callbacks=[callback], spec=spec)
     write_json(out / "round.json", summary)
     return {**summary, "trained": True, "steps": steps, "best": best_point(out), "adapter": str(out / BEST_DIR)}
 

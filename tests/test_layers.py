@@ -44,3 +44,26 @@ def test_a_new_module_that_breaks_the_layers_is_caught(tmp_path, new_files, brea
         (tmp_path / path).write_text(text)
     result = lint_imports(tmp_path)
     assert result.returncode != 0 and breach in result.stdout, result.stdout + result.stderr
+
+
+def test_the_trainer_table_is_what_the_cli_and_the_rounds_run():
+    """sft/trainers.py: each row's module holds its recipe class and main, reads the rows file the row names,
+    and is a `promptbake train` command; every round method runs a trainer of the table."""
+    import inspect
+    import typing
+
+    from promptbake.cli import make_parser
+    from promptbake.rounds import ROUND_TRAINERS, RoundsSpec
+    from sft.trainers import TRAINERS
+
+    train = next(a for a in make_parser("train")._subparsers._group_actions if a.dest == "command")
+    commands = train.choices["train"]._subparsers._group_actions[0].choices
+    assert set(commands) == set(TRAINERS)
+    for name, trainer in TRAINERS.items():
+        recipe_cls, main = trainer.load()
+        assert recipe_cls.__module__ == trainer.module and main.__module__ == trainer.module, name
+        assert "recipe" in inspect.signature(main).parameters
+        source = inspect.getsource(inspect.getmodule(main))
+        assert f"rows_file=DatasetLayout.{'PREFS_TRAIN' if 'prefs' in trainer.rows_file else 'SFT_TRAIN'}" in source
+    methods = set(typing.get_args(RoundsSpec.model_fields["method"].annotation)) - {"none"}
+    assert set(ROUND_TRAINERS) == methods and set(ROUND_TRAINERS.values()) <= set(TRAINERS)
