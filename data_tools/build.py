@@ -39,6 +39,7 @@ from data_tools.backends import Completion
 from data_tools.format_only import best_fixed_answer, fixed_answers, format_only_warning
 from data_tools.inputs import InputItem, carve_validation, input_id, load_inputs, split_inputs
 from data_tools.label_repair import label_repair
+from data_tools.near_dupes import repeated_shingles
 from data_tools.scoring import all_pass, failures, repair, score
 from data_tools.shards import Shard, load_sharded, shard_train
 from data_tools.spec import PromptSpec, Sampling
@@ -184,22 +185,30 @@ def add_synthesized(spec: PromptSpec, inputs: dict[str, InputItem], train: list[
 
 def select(spec: PromptSpec, text: str, samples: list[str], label: str | dict | None = None,
            label_is_answer: bool = True) -> dict:
-    """Score one input's samples: pick the best passing answer (raw, then repaired by the checks' repairs, then
+    """Score one input's samples: pick the best passing answer (raw or repaired by the checks' repairs, then
     label-repaired: a sample that fails only label-reading checks with the label's fields set, then the input's
     own label when it passes every check; the last two where `teacher.label_repair` / `label_fallback` allow and
     `label_is_answer`: not for a label the teacher guessed), a rejected one for a preference pair, or report why
-    every sample failed. `label` feeds the checks that compare with it."""
+    every sample failed. `label` feeds the checks that compare with it.
+
+    Among the raw and repaired answers that pass, the first that never repeats a phrase wins (`repeated_shingles`:
+    the demo's training answers held run-ons such as "pack light bring the right gear. pack light bring the
+    right clothes ...", and the tuned model looped on 4 of its 9 failing held-out answers); then a raw answer
+    over a repaired one, a repair that ends a sentence over one cut mid-sentence (a fragment), fewer repeats."""
     scored = [(s, score(spec.rules, text, s, label)) for s in samples]
-    raw_pass = [i for i, (_, r) in enumerate(scored) if all_pass(r)]
     failing = [s for s, r in scored if not all_pass(r)]
-    index = raw_pass[0] if raw_pass else None
-    chosen, repaired = (samples[index], False) if raw_pass else (None, False)
-    if chosen is None and spec.teacher.repair:
-        fixed = [(i, f) for i, f in enumerate(repair(spec.rules, text, s, label=label) for s in samples)
-                 if f is not None]
-        # a repair that had to cut mid-sentence leaves a fragment: prefer one that ends a sentence
-        fixed.sort(key=lambda f: not f[1].rstrip().endswith((".", "!", "?")))
-        (index, chosen), repaired = (fixed[0], True) if fixed else ((None, None), False)
+    candidates = [(i, s, False) for i, (s, r) in enumerate(scored) if all_pass(r)]
+    if spec.teacher.repair:
+        candidates += [(i, f, True) for i, (s, r) in enumerate(scored) if not all_pass(r)
+                       for f in [repair(spec.rules, text, s, label=label)] if f is not None]
+
+    def rank(candidate: tuple[int, str, bool]) -> tuple:
+        index, answer, repaired = candidate
+        repeats = repeated_shingles(answer)
+        fragment = repaired and not answer.rstrip().endswith((".", "!", "?"))
+        return repeats > 0, repaired, fragment, repeats, index
+
+    index, chosen, repaired = min(candidates, key=rank) if candidates else (None, None, False)
     label_repaired = False
     if chosen is None and spec.teacher.label_repair and label_is_answer:
         fixed = [(i, f) for i, f in enumerate(label_repair(spec.rules, text, s, label, spec.inputs.label_json_key)

@@ -10,7 +10,9 @@ answers raw.
 Checks are written in YAML as `{kind: max_words, n: 30}`; each kind is a pydantic model, so an unknown kind
 or a wrong parameter is reported with the file, line and field. Besides the kinds below, every IFEval
 instruction is a kind under its IFEval id with IFEval's parameters (`data_tools/ifeval.py`), e.g.
-`{kind: "length_constraints:number_words", relation: less than, num_words: 50}`.
+`{kind: "length_constraints:number_words", relation: less than, num_words: 50}`. The short kinds that name
+an IFEval rule (`max_words`, `min_words`, `max_sentences`, `no_commas`) count words and split sentences exactly
+as IFEval does, with its functions, and fail a blank answer as it does: one counter for every check.
 """
 
 from __future__ import annotations
@@ -28,17 +30,7 @@ from typing import Annotated, Literal
 from pydantic import Field, PositiveInt, field_validator
 
 from data_tools.check_base import BaseCheck, CheckResult, extract_json_object, fail, ok
-from data_tools.ifeval import IFEVAL_CHECKS
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-def split_sentences(text: str) -> list[str]:
-    return [s for s in _SENTENCE_END.split(text.strip()) if s]
-
-
-def count_words(text: str) -> int:
-    return len(text.split())
+from data_tools.ifeval import IFEVAL_CHECKS, IFEvalCheck, NoComma, count_words, cut_below, split_sentences
 
 
 def _valid_regex(value: str) -> str:
@@ -49,43 +41,41 @@ def _valid_regex(value: str) -> str:
     return value
 
 
-class MaxWords(BaseCheck):
-    """At most `n` whitespace-separated words. Repair: keep whole sentences while they fit, else cut at n."""
+class MaxWords(IFEvalCheck):
+    """At most `n` words, counted as IFEval counts them (runs of word characters: "don't" is two words, "--" none):
+    IFEval's `length_constraints:number_words` with relation "less than" n + 1, blank answers failing as there.
+    Repair: keep whole sentences while they fit, else whole tokens."""
 
     kind: Literal["max_words"]
     n: PositiveInt
 
-    def evaluate(self, input, response, label=None):
+    def judge(self, input, response):
         words = count_words(response)
         return ok(f"{words} words") if words <= self.n else fail(f"{words} words > {self.n}")
 
     def repair(self, input, response):
-        kept: list[str] = []
-        for sentence in split_sentences(response):
-            if count_words(" ".join(kept + [sentence])) > self.n:
-                break
-            kept.append(sentence)
-        return " ".join(kept) if kept else " ".join(response.split()[: self.n])
+        return cut_below(response, self.n + 1)
 
 
-class MinWords(BaseCheck):
-    """At least `n` words."""
+class MinWords(IFEvalCheck):
+    """At least `n` words (IFEval's count, as `max_words`): `length_constraints:number_words` "at least" n."""
 
     kind: Literal["min_words"]
     n: PositiveInt
 
-    def evaluate(self, input, response, label=None):
+    def judge(self, input, response):
         words = count_words(response)
         return ok(f"{words} words") if words >= self.n else fail(f"{words} words < {self.n}")
 
 
-class MaxSentences(BaseCheck):
-    """At most `n` sentences (split after . ! ?). Repair: keep the first n."""
+class MaxSentences(IFEvalCheck):
+    """At most `n` sentences, split as IFEval splits them (nltk's Punkt English model: "e.g." and "Dr." end
+    none): `length_constraints:number_sentences` "less than" n + 1. Repair: keep the first n."""
 
     kind: Literal["max_sentences"]
     n: PositiveInt
 
-    def evaluate(self, input, response, label=None):
+    def judge(self, input, response):
         count = len(split_sentences(response))
         return ok(f"{count} sentences") if count <= self.n else fail(f"{count} sentences > {self.n}")
 
@@ -107,17 +97,10 @@ class Lowercase(BaseCheck):
         return response.lower()
 
 
-class NoCommas(BaseCheck):
-    """No commas (as IFEval's punctuation:no_comma). Repair: delete them."""
+class NoCommas(NoComma):
+    """No commas: IFEval's `punctuation:no_comma` under its short name. Repair: delete them."""
 
     kind: Literal["no_commas"]
-
-    def evaluate(self, input, response, label=None):
-        count = response.count(",")
-        return ok() if count == 0 else fail(f"{count} commas")
-
-    def repair(self, input, response):
-        return response.replace(",", "")
 
 
 class StartsWith(BaseCheck):

@@ -267,7 +267,7 @@ def word_tokens(text: str) -> list[str]:
     return tokens
 
 
-def _cut_below(text: str, limit: int) -> str | None:
+def cut_below(text: str, limit: int) -> str | None:
     """`text` cut so that it has fewer than `limit` words: whole sentences while they fit, else whole tokens."""
     kept: list[str] = []
     for sentence in split_sentences(text):
@@ -363,7 +363,7 @@ class NumberWords(IFEvalCheck):
         return _compare(count_words(response), self.relation, self.num_words, "words")
 
     def repair(self, input, response):
-        return _cut_below(response, self.num_words) if self.relation == "less than" else None
+        return cut_below(response, self.num_words) if self.relation == "less than" else None
 
 
 class NumberSentences(IFEvalCheck):

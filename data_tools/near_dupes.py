@@ -60,6 +60,15 @@ def jaccard(a: frozenset, b: frozenset) -> float:
     return len(a & b) / len(a | b)
 
 
+def repeated_shingles(text: str, k: int = K) -> int:
+    """How many of the text's word k-shingles repeat one earlier in the same text: 0 for an answer that never
+    says a phrase twice, about one per word for a decoding loop ("bring a lighter chair bring a lighter chair").
+    A training answer that repeats itself teaches the student to loop."""
+    w = words(text)
+    grams = [tuple(w[i : i + k]) for i in range(len(w) - k + 1)]
+    return len(grams) - len(set(grams))
+
+
 def char_shingles(text: str, k: int = 3) -> frozenset[str]:
     """Character k-grams of the text's case-folded words joined by single spaces. For one-line inputs (a
     question, a ticket): a few words give a word-shingle set of a handful of elements, where one changed word

@@ -42,6 +42,42 @@ def test_check_verdicts(spec, response, expected):
     assert result.reason
 
 
+TWIN_TEXTS = [
+    "one two three",
+    "don't stop now",                       # IFEval counts "don" and "t": 4 words, not 3
+    "a -- b",                               # "--" is no word
+    "Use e.g. salt. Then rinse.",           # Punkt: "e.g." ends no sentence
+    "Dr. Smith came. He left. Bye.",
+    "   ",                                  # blank: IFEval fails every instruction
+    "a, b",
+]
+
+
+@pytest.mark.parametrize("text", TWIN_TEXTS)
+def test_core_kinds_agree_with_their_ifeval_twins(text):
+    """One counter for every check: max_words/min_words/max_sentences/no_commas give the verdicts of the
+    IFEval instructions they restate, on contractions, abbreviations and blank answers alike."""
+    twins = [
+        ({"kind": "max_words", "n": 3},
+         {"kind": "length_constraints:number_words", "relation": "less than", "num_words": 4}),
+        ({"kind": "min_words", "n": 4},
+         {"kind": "length_constraints:number_words", "relation": "at least", "num_words": 4}),
+        ({"kind": "max_sentences", "n": 2},
+         {"kind": "length_constraints:number_sentences", "relation": "less than", "num_sentences": 3}),
+        ({"kind": "no_commas"}, {"kind": "punctuation:no_comma"}),
+    ]
+    for core, ifeval in twins:
+        assert check(**core).evaluate("q", text).passed is check(**ifeval).evaluate("q", text).passed, (core, text)
+
+
+def test_max_words_repair_counts_as_the_check_does():
+    """A cut made by whitespace words would leave "don't" counted twice: the repair cuts by IFEval's count."""
+    rule = check(kind="max_words", n=4)
+    fixed = rule.repair("q", "don't do that. please don't.")
+    assert fixed == "don't do that." and rule.evaluate("q", fixed).passed
+    assert rule.repair("q", "don't won't can't shan't") == "don't won't"
+
+
 def test_grounding_refuses_invented_values():
     g = check(kind="grounding", pattern=r"\b[A-Z][a-z]+ [A-Z][a-z]+\b")
     source = "Order 17 from Maria Lopez, phone 555-0101"
@@ -79,7 +115,32 @@ def test_repair_fixes_mechanical_rules_and_result_passes():
     assert set(score(RULES, "q", fixed)) == {"lower", "commas", "words", "prefix"}
 
 
+def test_a_repair_does_not_redo_what_an_earlier_one_fixed():
+    """Lowercasing "Ok: ..." makes the prefix right: the prefix repair must not add a second one."""
+    assert repair(RULES, "q", "Ok: pack light, bring gear.") == "ok: pack light bring gear."
+
+
 def test_repair_gives_up_when_no_repair_exists():
     rules = [Rule(id="json", text="answer in JSON", check={"kind": "json_format"})]
     assert repair(rules, "q", "no braces here") is None
     assert repair(rules, "q", 'here: {"a": 1} done') == '{"a": 1}'
+
+
+def test_select_prefers_an_answer_that_never_repeats_a_phrase():
+    """A looping teacher answer teaches the student to loop: among the passing answers (raw or repaired) the
+    first one that says no word 3-gram twice wins, even over a raw pass; with only looping ones, the fewest
+    repeats."""
+    from data_tools.build import select
+    from data_tools.near_dupes import repeated_shingles
+    from data_tools.spec import PromptSpec
+
+    assert repeated_shingles("ok: pack light bring gear.") == 0
+    assert repeated_shingles("ok: pack light pack light pack light") == 2
+    spec = PromptSpec(name="t", rules=RULES, inputs={"template": "{x}", "slots": {"x": ["a"]}})
+    looping = "ok: pack light pack light pack light."
+    clean_after_repair = "Ok: pack light, bring gear."
+    picked = select(spec, "q", [looping, clean_after_repair])
+    assert picked["chosen"] == "ok: pack light bring gear." and picked["repaired"] and picked["index"] == 1
+    picked = select(spec, "q", ["ok: go go go go go go.", looping])  # 3 repeats, then 2
+    assert picked["chosen"] == looping and picked["index"] == 1
+    assert select(spec, "q", ["ok: fine.", looping])["index"] == 0  # first clean raw pass, as before
