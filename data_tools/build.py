@@ -191,20 +191,21 @@ def select(spec: PromptSpec, text: str, samples: list[str], label: str | dict | 
     `label_is_answer`: not for a label the teacher guessed), a rejected one for a preference pair, or report why
     every sample failed. `label` feeds the checks that compare with it.
 
-    Among the raw and repaired answers that pass, the first that never repeats a phrase wins (`repeated_shingles`:
-    the demo's training answers held run-ons such as "pack light bring the right gear. pack light bring the
-    right clothes ...", and the tuned model looped on 4 of its 9 failing held-out answers); then a raw answer
-    over a repaired one, a repair that ends a sentence over one cut mid-sentence (a fragment), fewer repeats."""
+    A raw answer comes before a repaired one, a repair that ends a sentence before one cut mid-sentence (a
+    fragment). With `teacher.avoid_repeats`, an answer that never repeats a phrase (`repeated_shingles`) comes
+    first of all, and fewer repeats before more: the demo's training answers held run-ons such as "pack light
+    bring the right gear. pack light bring the right clothes ...", and the tuned model looped on 4 of its 9
+    failing held-out answers."""
     scored = [(s, score(spec.rules, text, s, label)) for s in samples]
     failing = [s for s, r in scored if not all_pass(r)]
     candidates = [(i, s, False) for i, (s, r) in enumerate(scored) if all_pass(r)]
-    if spec.teacher.repair:
+    if spec.teacher.repair and (spec.teacher.avoid_repeats or not candidates):
         candidates += [(i, f, True) for i, (s, r) in enumerate(scored) if not all_pass(r)
                        for f in [repair(spec.rules, text, s, label=label)] if f is not None]
 
     def rank(candidate: tuple[int, str, bool]) -> tuple:
         index, answer, repaired = candidate
-        repeats = repeated_shingles(answer)
+        repeats = repeated_shingles(answer) if spec.teacher.avoid_repeats else 0
         fragment = repaired and not answer.rstrip().endswith((".", "!", "?"))
         return repeats > 0, repaired, fragment, repeats, index
 

@@ -127,16 +127,17 @@ def test_repair_gives_up_when_no_repair_exists():
 
 
 def test_select_prefers_an_answer_that_never_repeats_a_phrase():
-    """A looping teacher answer teaches the student to loop: among the passing answers (raw or repaired) the
-    first one that says no word 3-gram twice wins, even over a raw pass; with only looping ones, the fewest
-    repeats."""
+    """With `teacher.avoid_repeats` (a looping teacher answer teaches the student to loop): among the passing
+    answers, raw or repaired, the first that says no word 3-gram twice wins, even over a raw pass; with only
+    looping ones, the fewest repeats. Off, the first raw pass wins as before."""
     from data_tools.build import select
     from data_tools.near_dupes import repeated_shingles
     from data_tools.spec import PromptSpec
 
     assert repeated_shingles("ok: pack light bring gear.") == 0
     assert repeated_shingles("ok: pack light pack light pack light") == 2
-    spec = PromptSpec(name="t", rules=RULES, inputs={"template": "{x}", "slots": {"x": ["a"]}})
+    spec = PromptSpec(name="t", rules=RULES, inputs={"template": "{x}", "slots": {"x": ["a"]}},
+                      teacher={"avoid_repeats": True})
     looping = "ok: pack light pack light pack light."
     clean_after_repair = "Ok: pack light, bring gear."
     picked = select(spec, "q", [looping, clean_after_repair])
@@ -144,3 +145,5 @@ def test_select_prefers_an_answer_that_never_repeats_a_phrase():
     picked = select(spec, "q", ["ok: go go go go go go.", looping])  # 3 repeats, then 2
     assert picked["chosen"] == looping and picked["index"] == 1
     assert select(spec, "q", ["ok: fine.", looping])["index"] == 0  # first clean raw pass, as before
+    default = spec.model_copy(update={"teacher": spec.teacher.model_copy(update={"avoid_repeats": False})})
+    assert select(default, "q", [looping, clean_after_repair])["chosen"] == looping  # off: the raw pass
