@@ -411,3 +411,21 @@ def test_gallery_spec_builds_end_to_end(name, tiny_model_dir, tmp_path):
     counts = manifest["counts"]
     assert counts["inputs"] == 6 and counts["sft_rows"] + counts["rejects"] == counts["train_inputs"]
     assert (out / "sft_train.jsonl").is_file() and (out / "eval_inputs.jsonl").is_file()
+
+
+def test_the_demo_dev_split_asks_nothing_the_demo_spec_asks():
+    """`configs/evals/demo_dev_inputs.jsonl` decides demo defaults (scripts/dev_eval.py): none of its questions may
+    be a training, validation or held-out input of the demo spec, nor a near duplicate of one (the build's leakage
+    threshold), and its tasks are not the spec's tasks."""
+    from data_tools.build import drop_leaks
+    from data_tools.inputs import load_inputs
+
+    spec = load_spec(SPECS / "demo_style.yaml")
+    asked = list(load_inputs(spec, quiet=True))
+    dev_file = SPECS.parent / "evals" / "demo_dev_inputs.jsonl"
+    dev = [json.loads(line)["prompt"][-1]["content"] for line in dev_file.read_text().splitlines()]
+    assert len(dev) == len(set(dev)) == 60
+    assert not set(dev) & set(asked)
+    assert drop_leaks(dev, asked, [])[2] == 0
+    tasks = spec.inputs.slots["task"]
+    assert not [q for q in dev if any(q.rstrip("?").endswith(" " + t) for t in tasks)]
