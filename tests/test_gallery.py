@@ -418,7 +418,6 @@ def test_the_demo_dev_split_asks_nothing_the_demo_spec_asks():
     be a training, validation or held-out input of the demo spec, nor a near duplicate of one (the build's leakage
     threshold), and its tasks are not the spec's tasks."""
     from data_tools.build import drop_leaks
-    from data_tools.inputs import load_inputs
 
     spec = load_spec(SPECS / "demo_style.yaml")
     asked = list(load_inputs(spec, quiet=True))
