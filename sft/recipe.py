@@ -339,9 +339,22 @@ def run_trainer(recipe: BaseRecipe, resume: bool, *, name: str, rows_file: str, 
     for callback in callbacks or []:
         trainer.add_callback(callback)
     save_dir = train_and_save(trainer, recipe, tokenizer, rows_path, precision, resume)
-    if after_save is not None:
+    if after_save is not None and trainer.is_world_process_zero():  # the process that saved tidies what it saved
         after_save(trainer, save_dir)
+    leave_process_group(trainer)
     return save_dir
+
+
+def leave_process_group(trainer) -> None:
+    """Under `accelerate launch`, every process waits here until rank 0 has saved and tidied, then leaves the
+    process group. A rank that reaches interpreter exit with gloo's threads still running can abort ("terminate
+    called without an active exception", SIGABRT) while rank 0 is still saving, and the launcher then kills rank 0:
+    a finished training reported as failed, once in a CI run of the two-process distillation test."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        trainer.accelerator.wait_for_everyone()
+        dist.destroy_process_group()
 
 
 def saved_output(recipe: BaseRecipe) -> tuple[Path, str]:
