@@ -2,7 +2,8 @@
 method (and the drift levers: adapter strength, replay rows), every arm judged by the same eval; prints one table.
 
     .venv/bin/python scripts/bench_methods.py [--specs demo_style,ticket_triage] [--sft-from runs/bench_bake]
-                                             [--methods dpo,rft,grpo,distill,strength,replay] [--out runs/bench_methods]
+                                             [--methods dpo,rft,grpo,distill,strength,replay,replay25]
+                                             [--out runs/bench_methods]
 
 The `sft` arm is a finished default bake of the spec (`--sft-from/<spec>`, as `scripts/bench_bake.py` writes it;
 baked here when missing): the bake's default (LoRA SFT on the teacher's checked answers, rounds off). Each other
@@ -11,7 +12,8 @@ there with `rounds.method=<method>` (or `strength.search=true`): the rounds star
 are kept only while they improve the validation slice (so a method that does not help there falls back to SFT,
 and says so: "kept 0 rounds"); the strength arm scales the same adapter by the multiplier the validation slice
 (then drift) prefers; the replay arm trains SFT again from the same data with `replay.fraction=0.5` (the base's own
-answers to general questions mixed in, promptbake/replay.py), its own validation curve choosing its step. Then the
+answers to general questions mixed in, promptbake/replay.py; `replay25`: a quarter), its own validation curve
+choosing its step. Then the
 eval runs again (drift included; the inference-time arms, which do not depend on
 the method, are skipped). Columns:
 
@@ -41,7 +43,8 @@ SPECS = REPO / "configs" / "specs"
 # each arm, as bake overrides: the on-policy round methods after SFT, and the two drift levers: the adapter's
 # strength (after SFT) and replay rows (SFT again, on the spec's rows and the base's own general answers)
 ARMS = {"dpo": ["rounds.method=dpo"], "rft": ["rounds.method=rft"], "grpo": ["rounds.method=grpo"],
-        "distill": ["rounds.method=distill"], "strength": ["strength.search=true"], "replay": ["replay.fraction=0.5"]}
+        "distill": ["rounds.method=distill"], "strength": ["strength.search=true"], "replay": ["replay.fraction=0.5"],
+        "replay25": ["replay.fraction=0.25"]}
 METHODS = tuple(ARMS)
 
 
