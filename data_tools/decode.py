@@ -11,7 +11,10 @@ clones it, multinomial draws an exponential per vocabulary entry). This loop
   continue across it, so each row sees exactly the positions it would see alone;
 - prefills each input once and shares the result among its n samples;
 - writes new keys/values in place into buffers sized for the whole answer (`PreallocatedLayer`);
-- samples from the top-k candidates only (temperature, then top-k, then top-p: transformers' order).
+- samples from the top-k candidates only (temperature, then top-k, then top-p: transformers' order);
+- drops finished answers from the batch once a quarter of its rows have finished (`COMPACT_SHARE`), so that the
+  last steps of the longest answers do not also run the rows that stopped long before. The draws do not change:
+  sampling still sees one logits row per sample (a finished one gets zeros), so the random stream is the same.
 
 Greedy answers equal `generate()`'s (tests/test_decode.py checks it token for token).
 """
@@ -28,6 +31,11 @@ from transformers.cache_utils import DynamicLayer
 
 MIN_SHARED_PREFIX = 16
 """Shorter common prefixes are recomputed per row: the saving would not pay for the extra forward pass."""
+
+COMPACT_SHARE = 0.25
+"""Once this share of the rows still in the batch has finished, they are dropped from it (cache, mask, positions):
+a step's cost grows with its rows, and answers end at different lengths. Dropping copies the cache, so it waits
+for a quarter of the rows rather than happening at every finished answer."""
 
 
 class PreallocatedLayer(DynamicLayer):
@@ -58,6 +66,18 @@ class PreallocatedLayer(DynamicLayer):
         self._length = end
         self.keys, self.values = self._keys[::group, :, :end], self._values[::group, :, :end]
         return self.keys, self.values
+
+    def keep_rows(self, index: torch.Tensor) -> None:
+        """Keep only the rows `index` names (in that order), copying their filled positions into buffers sized for
+        them: the rows of answers that have finished stop costing compute in every later step."""
+        end = self._length
+        for name in ("_keys", "_values"):
+            old = getattr(self, name)
+            new = old.new_empty((len(index), *old.shape[1:]))  # positions past `end` are written before read
+            new[:, :, :end] = old[index, :, :end]
+            setattr(self, name, new)
+        self.rows = len(index)
+        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
 
 
 DYNAMIC_LAYER_SIGNATURES = {
@@ -163,21 +183,33 @@ def decode_batch(
     position = positions[:, -1:].repeat_interleave(n, dim=0)
 
     eos = torch.tensor(sorted(eos_token_ids), device=device)
-    finished = torch.zeros(len(rows) * n, dtype=torch.bool, device=device)
-    generated = []
-    ones = torch.ones((len(rows) * n, 1), dtype=torch.long, device=device)
+    total = len(rows) * n
+    finished = torch.zeros(total, dtype=torch.bool, device=device)
+    generated = torch.full((total, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    active = torch.arange(total, device=device)  # the sample each row of the cache (and of mask/position) holds
     for step in range(max_new_tokens):
         tokens = sample_next(logits.float(), temperature, top_k, top_p)
         tokens = tokens.masked_fill(finished, pad_token_id)
-        generated.append(tokens)
+        generated[:, step] = tokens
         finished |= torch.isin(tokens, eos)
         if bool(finished.all()) or step == max_new_tokens - 1:
             break
-        mask = torch.cat([mask, ones], dim=-1)
+        done = finished[active]
+        if int(done.sum()) >= COMPACT_SHARE * len(active):
+            keep = (~done).nonzero().squeeze(1)
+            for layer in cache.layers:
+                layer.keep_rows(keep)
+            active, mask, position = active[keep], mask[keep], position[keep]
+        mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
         position = position + 1
-        logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=position,
-                       past_key_values=cache, use_cache=True).logits[:, -1]
-    return [cut_at_eos(seq, eos_token_ids) for seq in torch.stack(generated, dim=1).tolist()]
+        step_logits = model(input_ids=tokens[active, None], attention_mask=mask, position_ids=position,
+                            past_key_values=cache, use_cache=True).logits[:, -1]
+        if len(active) == total:
+            logits = step_logits
+        else:  # one row per sample for `sample_next`: the same random draws as without dropping
+            logits = step_logits.new_zeros((total, step_logits.shape[-1]))
+            logits[active] = step_logits
+    return [cut_at_eos(seq, eos_token_ids) for seq in generated[:, : step + 1].tolist()]
 
 
 def cut_at_eos(seq: list[int], eos_token_ids: set[int]) -> list[int]:

@@ -111,6 +111,31 @@ def test_shared_prefix_samples_draw_what_each_row_alone_draws(peaked):
     assert len({tuple(a[:1]) for a in ours}) > 3  # and rows differ: each row sampled its own distribution
 
 
+def test_finished_samples_leave_the_batch_without_changing_the_draws(peaked, monkeypatch):
+    """Answers that end early are dropped from the batch (`COMPACT_SHARE`); every sample still draws exactly what
+    its row run alone draws, and the longer ones go on after the drop."""
+    model, tokenizer = peaked
+    rows = prompt_rows(tokenizer, conversations()[:5])
+    pad = tokenizer.pad_token_id
+    sampling = dict(temperature=1.0, top_k=50, top_p=0.95)
+    torch.manual_seed(7)
+    with torch.inference_mode():
+        probe = decode_batch(model, rows, n=3, max_new_tokens=10, eos_token_ids={pad}, pad_token_id=pad, **sampling)
+    # stop tokens taken at different steps of some answers: the answers end at different lengths, some never
+    stops = {probe[i][1 + i % 7] for i in range(0, 15, 4)}
+    dropped = []
+    keep_rows = PreallocatedLayer.keep_rows
+    monkeypatch.setattr(PreallocatedLayer, "keep_rows", lambda self, index: (dropped.append(self.rows - len(index)),
+                                                                             keep_rows(self, index)))
+    torch.manual_seed(7)
+    with torch.inference_mode():
+        ours = decode_batch(model, rows, n=3, max_new_tokens=10, eos_token_ids=stops, pad_token_id=pad, **sampling)
+    torch.manual_seed(7)
+    assert ours == reference_sampling(model, rows, n=3, max_new_tokens=10, eos=stops, pad=pad, **sampling)
+    assert sum(dropped) > 0  # rows did leave the cache
+    assert len({len(a) for a in ours}) >= 3 and max(len(a) for a in ours) > 3
+
+
 def test_first_token_distribution_matches_generate(peaked):
     """Temperature, top-k and top-p as `generate()` applies them: its processed first-step scores are the
     distribution it samples from; 4000 first tokens from `decode_batch` must follow it."""
