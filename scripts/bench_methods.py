@@ -1,8 +1,10 @@
 """Benchmark: a method race. On each gallery spec, the same data and the same SFT run, then each on-policy round
 method (and the drift levers: adapter strength, replay rows), every arm judged by the same eval; prints one table.
+`distill_passing` is on-policy distillation on the student's answers that pass every check only
+(`rounds.distill_only_passing`).
 
     .venv/bin/python scripts/bench_methods.py [--specs demo_style,ticket_triage] [--sft-from runs/bench_bake]
-                                             [--methods dpo,rft,grpo,distill,strength,replay,replay25]
+                                             [--methods dpo,rft,grpo,distill,distill_passing,strength,replay,replay25]
                                              [--out runs/bench_methods]
 
 The `sft` arm is a finished default bake of the spec (`--sft-from/<spec>`, as `scripts/bench_bake.py` writes it;
@@ -43,8 +45,9 @@ SPECS = REPO / "configs" / "specs"
 # each arm, as bake overrides: the on-policy round methods after SFT, and the two drift levers: the adapter's
 # strength (after SFT) and replay rows (SFT again, on the spec's rows and the base's own general answers)
 ARMS = {"dpo": ["rounds.method=dpo"], "rft": ["rounds.method=rft"], "grpo": ["rounds.method=grpo"],
-        "distill": ["rounds.method=distill"], "strength": ["strength.search=true"], "replay": ["replay.fraction=0.5"],
-        "replay25": ["replay.fraction=0.25"]}
+        "distill": ["rounds.method=distill"],
+        "distill_passing": ["rounds.method=distill", "rounds.distill_only_passing=true"],
+        "strength": ["strength.search=true"], "replay": ["replay.fraction=0.5"], "replay25": ["replay.fraction=0.25"]}
 METHODS = tuple(ARMS)
 
 
