@@ -5,7 +5,7 @@ method (and the drift levers: adapter strength, replay rows), every arm judged b
 
     .venv/bin/python scripts/bench_methods.py [--specs demo_style,ticket_triage] [--sft-from runs/bench_bake]
                                              [--methods dpo,rft,grpo,distill,distill_passing,strength,replay,replay25]
-                                             [--out runs/bench_methods]
+                                             [--out runs/bench_methods] [--table-only]
 
 The `sft` arm is a finished default bake of the spec (`--sft-from/<spec>`, as `scripts/bench_bake.py` writes it;
 baked here when missing): the bake's default (LoRA SFT on the teacher's checked answers, rounds off). Each other
@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--sft-from", default="runs/bench_bake",
                         help="finished default bakes, one directory per spec (scripts/bench_bake.py's --out)")
     parser.add_argument("--out", default="runs/bench_methods")
+    parser.add_argument("--table-only", action="store_true",
+                        help="bake nothing: print the table of the arms already finished in --sft-from and --out")
     args = parser.parse_args()
     methods = args.methods.split(",")
     if unknown := set(methods) - set(METHODS):
@@ -70,6 +72,12 @@ def main() -> None:
         if not spec.exists():
             sys.exit(f"no spec {spec}")
         sft_run = Path(args.sft_from) / name
+        if args.table_only:
+            if (sft_run / "verdict.json").exists():
+                rows.append(arm_row(name, "sft", sft_run, minutes=None))
+                rows += [arm_row(name, m, Path(args.out) / name / m, minutes=None) for m in methods
+                         if (Path(args.out) / name / m / "verdict.json").exists()]
+            continue
         if not (sft_run / "verdict.json").exists():
             print(f"\n##### {name}: no finished default bake in {sft_run}; baking it", flush=True)
             bake(spec, sft_run, [], env)
@@ -108,6 +116,7 @@ def fork(sft_run: Path, out: Path) -> None:
 def arm_row(spec: str, method: str, run: Path, minutes: float | None) -> dict:
     from evals.drift import drift_summary
     from promptbake.core.contracts import EvalMetrics, Verdict, check_contract, read_contract
+    from promptbake.rounds import improves
     from sft.validation import read_curve
 
     verdict = read_contract(Verdict, run / "verdict.json").model_dump()
@@ -115,7 +124,9 @@ def arm_row(spec: str, method: str, run: Path, minutes: float | None) -> dict:
     check_contract(EvalMetrics, metrics, run / "eval" / "metrics.json")
     stages = json.loads((run / "bake.json").read_text())["stages"]
     rounds = stages.get("rounds", {}).get("rounds", [])
-    kept = [r for r in rounds if r.get("trained") and r["best"]["step"] > 0]
+    # the rounds the bake kept: those that passed every rule on more validation inputs than their start (a tie on
+    # all rules with a higher mean rule pass rate is not kept, so it is not counted here either)
+    kept = [r for r in rounds if improves(r)]
     # the validation score the bake chose by: the kept round's best point, else SFT's best point
     sft_val = max((p.key for p in read_curve(run / "sft")), default=None)
     val = kept[-1]["best"]["all_rules"] if kept else (sft_val[0] if sft_val else None)
