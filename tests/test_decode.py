@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import DynamicCache
 
+from data_tools import decode
 from data_tools.backends import LocalBackend
-from data_tools.decode import PreallocatedLayer, cut_at_eos, decode_batch, sample_next, shared_prefix_length
+from data_tools.decode import (
+    PreallocatedLayer,
+    SharedPrefixLayer,
+    cut_at_eos,
+    decode_batch,
+    sample_next,
+    shared_prefix_attention,
+    shared_prefix_length,
+    shares_prefix_attention,
+)
 from data_tools.spec import Sampling
 from promptbake.core.models import load_model_and_tokenizer
 
@@ -92,6 +103,66 @@ def test_shared_prefix_is_found_and_cached(tiny):
     length = shared_prefix_length(rows)
     assert length > 40 and all(r[:length] == rows[0][:length] for r in rows)
     assert shared_prefix_length(rows + [[1, 2, 3]]) == 0  # a row that shares nothing turns the prefix off
+
+
+@pytest.mark.parametrize("mask_kind", ["bool", "float", "none"])
+def test_shared_prefix_attention_equals_sdpa_over_the_whole_sequence(mask_kind):
+    """One new token per row attending over [prefix held once][own positions, some padded]: the same output as
+    sdpa over each row's full copy of the sequence, for sdpa's boolean, additive and absent masks."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    torch.manual_seed(0)
+    rows, heads, kv_heads, dim, prefix, own = 5, 6, 2, 8, 11, 7
+    module = torch.nn.Module()
+    module.layer_idx, module.num_key_value_groups, module.is_causal = 0, heads // kv_heads, True
+    prefix_keys, prefix_values = torch.randn(1, kv_heads, prefix, dim), torch.randn(1, kv_heads, prefix, dim)
+    layer = SharedPrefixLayer(rows, prefix + own + 4, prefix_keys, prefix_values)
+    keys, values = layer.update(torch.randn(rows, kv_heads, own, dim), torch.randn(rows, kv_heads, own, dim))
+    query = torch.randn(rows, heads, 1, dim)
+    keep = torch.ones(rows, 1, 1, prefix + own, dtype=torch.bool)
+    keep[1, ..., prefix : prefix + 3] = False  # left padding between prefix and a row's own tokens
+    keep[3, ..., prefix : prefix + 1] = False
+    mask = {"bool": keep, "float": torch.zeros(keep.shape).masked_fill(~keep, float("-inf")), "none": None}[mask_kind]
+    full_keys = torch.cat([prefix_keys.expand(rows, -1, -1, -1), keys], dim=2)
+    full_values = torch.cat([prefix_values.expand(rows, -1, -1, -1), values], dim=2)
+    expected, _ = sdpa_attention_forward(module, query, full_keys, full_values, mask, scaling=dim**-0.5)
+    cache = DynamicCache()
+    cache.layers = [layer]
+    token = decode._decoding_cache.set(cache)
+    try:
+        ours, _ = shared_prefix_attention(module, query, keys, values, mask, scaling=dim**-0.5)
+    finally:
+        decode._decoding_cache.reset(token)
+    assert ours.shape == expected.shape == (rows, 1, heads, dim)
+    torch.testing.assert_close(ours, expected)
+    assert layer.get_seq_length() == prefix + own and layer.get_mask_sizes(1) == (prefix + own + 1, 0)
+
+
+def test_decoding_behind_a_shared_prefix_reads_it_once_and_restores_sdpa(tiny, monkeypatch):
+    """The tiny Llama decodes behind its shared prefix with `shared_prefix_attention` (so the draws and greedy
+    answers compared with generate() above went through it), its prefix held once per layer, and the model
+    attends with sdpa again afterwards, also when decoding fails."""
+    model, tokenizer = tiny
+    assert shares_prefix_attention(model)
+    rows = prompt_rows(tokenizer, conversations()[:5])
+    made = []
+    init = SharedPrefixLayer.__init__
+    monkeypatch.setattr(SharedPrefixLayer, "__init__", lambda self, *a: (made.append(a[2].shape), init(self, *a))[1])
+    decode_batch(model, rows, n=2, max_new_tokens=3, temperature=0.0, top_k=0, top_p=1.0,
+                 eos_token_ids={tokenizer.eos_token_id}, pad_token_id=tokenizer.pad_token_id)
+    assert len(made) == model.config.num_hidden_layers and {shape[0] for shape in made} == {1}
+    assert {shape[2] for shape in made} == {shared_prefix_length(rows)}
+    assert model.config._attn_implementation == "sdpa"
+    monkeypatch.setattr(decode, "sample_next", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        decode_batch(model, rows, n=1, max_new_tokens=3, temperature=0.0, top_k=0, top_p=1.0,
+                     eos_token_ids={tokenizer.eos_token_id}, pad_token_id=tokenizer.pad_token_id)
+    assert model.config._attn_implementation == "sdpa" and decode._decoding_cache.get() is None
+    model.config._attn_implementation = "eager"
+    try:
+        assert not shares_prefix_attention(model)  # eager and other attentions keep the per-row copies
+    finally:
+        model.config._attn_implementation = "sdpa"
 
 
 def test_shared_prefix_samples_draw_what_each_row_alone_draws(peaked):
