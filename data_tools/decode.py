@@ -152,14 +152,14 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout: 
     keys and values once for all rows. Why: with every row holding its own copy of a ~220-token prefix, a decode
     step read rows x prefix keys and values per layer (21% of the teacher's time, memory-bound); here the prefix
     part is one batched matmul over all rows' queries, and the two parts share one softmax, so the result is
-    sdpa's over the whole sequence. Prefills (several new tokens per row) go to sdpa with the prefix broadcast
-    into the keys; layers without a shared prefix, and attention with dropout, to sdpa unchanged."""
+    sdpa's over the whole sequence. Prefills (several new tokens per row) and attention with dropout go to sdpa
+    with the prefix broadcast into the keys; layers without a shared prefix to sdpa unchanged."""
     cache = _decoding_cache.get()
     layer = cache.layers[module.layer_idx] if cache is not None else None
-    if not isinstance(layer, SharedPrefixLayer) or dropout:
+    if not isinstance(layer, SharedPrefixLayer):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    if query.shape[2] > 1:
+    if query.shape[2] > 1 or dropout:
         rows = key.shape[0]
         key = torch.cat([layer.prefix_keys.expand(rows, -1, -1, -1), key], dim=2)
         value = torch.cat([layer.prefix_values.expand(rows, -1, -1, -1), value], dim=2)

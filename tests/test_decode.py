@@ -135,6 +135,16 @@ def test_shared_prefix_attention_equals_sdpa_over_the_whole_sequence(mask_kind):
         decode._decoding_cache.reset(token)
     assert ours.shape == expected.shape == (rows, 1, heads, dim)
     torch.testing.assert_close(ours, expected)
+    # with dropout (a model decoding in training mode) sdpa runs over the whole sequence, prefix included
+    torch.manual_seed(1)
+    expected, _ = sdpa_attention_forward(module, query, full_keys, full_values, mask, dropout=0.5, scaling=dim**-0.5)
+    token = decode._decoding_cache.set(cache)
+    try:
+        torch.manual_seed(1)
+        ours, _ = shared_prefix_attention(module, query, keys, values, mask, dropout=0.5, scaling=dim**-0.5)
+    finally:
+        decode._decoding_cache.reset(token)
+    torch.testing.assert_close(ours, expected)
     assert layer.get_seq_length() == prefix + own and layer.get_mask_sizes(1) == (prefix + own + 1, 0)
 
 
