@@ -94,6 +94,23 @@ def read_questions(path: str, limit: int | None = None) -> list[GeneralQuestion]
 
 # ---------------------------------------------------------------- the spec's format
 
+def questions_after(asked: int | None, limit: int | None = None) -> list[GeneralQuestion]:
+    """The shipped fact and arithmetic questions after the first `asked` (the ones the eval's drift arm asks; none
+    are left when it asks them all, `asked` None): what a stage choosing between models may read without reading
+    the eval's own questions (the strength stage, the rounds' drift guard)."""
+    pool = read_questions(str(GENERAL_QUESTIONS))[asked:] if asked else []
+    return [q for q in pool if q.kind in SHORT_KINDS][:limit]
+
+
+def kept_share(questions: list[GeneralQuestion], base: list[str], answers: list[str]) -> tuple[float | None, int]:
+    """Of the questions the base answers right, the share `answers` still gets right (None when the base gets none
+    right: nothing to keep), and how many the base gets right."""
+    right = [i for i, q in enumerate(questions) if is_correct(q, base[i])]
+    if not right:
+        return None, 0
+    return sum(is_correct(questions[i], answers[i]) for i in right) / len(right), len(right)
+
+
 def label_free(rule: Rule) -> bool:
     """A rule whose check can pass on an answer to an unrelated question: one that compares with a reference
     label (label_match, a python check taking the label) fails without one, whatever the format."""

@@ -166,8 +166,9 @@ STAGES = ["data", "replay", "sft", "rounds", "strength", "eval", "export"]
 FIELD_STAGE = {"model": "data", "synthesis_min_inputs": "data", "validation": "data", "recipe": "sft",
                "budget": "sft", "replay": "replay", "rounds": "rounds", "strength": "strength",
                "eval_batch_size": "eval",
-               # the strength stage measures drift on the general questions after the eval's drift questions
-               "drift": "strength", "drift_questions": "strength",
+               # the rounds' drift guard and the strength stage measure drift on the general questions after the
+               # eval's drift questions (the strength stage only with drift on)
+               "drift": "strength", "drift_questions": "rounds",
                "inference_arms": "eval", "best_of_n": "eval", "judge": "eval", "judge_model": "eval",
                "export": "export", "report_to": None}
 
@@ -401,9 +402,12 @@ def train_sft(config: BakeConfig, plan, spec, recipe, manifest: dict, replay: di
 
 def preference_rounds(config: BakeConfig, plan, spec, recipe, sft: dict) -> dict:
     """Up to `rounds.max_rounds` on-policy rounds from the SFT adapter; each is kept only when its best
-    validation point passes every rule on more inputs than the adapter it started from (its own step 0)."""
+    validation point passes every rule on more inputs than the adapter it started from (its own step 0) and its
+    drift guard passes (promptbake/drift_guard.py)."""
+    from evals.drift import questions_after
     from evals.run import read_eval_inputs
-    from promptbake.rounds import improves, run_round, summary_line, teacher_answers
+    from promptbake.drift_guard import DriftGuard
+    from promptbake.rounds import improves, kept, run_round, summary_line, teacher_answers
 
     layout = plan.layout
     if not layout.data.val_inputs.exists():
@@ -412,15 +416,25 @@ def preference_rounds(config: BakeConfig, plan, spec, recipe, sft: dict) -> dict
     train_items = read_eval_inputs(str(layout.data.train_inputs), None)
     val_items = read_eval_inputs(str(layout.data.val_inputs), None)
     teacher = teacher_answers(layout.data.sft_train)
-    current, results = sft["tuned_model"], []
+    current, results, guard = sft["tuned_model"], [], None
+    questions = questions_after(config.drift_questions) if config.rounds.drift_guard is not None else []
+    if config.rounds.drift_guard is not None and not questions:
+        print("[promptbake] drift guard: no general questions left after the eval's drift_questions; the rounds are "
+              "kept on validation alone", flush=True)
     for k in range(1, config.rounds.max_rounds + 1):
         result = run_round(k, current, config.rounds, spec, train_items, val_items, teacher, config.model,
                            recipe, layout.rounds / str(k), plan.validation_evaluations,
                            plan.validation_patience, plan.max_new_tokens, plan.eval_batch_size, config.report_to)
+        if improves(result) and questions:
+            # measured only for a round validation would keep: the base and SFT answer once, on the first such round
+            guard = guard or DriftGuard(config.model, sft["tuned_model"], questions, layout.rounds,
+                                        config.rounds.drift_guard, plan.max_new_tokens, plan.eval_batch_size)
+            result["drift_guard"] = guard.check(result["adapter"], layout.rounds / str(k))
         results.append(result)
         print(f"[promptbake] {summary_line(result)}", flush=True)
-        if not improves(result):
-            break  # nothing to train on, or no step passed more inputs than the adapter it started from: keep that
+        if not kept(result):
+            break  # nothing to train on, no step passed more inputs than the adapter it started from, or it lost
+            # more general answers than the guard allows: keep the adapter it started from
         current = result["adapter"]
     return {"tuned_model": current, "rounds": results}
 

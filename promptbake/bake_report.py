@@ -40,8 +40,10 @@ def provenance_line(provenance: dict | None) -> str | None:
     return "training rows by source: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in provenance.items())
 
 
-def report_markdown(result: dict, metrics: dict, curve: list[dict], sft: dict) -> str:
-    """The report as Markdown (to paste into a PR or an issue)."""
+def report_markdown(result: dict, metrics: dict, curve: list[dict], sft: dict, rounds: list[dict] = ()) -> str:
+    """The report as Markdown (to paste into a PR or an issue); `rounds`: the on-policy rounds' records."""
+    from promptbake.rounds import kept, summary_line
+
     lines = [f"# bake: {result['spec']}", "", f"**Verdict:** {result['statement']}", ""]
     if result.get("alternatives"):
         lines += [f"**Against the inference-time alternatives:** {result['alternatives']}", ""]
@@ -58,6 +60,9 @@ def report_markdown(result: dict, metrics: dict, curve: list[dict], sft: dict) -
     lines += ["## Arms (held-out inputs)", "", "| | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows]
     lines += ["", f"Training budget {sft['budget_steps']} steps; kept step {sft.get('kept_step')}.", ""]
+    if rounds:
+        lines += ["## On-policy rounds", "", *[f"- {summary_line(r)}: {'kept' if kept(r) else 'not kept'}"
+                                              for r in rounds], ""]
     if curve:
         rule_ids = list(curve[0]["per_rule"])
         lines += ["## Validation curve", "", "| step | loss | all rules | " + " | ".join(rule_ids) + " |",
@@ -142,9 +147,13 @@ def read_curve_rows(path: Path) -> list[dict]:
 
 def write_reports(run: Path, result: dict, metrics: dict, curve: list[dict], sft: dict,
                   rounds_done: dict | None) -> None:
+    from promptbake.rounds import kept, summary_line
+
+    rounds = (rounds_done or {}).get("rounds", [])
     curves = [("Validation while training (SFT)", curve)]
-    for r in (rounds_done or {}).get("rounds", []):
-        curves.append((f"Validation in on-policy round {r['round']}",
+    for r in rounds:
+        # the title says whether the bake kept the round and why (its best point, the drift guard)
+        curves.append((f"Validation in on-policy {summary_line(r)}: {'kept' if kept(r) else 'not kept'}",
                        read_curve_rows(run / "rounds" / str(r["round"]) / "validation.jsonl")))
-    atomic_write_text(run / "report.md", report_markdown(result, metrics, curve, sft))
+    atomic_write_text(run / "report.md", report_markdown(result, metrics, curve, sft, rounds))
     atomic_write_text(run / "report.html", report_html(result, metrics, curves, sft))

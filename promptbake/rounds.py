@@ -14,7 +14,9 @@ own answers, and it trains on what they say, for up to k rounds while validation
 Each round writes `<run>/rounds/<k>/`: `samples.jsonl` (the answers and their checks, the journal a killed
 round resumes from), `prefs_train.jsonl` or `sft_train.jsonl` (rft, distill), and the training run (its
 validation curve and best adapter). A round is kept only when its best validation point passes every rule on
-more inputs than the adapter it started from (`improves`).
+more inputs than the adapter it started from (`improves`) and, with `drift_guard` set (the default), it keeps the
+base's correct answers to general questions the eval does not ask within `drift_guard` of what the SFT adapter
+keeps (promptbake/drift_guard.py; `kept`).
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ class RoundsSpec(StrictModel):
     grpo_max_steps: PositiveInt = 30
     """grpo: optimizer steps per round at most (each samples `samples` answers to 8 / `samples` inputs, then
     scores them: online RL's sampling makes its steps the slowest of the methods on a CPU)."""
+    drift_guard: float | None = Field(0.05, ge=0.0, le=1.0)
+    """A round that beats its start on validation is kept only when, of the base's correct answers to general fact
+    and arithmetic questions the eval's drift arm does not ask, it still gets right at least the SFT adapter's
+    share less this much (0.05: one question in twenty; promptbake/drift_guard.py). The method race's rft rounds
+    bought validation inputs with general answers (product_faq 92% -> 77% kept). None: validation alone decides."""
     distill_only_passing: bool = False
     """distill: train only on sampled answers that pass every check, i.e. learn the teacher's distribution only
     where the student already got the rules right (the teacher, a weaker prompted model, is otherwise free to
@@ -145,6 +152,12 @@ def improves(result: dict) -> bool:
     race a GRPO round kept on it alone lost a held-out answer and drift (README, "Method race")."""
     best = result.get("best") if result.get("trained") else None
     return best is not None and best["step"] > 0 and best["all_rules"] > best.get("start_all_rules", 1.0)
+
+
+def kept(result: dict) -> bool:
+    """Does the bake keep the round: it improves validation (`improves`) and its drift guard, when measured,
+    passed."""
+    return improves(result) and result.get("drift_guard", {}).get("ok", True)
 
 
 def run_round(k: int, adapter: str, rounds: RoundsSpec, spec: PromptSpec, train_items, val_items, teacher: dict,
@@ -245,6 +258,9 @@ def teacher_answers(sft_rows_path: Path) -> dict[str, str]:
 def summary_line(result: dict) -> str:
     if not result["trained"]:
         return f"round {result['round']}: not trained ({result['reason']})"
+    from promptbake.drift_guard import guard_line
+
     best = result["best"]
-    return f"round {result['round']}: best validation all rules {best['all_rules']:.0%} at step {best['step']}"
+    line = f"round {result['round']}: best validation all rules {best['all_rules']:.0%} at step {best['step']}"
+    return line + (f"; {guard_line(result['drift_guard'])}" if "drift_guard" in result else "")
 

@@ -47,15 +47,13 @@ def choose_strength(adapter: str, spec, val_items: list[tuple[str, object]], dri
 
     from data_tools.backends import LocalBackend
     from data_tools.spec import Sampling
-    from evals.drift import read_questions
-    from evals.general_questions import GENERAL_QUESTIONS, SHORT_KINDS, is_correct
+    from evals.drift import kept_share, questions_after
     from promptbake.core.models import load_model_and_tokenizer
     from sft.validation import score_answers
 
     # the eval's drift arm asks the first `drift_questions` (all of them when None: then none is left here, and
     # the rules alone decide)
-    pool = read_questions(str(GENERAL_QUESTIONS))[drift_questions:] if drift_questions else []
-    questions = [q for q in pool if q.kind in SHORT_KINDS][: strength.questions]
+    questions = questions_after(drift_questions, strength.questions)
     model, tokenizer = load_model_and_tokenizer(adapter, merge_adapter=False)
     backend = LocalBackend(model, tokenizer, batch_size)
     conversations = [[{"role": "user", "content": text}] for text, _ in val_items] + \
@@ -67,23 +65,23 @@ def choose_strength(adapter: str, spec, val_items: list[tuple[str, object]], dri
             return [c.texts[0] for c in backend.generate(conversations, sampling)]
 
     base = answers(0.0)[len(val_items):]
-    base_right = [i for i, q in enumerate(questions) if is_correct(q, base[i])]
+    _, base_correct = kept_share(questions, base, base)
     points = []
     for s in sorted(set(strength.candidates), reverse=True):
         texts = answers(s)
         all_rules, per_rule = score_answers(spec, val_items, texts[:len(val_items)])
         general = texts[len(val_items):]
-        kept = sum(is_correct(questions[i], general[i]) for i in base_right) / len(base_right) if base_right else None
+        kept, _ = kept_share(questions, base, general)
         mean_rule = sum(per_rule.values()) / len(per_rule) if per_rule else 0.0
         points.append({"strength": s, "all_rules": all_rules, "per_rule": per_rule, "kept_correct": kept,
                        "mean_rule": mean_rule})
         print(f"[promptbake] strength {s:g}: validation all rules {all_rules:.0%}; keeps "
-              f"{'n/a' if kept is None else f'{kept:.0%}'} of the base's {len(base_right)} correct general answers",
+              f"{'n/a' if kept is None else f'{kept:.0%}'} of the base's {base_correct} correct general answers",
               flush=True)
     best = pick(points)
     tuned = adapter if best["strength"] == 1.0 else str(scaled_copy(adapter, best["strength"], out / "adapter"))
     record = {"strength": best["strength"], "points": points, "questions": len(questions),
-              "base_correct": len(base_right), "tuned_model": tuned}
+              "base_correct": base_correct, "tuned_model": tuned}
     write_json(out / STRENGTH_FILE, record)
     return record
 

@@ -116,7 +116,7 @@ def fork(sft_run: Path, out: Path) -> None:
 def arm_row(spec: str, method: str, run: Path, minutes: float | None) -> dict:
     from evals.drift import drift_summary
     from promptbake.core.contracts import EvalMetrics, Verdict, check_contract, read_contract
-    from promptbake.rounds import improves
+    from promptbake.rounds import kept as round_kept
     from sft.validation import read_curve
 
     verdict = read_contract(Verdict, run / "verdict.json").model_dump()
@@ -125,8 +125,9 @@ def arm_row(spec: str, method: str, run: Path, minutes: float | None) -> dict:
     stages = json.loads((run / "bake.json").read_text())["stages"]
     rounds = stages.get("rounds", {}).get("rounds", [])
     # the rounds the bake kept: those that passed every rule on more validation inputs than their start (a tie on
-    # all rules with a higher mean rule pass rate is not kept, so it is not counted here either)
-    kept = [r for r in rounds if improves(r)]
+    # all rules with a higher mean rule pass rate is not kept, so it is not counted here either) and their drift
+    # guard (promptbake/drift_guard.py)
+    kept = [r for r in rounds if round_kept(r)]
     # the validation score the bake chose by: the kept round's best point, else SFT's best point
     sft_val = max((p.key for p in read_curve(run / "sft")), default=None)
     val = kept[-1]["best"]["all_rules"] if kept else (sft_val[0] if sft_val else None)

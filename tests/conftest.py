@@ -51,6 +51,29 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture
+def trained_adapter(tiny_model_dir, tmp_path):
+    """A LoRA adapter with non-zero B (a fresh one is the base exactly), saved as a run's adapter directory."""
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    out = tmp_path / "adapter"
+    model.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(str(out))
+    (out / "promptbake_run.json").write_text(json.dumps({"base_model": str(tiny_model_dir), "method": "lora"}))
+    return out
+
+
 TINY_SPEC = """\
 name: tiny
 system_prompt: You answer briefly.

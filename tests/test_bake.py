@@ -374,6 +374,9 @@ def test_on_policy_round_trains_on_the_models_own_checked_answers(bake_run, bake
         curve, key=lambda p: (p["all_rules"], sum(p["per_rule"].values()) / len(p["per_rule"])))["step"]
     # kept only if it passed every rule on more validation inputs than its own starting point (step 0)
     kept = only["best"]["step"] > 0 and only["best"]["all_rules"] > curve[0]["all_rules"]
+    # the drift guard is measured exactly for a round validation would keep (the tiny base gets no general
+    # question right, so it has nothing to lose and passes)
+    assert ("drift_guard" in only) == kept and (not kept or only["drift_guard"]["ok"])
     assert result["tuned_model"] == (only["adapter"] if kept else sft["tuned_model"])
     shutil.rmtree(out / "rounds")
 

@@ -4,7 +4,6 @@ choice reads the validation slice first and drift second, and the bake runs it a
 import json
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -19,26 +18,6 @@ def test_pick_reads_the_rules_first_and_drift_only_between_ties():
     assert pick([point(1.0, 0.8, 0.5), point(0.6, 0.7, 1.0)])["strength"] == 1.0  # rules first
     assert pick([point(1.0, 0.8, 0.5), point(0.8, 0.8, 0.9), point(0.6, 0.8, 0.7)])["strength"] == 0.8
     assert pick([point(1.0, 0.8, None), point(0.8, 0.8, None)])["strength"] == 1.0  # nothing to tell: as trained
-
-
-@pytest.fixture
-def trained_adapter(tiny_model_dir, tmp_path):
-    """A LoRA adapter with non-zero B (a fresh one is the base exactly), saved as a run's adapter directory."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5)
-    out = tmp_path / "adapter"
-    model.save_pretrained(str(out))
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(str(out))
-    (out / "promptbake_run.json").write_text(json.dumps({"base_model": str(tiny_model_dir), "method": "lora"}))
-    return out
 
 
 def test_scaled_copy_is_the_runtime_scaling(trained_adapter, tmp_path):
