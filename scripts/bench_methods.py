@@ -4,24 +4,26 @@ method (and the drift levers: adapter strength, replay rows), every arm judged b
 (`rounds.distill_only_passing`).
 
     .venv/bin/python scripts/bench_methods.py [--specs demo_style,ticket_triage] [--sft-from runs/bench_bake]
-                                             [--methods dpo,rft,grpo,distill,distill_passing,strength,replay,replay25]
+                                             [--methods dpo,rft,grpo,distill,distill_passing,strength,replay,replay25,
+                                                        replay_rft]
                                              [--out runs/bench_methods] [--table-only]
 
 The `sft` arm is a finished default bake of the spec (`--sft-from/<spec>`, as `scripts/bench_bake.py` writes it;
 baked here when missing): the bake's default (LoRA SFT on the teacher's checked answers, rounds off). Each other
 arm copies that bake's data and SFT stages into `--out/<spec>/<method>` and runs the real `promptbake bake`
 there with `rounds.method=<method>` (or `strength.search=true`): the rounds start from the same SFT adapter and
-are kept only while they improve the validation slice (so a method that does not help there falls back to SFT,
-and says so: "kept 0 rounds"); the strength arm scales the same adapter by the multiplier the validation slice
-(then drift) prefers; the replay arm trains SFT again from the same data with `replay.fraction=0.5` (the base's own
-answers to general questions mixed in, promptbake/replay.py; `replay25`: a quarter), its own validation curve
-choosing its step. Then the
-eval runs again (drift included; the inference-time arms, which do not depend on
-the method, are skipped). Columns:
+are kept only while they improve the validation slice and pass the drift guard (so a method that does not help
+there, or costs general answers, falls back to SFT, and says so: "kept 0 rounds"); the strength arm scales the
+same adapter by the multiplier the validation slice (then drift) prefers; the replay arm trains SFT again from
+the same data with `replay.fraction=0.5` (the base's own answers to general questions mixed in,
+promptbake/replay.py; `replay25`: a quarter), its own validation curve choosing its step; `replay_rft` is the
+replay arm followed by rft rounds from its adapter. Then the eval runs again (drift included; the inference-time
+arms, which do not depend on the method, are skipped). Columns:
 
     spec | method | validation all rules (what the bake chooses by) | what the trained round did to the validation
     slice (best / last trained step, kept or not) | held-out all rules | label match | drift kept
-    | KL | training minutes (data + SFT + rounds/strength stages) | rounds kept / strength | verdict
+    | KL | training minutes (data + SFT + rounds/strength stages) | rounds kept / strength (and each measured
+    round's drift guard: the share of the base's correct general answers SFT and the round keep) | verdict
 
 Nothing here is chosen on the held-out split: the bake's own choice between SFT and SFT + rounds reads only its
 validation slice. The last line counts, per method, the specs whose validation score it raised over SFT:
@@ -47,7 +49,9 @@ SPECS = REPO / "configs" / "specs"
 ARMS = {"dpo": ["rounds.method=dpo"], "rft": ["rounds.method=rft"], "grpo": ["rounds.method=grpo"],
         "distill": ["rounds.method=distill"],
         "distill_passing": ["rounds.method=distill", "rounds.distill_only_passing=true"],
-        "strength": ["strength.search=true"], "replay": ["replay.fraction=0.5"], "replay25": ["replay.fraction=0.25"]}
+        "strength": ["strength.search=true"], "replay": ["replay.fraction=0.5"], "replay25": ["replay.fraction=0.25"],
+        # both levers at once: replay rows keep general answers, an rft round (drift-guarded) wins rules back
+        "replay_rft": ["replay.fraction=0.5", "rounds.method=rft"]}
 METHODS = tuple(ARMS)
 
 
@@ -144,13 +148,18 @@ def arm_row(spec: str, method: str, run: Path, minutes: float | None) -> dict:
     train_s = sum(stages[s].get("time_s", 0) for s in ("data", "replay", "sft", "rounds", "strength") if s in stages)
     if "replay" in stages:
         moved = f"+{stages['replay']['replay_rows']} replay rows"
+    # the drift guard of each round validation would keep: the share of the base's correct general answers (to
+    # questions the eval does not ask) SFT keeps, and each such round, refused when it lost more than the tolerance
+    guards = [(r["round"], r["drift_guard"]) for r in rounds if r.get("drift_guard")]
+    guard = (f"guard: SFT {cell(guards[0][1]['sft_kept'])}, " + ", ".join(
+        f"round {k} {cell(g['round_kept'])}{'' if g['ok'] else ' refused'}" for k, g in guards)) if guards else None
     tuned = metrics["tuned_unprompted"]
     return {"spec": spec, "method": method, "validation": val, "sft_validation": sft_val[0] if sft_val else None,
             "held_out": tuned["all_rules_adherence"], "n": verdict["n"], "p": verdict["mcnemar_p"],
             "label": tuned.get("label_match"), "drift": drift_summary(metrics), "train_minutes": train_s / 60,
             "wall_minutes": minutes, "rounds": f"{len(kept)} of {len(rounds)}" if rounds else
             (f"strength {stages['strength']['strength']:g}" if "strength" in stages else "-"),
-            "outcome": verdict["outcome"], "moved": moved}
+            "outcome": verdict["outcome"], "moved": moved, "guard": guard}
 
 
 def cell(value, fmt: str = "{:.0%}") -> str:
@@ -169,7 +178,8 @@ def print_table(rows: list[dict], methods: list[str]) -> None:
         print(f"| {r['spec']} | {r['method']} | {cell(r['validation'])} | {r.get('moved', '-')} "
               f"| {cell(r['held_out'])} ({r['n']}) "
               f"| {cell(r['label'])} | {cell(d.get('kept_correct'))} | {cell(d.get('kl_per_token'), '{:.2f}')} "
-              f"| {r['train_minutes']:.1f} | {r['rounds']} | {r['outcome']} ({r['p']:.2g}) |")
+              f"| {r['train_minutes']:.1f} | {r['rounds']}{f' ({g})' if (g := r.get('guard')) else ''} "
+              f"| {r['outcome']} ({r['p']:.2g}) |")
     sft = {r["spec"]: r for r in rows if r["method"] == "sft"}
     wins = {m: sum(1 for r in rows if r["method"] == m and not r.get("failed") and r["validation"] is not None
                    and sft[r["spec"]]["validation"] is not None and r["validation"] > sft[r["spec"]]["validation"])

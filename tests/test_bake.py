@@ -403,6 +403,14 @@ def test_method_race_forks_a_finished_bake_and_runs_only_rounds_and_eval(bake_ru
     # counted as kept exactly when the bake kept it (its adapter became the tuned model)
     assert row["rounds"] == ("1 of 1" if after["rounds"]["tuned_model"] != before["sft"]["tuned_model"]
                              else "0 of 1")
+    # the row names the drift guard where the bake measured one (a round validation would keep)
+    (only,) = after["rounds"]["rounds"]
+    assert (row["guard"] is not None) == ("drift_guard" in only)
+    # the report lists the round, its best validation point and whether the bake kept it
+    report = (fork / "report.md").read_text()
+    assert "## On-policy rounds" in report and "- round 1: best validation all rules" in report
+    line = next(x for x in report.splitlines() if x.startswith("- round 1:"))
+    assert line.endswith(": kept" if row["rounds"] == "1 of 1" else ": not kept"), line
     assert row["sft_validation"] is not None and row["validation"] >= row["sft_validation"]
     assert row["held_out"] == json.loads((fork / "eval" / "metrics.json").read_text())["tuned_unprompted"][
         "all_rules_adherence"]
