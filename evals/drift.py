@@ -92,8 +92,6 @@ def read_questions(path: str, limit: int | None = None) -> list[GeneralQuestion]
     return questions[:limit] if limit else questions
 
 
-# ---------------------------------------------------------------- the spec's format
-
 def questions_after(asked: int | None, limit: int | None = None) -> list[GeneralQuestion]:
     """The shipped fact and arithmetic questions after the first `asked` (the ones the eval's drift arm asks; none
     are left when it asks them all, `asked` None): what a stage choosing between models may read without reading
@@ -110,6 +108,8 @@ def kept_share(questions: list[GeneralQuestion], base: list[str], answers: list[
         return None, 0
     return sum(is_correct(questions[i], answers[i]) for i in right) / len(right), len(right)
 
+
+# ---------------------------------------------------------------- the spec's format
 
 def label_free(rule: Rule) -> bool:
     """A rule whose check can pass on an answer to an unrelated question: one that compares with a reference
