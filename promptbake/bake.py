@@ -160,7 +160,7 @@ def changed_fields(old: dict, new: dict) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
-STAGES = ["data", "replay", "sft", "rounds", "strength", "eval", "export"]
+STAGES = ["data", "replay", "sft", "replay_choice", "rounds", "strength", "eval", "export"]
 # the first stage each bake config field affects; a change is accepted while that stage has not finished, and
 # the finished stages after it are run again (report_to changes nothing a stage produces)
 FIELD_STAGE = {"model": "data", "synthesis_min_inputs": "data", "validation": "data", "recipe": "sft",
@@ -171,6 +171,22 @@ FIELD_STAGE = {"model": "data", "synthesis_min_inputs": "data", "validation": "d
                "drift": "strength", "drift_questions": "rounds",
                "inference_arms": "eval", "best_of_n": "eval", "judge": "eval", "judge_model": "eval",
                "export": "export", "report_to": None}
+
+
+def replay_feeds_sft(config_dump: dict) -> bool:
+    """Whether a bake config (as recorded: defaults left out) mixes replay rows into the SFT stage itself
+    (`replay.when: always`); with `sft_drifts` (or no replay) SFT trains on the spec's rows alone, and a replay
+    change first affects the replay_choice stage after it."""
+    replay = config_dump.get("replay", {})
+    return replay.get("fraction", 0) > 0 and replay.get("when", "always") == "always"
+
+
+def first_stage(field: str, old: dict, new: dict) -> str | None:
+    """The first stage a changed bake config field (dotted) affects."""
+    name = field.split(".")[0]
+    if name == "replay" and not (replay_feeds_sft(old) or replay_feeds_sft(new)):
+        return "replay_choice"
+    return FIELD_STAGE.get(name, "data")
 
 
 class RunState:
@@ -199,7 +215,7 @@ class RunState:
             raise InputError(f"{source}: {run} holds a bake of a different spec (changed: {', '.join(changed)}); "
                              f"choose another output_dir or delete {run}")
         changed = changed_fields(self.data["config"], config_dump)
-        stages = {FIELD_STAGE.get(field.split(".")[0], "data") for field in changed} - {None}
+        stages = {first_stage(field, self.data["config"], config_dump) for field in changed} - {None}
         first = min(stages, key=STAGES.index) if stages else None
         if first is not None and first in self.data["stages"]:
             raise InputError(f"{source}: {run} holds a bake of a different bake config (changed: "
@@ -295,11 +311,17 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
 
     manifest = stage("data", "1/4 data: the prompted teacher answers the training inputs", lambda: build(spec))
     replay = None
-    if config.replay.fraction > 0:
+    if config.replay.fraction > 0 and config.replay.when == "always":
         replay = stage("replay", "1b/4 replay: the base's own answers to general questions join the SFT rows",
-                       lambda: replay_rows(config, plan))
+                       lambda: replay_rows(config, plan, plan.layout.stage_dir("replay")))
     sft = stage("sft", "2/4 train: SFT on bare inputs, validated by the spec's checks",
                 lambda: train_sft(config, plan, spec, recipe, manifest, replay))
+    if config.replay.fraction > 0 and config.replay.when == "sft_drifts":
+        choice = stage("replay_choice", "2a/4 replay if SFT drifts: SFT again with the base's own general answers "
+                                        "only when SFT lost them", lambda: replay_if_drifting(config, plan, spec,
+                                                                                            recipe, manifest, sft))
+        if choice["chosen"] == "replay":
+            sft, replay = choice["sft"], choice["replay"]
     tuned = sft["tuned_model"]
     if config.rounds.method != "none":
         rounds = stage("rounds", f"2b/4 on-policy rounds ({config.rounds.method}): the tuned model learns from "
@@ -322,7 +344,7 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
     # what the verdict reads, checked: a stage recorded by an older promptbake fails here with the field named
     check_contract(Manifest, manifest, f"{data.manifest} (as recorded in {layout.state})")
     check_contract(EvalMetrics, metrics, f"{layout.eval / 'metrics.json'} (as recorded in {layout.state})")
-    curve = read_curve_rows(layout.sft / CURVE_FILE)
+    curve = read_curve_rows(Path(sft.get("dir", layout.sft)) / CURVE_FILE)
     result = verdict(metrics, manifest, curve, sft["budget_steps"], sft.get("truncated_rows", 0))
     if replay is not None and result.get("provenance") is not None:
         result["provenance"] = {**result["provenance"], "replay": replay["replay_rows"]}
@@ -334,7 +356,8 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
                   strength=(state.done("strength") or {}).get("strength"))
     check_contract(Verdict, result, layout.verdict)  # what the readers rely on, checked where it is written
     write_json(layout.verdict, result)
-    write_reports(run, result, metrics, curve, sft, rounds_done=state.done("rounds"))
+    write_reports(run, result, metrics, curve, sft, rounds_done=state.done("rounds"),
+                  replay_choice=state.done("replay_choice"))
     print_verdict(result, metrics, run)
     return result
 
@@ -345,8 +368,8 @@ def build(spec) -> dict:
     return build_main(spec)
 
 
-def replay_rows(config: BakeConfig, plan) -> dict:
-    """The replay stage: the base answers the replay questions; the spec's rows and theirs, mixed, in replay/."""
+def replay_rows(config: BakeConfig, plan, out: Path) -> dict:
+    """The replay stage: the base answers the replay questions; the spec's rows and theirs, mixed, in `out`."""
     from evals.drift import read_questions
     from evals.general_questions import GENERAL_QUESTIONS
     from promptbake.replay import build_replay
@@ -354,19 +377,21 @@ def replay_rows(config: BakeConfig, plan) -> dict:
     layout = plan.layout
     # every shipped general question is kept out of replay: the drift arm asks the first ones, strength the rest
     asked = [q.question for q in read_questions(str(GENERAL_QUESTIONS))]
-    return build_replay(config.replay, config.model, layout.data, layout.stage_dir("replay"), asked,
-                        plan.eval_batch_size)
+    return build_replay(config.replay, config.model, layout.data, out, asked, plan.eval_batch_size)
 
 
-def train_sft(config: BakeConfig, plan, spec, recipe, manifest: dict, replay: dict | None = None) -> dict:
-    """SFT for a budget set by the data (and the replay rows mixed in, when there are); with a validation slice,
-    the best-scoring step is kept."""
+def train_sft(config: BakeConfig, plan, spec, recipe, manifest: dict, replay: dict | None = None,
+              out: Path | None = None) -> dict:
+    """SFT for a budget set by the data (and the replay rows mixed in, when there are) into `out` (default the
+    run's sft/); with a validation slice, the best-scoring step is kept."""
     from evals.run import read_eval_inputs
     from sft.train import main as train_main
     from sft.validation import BEST_DIR, ValidationCallback
 
     layout = plan.layout
+    out = out or layout.sft
     rows = manifest["counts"]["sft_rows"] + (replay["replay_rows"] if replay else 0)
+    recipe = recipe.model_copy(update={"output_dir": str(out)})
     if replay:
         recipe = recipe.model_copy(update={"dataset": replay["dataset"]})
     t = recipe.training
@@ -377,7 +402,7 @@ def train_sft(config: BakeConfig, plan, spec, recipe, manifest: dict, replay: di
     if val_path.exists():
         every = math.ceil(steps / plan.validation_evaluations)
         run_info = {"base_model": recipe.model, "method": recipe.method, "dataset": recipe.dataset}
-        callbacks.append(ValidationCallback(spec, read_eval_inputs(str(val_path), None), layout.sft, every=every,
+        callbacks.append(ValidationCallback(spec, read_eval_inputs(str(val_path), None), out, every=every,
                                             patience=plan.validation_patience, run_info=run_info,
                                             max_new_tokens=plan.max_new_tokens, batch_size=plan.eval_batch_size))
     print(f"[promptbake] budget: {steps} optimizer steps for {rows} rows "
@@ -391,13 +416,58 @@ def train_sft(config: BakeConfig, plan, spec, recipe, manifest: dict, replay: di
     start = time.time()
     last = train_main(recipe, resume=True, callbacks=callbacks)
     validation_s = sum(c.seconds for c in callbacks)
-    best = layout.sft / BEST_DIR
+    best = out / BEST_DIR
     tuned = best if best.exists() else last
     kept_step = json.loads((best / RUN_INFO_FILE).read_text()).get("step") if best.exists() else steps
-    return {"tuned_model": str(tuned), "budget_steps": steps, "kept_step": kept_step, "validation_every": every,
+    return {"tuned_model": str(tuned), "dir": str(out), "budget_steps": steps, "kept_step": kept_step,
+            "validation_every": every,
             "truncated_rows": truncated_rows(recipe, layout.data.sft_train),
             "profile_s": {"validation": round(validation_s, 1),  # this process's share (a resume starts anew)
                           "training": round(time.time() - start - validation_s, 1)}}
+
+
+def replay_if_drifting(config: BakeConfig, plan, spec, recipe, manifest: dict, sft: dict) -> dict:
+    """`replay.when: sft_drifts`: the share of the base's correct general answers (the drift guard's questions,
+    after the eval's own) the SFT adapter keeps; under `replay.goal`, replay rows and SFT again on the mixed rows
+    in replay_choice/, and the adapter `replay.choose` prefers. The answers are cached in replay_choice/drift_guard/
+    and the second SFT resumes from its checkpoints: a killed stage picks up where it was."""
+    from evals.drift import kept_share, questions_after
+    from promptbake.drift_guard import GUARD_DIR, model_answers
+    from promptbake.replay import choose
+    from sft.validation import read_curve
+
+    layout = plan.layout
+    out = layout.stage_dir("replay_choice")
+    questions = questions_after(config.drift_questions)
+    if not questions:
+        why = "no general questions are left after the eval's drift_questions to measure SFT's drift by"
+        print(f"[promptbake] replay choice: {why}; SFT kept, no replay", flush=True)
+        return {"chosen": "sft", "why": why, "sft_guard": None, "replay_guard": None, "replay": None, "sft": sft}
+    decode = dict(questions=questions, max_new_tokens=plan.max_new_tokens, batch_size=plan.eval_batch_size)
+    base = model_answers(config.model, cache=out / GUARD_DIR / "base.json", **decode)
+    val_inputs = manifest["counts"].get("val_inputs", 0) if layout.data.val_inputs.exists() else 0
+
+    def measure(record: dict, name: str) -> dict:
+        kept, base_correct = kept_share(questions, base, model_answers(record["tuned_model"],
+                                                                       cache=out / GUARD_DIR / f"{name}.json",
+                                                                       **decode))
+        curve = read_curve(Path(record.get("dir", layout.sft)))  # no slice: no curve, and drift alone decides
+        best = max((p.all_rules for p in curve), default=0.0)
+        return {"kept": kept, "base_correct": base_correct, "passing": round(best * val_inputs)}
+
+    sft_guard, replay_guard, replay, replay_sft = measure(sft, "sft"), None, None, None
+    goal = config.replay.goal
+    if sft_guard["kept"] is not None and sft_guard["kept"] < goal - 1e-9:
+        print(f"[promptbake] replay choice: SFT keeps {sft_guard['kept']:.0%} of the base's "
+              f"{sft_guard['base_correct']} correct general answers (goal {goal:.0%}): training SFT again with "
+              "replay rows", flush=True)
+        replay = replay_rows(config, plan, out / "rows")
+        replay_sft = train_sft(config, plan, spec, recipe, manifest, replay, out=out / "sft")
+        replay_guard = measure(replay_sft, "replay")
+    chosen, why = choose(sft_guard, replay_guard, goal, config.replay.inputs_lost)
+    print(f"[promptbake] replay choice: {chosen} kept: {why}", flush=True)
+    return {"chosen": chosen, "why": why, "questions": len(questions), "sft_guard": sft_guard,
+            "replay_guard": replay_guard, "replay": replay, "sft": replay_sft if chosen == "replay" else sft}
 
 
 def preference_rounds(config: BakeConfig, plan, spec, recipe, sft: dict) -> dict:

@@ -2,7 +2,7 @@
 the tuned model did not win, adherence per rule on the held-out inputs, and the validation curve (steps vs
 all-rules and per-rule adherence, and the training loss) of SFT and of each on-policy round.
 
-    write_reports(run, verdict, metrics, curve, sft, rounds_done)
+    write_reports(run, verdict, metrics, curve, sft, rounds_done, replay_choice)
 """
 
 from __future__ import annotations
@@ -40,8 +40,17 @@ def provenance_line(provenance: dict | None) -> str | None:
     return "training rows by source: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in provenance.items())
 
 
-def report_markdown(result: dict, metrics: dict, curve: list[dict], sft: dict, rounds: list[dict] = ()) -> str:
-    """The report as Markdown (to paste into a PR or an issue); `rounds`: the on-policy rounds' records."""
+def replay_choice_line(choice: dict | None) -> str | None:
+    """What `replay.when: sft_drifts` decided, and why (the bake's replay_choice stage record)."""
+    if not choice:
+        return None
+    return f"{'replay rows' if choice['chosen'] == 'replay' else 'SFT on the spec rows alone'} kept: {choice['why']}"
+
+
+def report_markdown(result: dict, metrics: dict, curve: list[dict], sft: dict, rounds: list[dict] = (),
+                    replay_choice: dict | None = None) -> str:
+    """The report as Markdown (to paste into a PR or an issue); `rounds`: the on-policy rounds' records;
+    `replay_choice`: the replay_choice stage's record."""
     from promptbake.rounds import kept, summary_line
 
     lines = [f"# bake: {result['spec']}", "", f"**Verdict:** {result['statement']}", ""]
@@ -60,6 +69,8 @@ def report_markdown(result: dict, metrics: dict, curve: list[dict], sft: dict, r
     lines += ["## Arms (held-out inputs)", "", "| | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows]
     lines += ["", f"Training budget {sft['budget_steps']} steps; kept step {sft.get('kept_step')}.", ""]
+    if replay_choice_line(replay_choice):
+        lines += [f"**Replay choice:** {replay_choice_line(replay_choice)}", ""]
     if rounds:
         lines += ["## On-policy rounds", "", *[f"- {summary_line(r)}: {'kept' if kept(r) else 'not kept'}"
                                               for r in rounds], ""]
@@ -146,7 +157,7 @@ def read_curve_rows(path: Path) -> list[dict]:
 
 
 def write_reports(run: Path, result: dict, metrics: dict, curve: list[dict], sft: dict,
-                  rounds_done: dict | None) -> None:
+                  rounds_done: dict | None, replay_choice: dict | None = None) -> None:
     from promptbake.rounds import kept, summary_line
 
     rounds = (rounds_done or {}).get("rounds", [])
@@ -155,5 +166,5 @@ def write_reports(run: Path, result: dict, metrics: dict, curve: list[dict], sft
         # the title says whether the bake kept the round and why (its best point, the drift guard)
         curves.append((f"Validation in on-policy {summary_line(r)}: {'kept' if kept(r) else 'not kept'}",
                        read_curve_rows(run / "rounds" / str(r["round"]) / "validation.jsonl")))
-    atomic_write_text(run / "report.md", report_markdown(result, metrics, curve, sft, rounds))
+    atomic_write_text(run / "report.md", report_markdown(result, metrics, curve, sft, rounds, replay_choice))
     atomic_write_text(run / "report.html", report_html(result, metrics, curves, sft))

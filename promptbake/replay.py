@@ -15,8 +15,9 @@ dataset SFT reads instead of data/; the data build itself is left as it was.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt
 
 from promptbake.core.config import InputError, StrictModel
 from promptbake.core.io import iter_jsonl, write_json, write_jsonl
@@ -35,6 +36,18 @@ class ReplaySpec(StrictModel):
     """General questions the base answers (the general-questions format: id, kind, question, answer)."""
     max_new_tokens: PositiveInt = 64
     """Tokens the base may use per answer; answers that reach it unfinished are dropped."""
+    when: Literal["always", "sft_drifts"] = "always"
+    """always: SFT trains once, on the spec's rows with the replay rows mixed in. sft_drifts: SFT trains on the
+    spec's rows alone first; only when it keeps less than `goal` of the base's correct general answers (the drift
+    guard's questions, none the eval asks) does SFT train again with the replay rows, and the replay adapter is
+    kept when it keeps more of them and passes every rule on at most `inputs_lost` fewer validation inputs
+    (`choose`). Where SFT leaves the model's general answers alone, replay (which costs a second SFT run and
+    can cost rules) is never trained."""
+    goal: float = Field(0.9, gt=0.0, le=1.0)
+    """sft_drifts: the share of the base's correct general answers SFT must keep for replay to be skipped."""
+    inputs_lost: NonNegativeInt = 1
+    """sft_drifts: how many fewer validation inputs the replay adapter may pass (every rule) than SFT and still be
+    kept; one input is 4-6 points on the gallery's 17-21-input slices, within what two trainings differ by."""
 
 
 def replay_questions(path: str, drift_questions: list[str]):
@@ -97,3 +110,22 @@ def build_replay(replay: ReplaySpec, model: str, data: DatasetLayout, out: Path,
     print(f"[promptbake] replay: {len(rows)} rows of the base's own answers mixed into {len(spec_rows)} spec rows"
           + (f" ({unfinished} cut off at {replay.max_new_tokens} tokens, dropped)" if unfinished else ""), flush=True)
     return record
+
+
+def choose(sft: dict, replay: dict | None, goal: float, inputs_lost: int) -> tuple[str, str]:
+    """("sft" or "replay", why) for `when: sft_drifts`. Each of `sft` and `replay` holds `kept` (the share of the
+    base's correct general answers it keeps; None when the base has none right) and `passing` (validation inputs
+    passing every rule); `replay` is None when it was not trained."""
+    if sft["kept"] is None:
+        return "sft", "the base answers none of the drift guard's questions right: nothing for replay to keep"
+    if sft["kept"] >= goal - 1e-9:
+        return "sft", f"SFT keeps {sft['kept']:.0%} of the base's correct general answers (goal {goal:.0%})"
+    if replay is None:
+        return "sft", "replay was not trained"
+    drift = f"{sft['kept']:.0%} -> {replay['kept']:.0%} of the base's correct general answers"
+    rules = f"{sft['passing']} -> {replay['passing']} validation inputs passing every rule"
+    if replay["kept"] <= sft["kept"]:
+        return "sft", f"replay keeps no more general answers ({drift}; {rules})"
+    if replay["passing"] < sft["passing"] - inputs_lost:
+        return "sft", f"replay loses rules ({rules}, more than {inputs_lost} fewer; {drift})"
+    return "replay", f"replay keeps more general answers ({drift}; {rules})"

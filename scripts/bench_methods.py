@@ -5,7 +5,7 @@ method (and the drift levers: adapter strength, replay rows), every arm judged b
 
     .venv/bin/python scripts/bench_methods.py [--specs demo_style,ticket_triage] [--sft-from runs/bench_bake]
                                              [--methods dpo,rft,grpo,distill,distill_passing,strength,replay,replay25,
-                                                        replay_rft]
+                                                        replay_rft,replay_auto]
                                              [--out runs/bench_methods] [--table-only]
 
 The `sft` arm is a finished default bake of the spec (`--sft-from/<spec>`, as `scripts/bench_bake.py` writes it;
@@ -17,8 +17,10 @@ there, or costs general answers, falls back to SFT, and says so: "kept 0 rounds"
 same adapter by the multiplier the validation slice (then drift) prefers; the replay arm trains SFT again from
 the same data with `replay.fraction=0.5` (the base's own answers to general questions mixed in,
 promptbake/replay.py; `replay25`: a quarter), its own validation curve choosing its step; `replay_rft` is the
-replay arm followed by rft rounds from its adapter. Then the eval runs again (drift included; the inference-time
-arms, which do not depend on the method, are skipped). Columns:
+replay arm followed by rft rounds from its adapter; `replay_auto` (`replay.when=sft_drifts`) trains the replay
+arm only when the SFT adapter keeps under 90% of the base's correct answers to the drift guard's general questions,
+and keeps it only when it keeps more of them for at most one validation input's rules. Then the eval runs again
+(drift included; the inference-time arms, which do not depend on the method, are skipped). Columns:
 
     spec | method | validation all rules (what the bake chooses by) | what the trained round did to the validation
     slice (best / last trained step, kept or not) | held-out all rules | label match | drift kept
@@ -51,7 +53,10 @@ ARMS = {"dpo": ["rounds.method=dpo"], "rft": ["rounds.method=rft"], "grpo": ["ro
         "distill_passing": ["rounds.method=distill", "rounds.distill_only_passing=true"],
         "strength": ["strength.search=true"], "replay": ["replay.fraction=0.5"], "replay25": ["replay.fraction=0.25"],
         # both levers at once: replay rows keep general answers, an rft round (drift-guarded) wins rules back
-        "replay_rft": ["replay.fraction=0.5", "rounds.method=rft"]}
+        "replay_rft": ["replay.fraction=0.5", "rounds.method=rft"],
+        # replay only where SFT lost the base's general answers (the drift guard's questions), kept when it keeps
+        # more of them without losing more than one validation input's rules
+        "replay_auto": ["replay.fraction=0.5", "replay.when=sft_drifts"]}
 METHODS = tuple(ARMS)
 
 
@@ -133,7 +138,9 @@ def arm_row(spec: str, method: str, run: Path, minutes: float | None) -> dict:
     # guard (promptbake/drift_guard.py)
     kept = [r for r in rounds if round_kept(r)]
     # the validation score the bake chose by: the kept round's best point, else SFT's best point
-    sft_val = max((p.key for p in read_curve(run / "sft")), default=None)
+    choice = stages.get("replay_choice")
+    sft_val = max((p.key for p in read_curve(Path(choice["sft"].get("dir", run / "sft")) if choice else run / "sft")),
+                  default=None)
     val = kept[-1]["best"]["all_rules"] if kept else (sft_val[0] if sft_val else None)
     if stages.get("strength", {}).get("points"):  # the strength stage's choice, on the same validation slice
         strength = stages["strength"]
@@ -145,9 +152,14 @@ def arm_row(spec: str, method: str, run: Path, minutes: float | None) -> dict:
     if stages.get("strength", {}).get("points"):
         weakest = min(stages["strength"]["points"], key=lambda p: p["strength"])
         moved = f"x{weakest['strength']:g}: {weakest['all_rules']:.0%}"
-    train_s = sum(stages[s].get("time_s", 0) for s in ("data", "replay", "sft", "rounds", "strength") if s in stages)
+    train_s = sum(stages[s].get("time_s", 0) for s in ("data", "replay", "sft", "replay_choice", "rounds", "strength")
+                  if s in stages)
     if "replay" in stages:
         moved = f"+{stages['replay']['replay_rows']} replay rows"
+    if choice:
+        guards = [g for g in (choice["sft_guard"], choice["replay_guard"]) if g]
+        moved = (f"{choice['chosen']} kept (guard " + " -> ".join(cell(g["kept"]) for g in guards) + ", validation "
+                 + " -> ".join(str(g["passing"]) for g in guards) + " inputs)")
     # the drift guard of each round validation would keep: the share of the base's correct general answers (to
     # questions the eval does not ask) SFT keeps, and each such round, refused when it lost more than the tolerance
     guards = [(r["round"], r["drift_guard"]) for r in rounds if r.get("drift_guard")]

@@ -20,7 +20,7 @@ from promptbake.bake import load_bake
 from promptbake.bake import main as bake
 from promptbake.core.config import InputError
 from promptbake.core.layout import DatasetLayout
-from promptbake.replay import REPLAY_QUESTIONS, ReplaySpec, build_replay, replay_questions, spread
+from promptbake.replay import REPLAY_QUESTIONS, ReplaySpec, build_replay, choose, replay_questions, spread
 
 
 def lines(path: Path) -> list[dict]:
@@ -29,6 +29,17 @@ def lines(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def ok_model_dir(tmp_path_factory) -> Path:
+    return answering_model("ok", tmp_path_factory.mktemp("ok-model"))
+
+
+@pytest.fixture(scope="module")
+def eight_model_dir(tmp_path_factory) -> Path:
+    """The same construction answering "8" to anything: right on the two drift guard questions whose answer is 8."""
+    return answering_model("8", tmp_path_factory.mktemp("eight-model"))
+
+
+def answering_model(word: str, out: Path) -> Path:
+    """A real Llama of SmolLM2's shape whose greedy answer to anything is `word` (one token), then EOS."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -41,7 +52,7 @@ def ok_model_dir(tmp_path_factory) -> Path:
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
-    ok = tokenizer("ok", add_special_tokens=False)["input_ids"]
+    ok = tokenizer(word, add_special_tokens=False)["input_ids"]
     assert len(ok) == 1
     with torch.no_grad():
         for layer in model.model.layers:
@@ -56,7 +67,6 @@ def ok_model_dir(tmp_path_factory) -> Path:
         head.zero_()
         head[ok[0], 0] = 10.0
         head[tokenizer.eos_token_id, 1] = 10.0
-    out = tmp_path_factory.mktemp("ok-model")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
@@ -141,3 +151,79 @@ def test_bake_with_replay_trains_on_the_mixed_rows_and_counts_them(ok_model_dir,
     assert info["dataset"] == str(out / "replay")
     assert result["provenance"]["replay"] == spec_count
     assert "replay " + str(spec_count) in (out / "report.md").read_text()
+
+
+def test_choose_replay_only_when_sft_drifts_and_replay_keeps_more_for_at_most_the_inputs_lost():
+    sft = {"kept": 0.5, "passing": 10}
+    assert choose({"kept": 0.9, "passing": 10}, None, 0.9, 1)[0] == "sft"  # the goal, exactly: no replay
+    assert "goal 90%" in choose({"kept": 0.95, "passing": 10}, None, 0.9, 1)[1]
+    assert choose({"kept": None, "passing": 10}, None, 0.9, 1) == (
+        "sft", "the base answers none of the drift guard's questions right: nothing for replay to keep")
+    assert choose(sft, {"kept": 0.8, "passing": 9}, 0.9, 1) == (
+        "replay", "replay keeps more general answers (50% -> 80% of the base's correct general answers; 10 -> 9 "
+                  "validation inputs passing every rule)")
+    assert choose(sft, {"kept": 0.8, "passing": 8}, 0.9, 1)[1].startswith("replay loses rules (10 -> 8")
+    assert choose(sft, {"kept": 0.8, "passing": 8}, 0.9, 2)[0] == "replay"
+    assert choose(sft, {"kept": 0.5, "passing": 12}, 0.9, 1)[1].startswith("replay keeps no more general answers")
+    assert choose(sft, {"kept": 0.6, "passing": 12}, 0.9, 0)[0] == "replay"
+
+
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "sft" / "bake_lora.yaml"
+
+
+def test_bake_trains_replay_only_when_sft_drifts_and_keeps_the_adapter_choose_prefers(eight_model_dir,
+                                                                                     tiny_model_dir, tmp_path):
+    """The base answers "8" to anything: right on the two drift guard questions whose answer is 8. SFT on the tiny
+    spec's rows alone moves it off that answer; SFT again with the base's own answers mixed in keeps it. The stage
+    (real decodes, real training) trains replay, keeps it, and everything after it (eval, provenance, report)
+    reads the replay adapter."""
+    from conftest import TINY_SPEC
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(TINY_SPEC.format(model=tiny_model_dir, out=tmp_path / "data"))
+    out = tmp_path / "bake"
+    # a rate that moves this model's one confident answer within the 30 steps (the shipped recipe's 3e-4 does not)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE.read_text().replace("learning_rate: 3.0e-4", "learning_rate: 1.0e-2"))
+    overrides = [*FAST, f"model={eight_model_dir}", f"output_dir={out}", "inference_arms=false", f"recipe={recipe}",
+                 "replay.fraction=2.0", "replay.when=sft_drifts", "replay.inputs_lost=99",
+                 # no validation slice (SFT's step 0, the base itself, would be kept): the last step is
+                 "validation.min_inputs=1000", "budget.min_steps=30", "budget.max_steps=30"]
+    # a finished bake without replay first (as scripts/bench_methods.py forks one): turning replay on with
+    # `sft_drifts` affects only the stages after SFT; its stage and adapter stay as they were
+    bake(*load_bake(str(spec), [o for o in overrides if not o.startswith("replay.")]))
+    sft_stage = json.loads((out / "bake.json").read_text())["stages"]["sft"]
+    adapter = out / "sft" / "adapter" / "adapter_model.safetensors"
+    mtime = adapter.stat().st_mtime_ns
+    result = bake(*load_bake(str(spec), overrides))
+    state = json.loads((out / "bake.json").read_text())
+    assert list(state["stages"]) == ["data", "sft", "replay_choice", "eval"]
+    assert state["stages"]["sft"] == sft_stage and adapter.stat().st_mtime_ns == mtime
+    choice = state["stages"]["replay_choice"]
+    assert choice["sft_guard"]["base_correct"] == 2 and choice["sft_guard"]["kept"] < 0.9
+    assert choice["replay_guard"]["kept"] > choice["sft_guard"]["kept"] and choice["chosen"] == "replay"
+    assert choice["sft"]["tuned_model"] == str(out / "replay_choice" / "sft" / "adapter")  # its last step
+    spec_count = json.loads((out / "data" / "manifest.json").read_text())["counts"]["sft_rows"]
+    assert choice["replay"]["replay_rows"] == 2 * spec_count == result["provenance"]["replay"]  # two per spec row
+    assert len(lines(out / "replay_choice" / "rows" / "sft_train.jsonl")) == 3 * spec_count
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["tuned_unprompted"]["model"] == choice["sft"]["tuned_model"]
+    assert "**Replay choice:** replay rows kept: replay keeps more general answers" in (out / "report.md").read_text()
+
+
+def test_bake_trains_no_replay_when_sft_keeps_the_goal(eight_model_dir, tiny_model_dir, tmp_path):
+    """The shipped recipe's rate leaves this base's one answer alone in 30 steps: SFT keeps both correct general
+    answers, so no replay row is written and no second SFT trains (the cost `sft_drifts` saves)."""
+    from conftest import TINY_SPEC
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(TINY_SPEC.format(model=tiny_model_dir, out=tmp_path / "data"))
+    out = tmp_path / "bake"
+    bake(*load_bake(str(spec), [*FAST, f"model={eight_model_dir}", f"output_dir={out}", "inference_arms=false",
+                                "replay.fraction=2.0", "replay.when=sft_drifts", "validation.min_inputs=1000",
+                                "budget.min_steps=30", "budget.max_steps=30"]))
+    choice = json.loads((out / "bake.json").read_text())["stages"]["replay_choice"]
+    assert choice["sft_guard"] == {"kept": 1.0, "base_correct": 2, "passing": 0}
+    assert choice["chosen"] == "sft" and choice["replay"] is None and choice["replay_guard"] is None
+    assert choice["why"] == "SFT keeps 100% of the base's correct general answers (goal 90%)"
+    assert not (out / "replay_choice" / "rows").exists() and not (out / "replay_choice" / "sft").exists()

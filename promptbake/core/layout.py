@@ -74,8 +74,8 @@ class RunLayout:
     VERDICT = "verdict.json"
     REPORT_MD = "report.md"
     REPORT_HTML = "report.html"
-    STAGE_DIRS = {"data": "data", "replay": "replay", "sft": "sft", "rounds": "rounds", "strength": "strength",
-                  "eval": "eval", "export": "merged"}
+    STAGE_DIRS = {"data": "data", "replay": "replay", "sft": "sft", "replay_choice": "replay_choice",
+                  "rounds": "rounds", "strength": "strength", "eval": "eval", "export": "merged"}
     """Where each stage writes inside the run directory."""
 
     def stage_dir(self, stage: str) -> Path:
