@@ -46,6 +46,9 @@ class BakePlan(StrictModel):
     """Whether the adapter's strength is chosen on the validation slice (promptbake/strength.py)."""
     replay_fraction: float = 0.0
     """Replay rows (the base's own answers to general questions) per spec row mixed into SFT (0: none)."""
+    replay_when: str = "always"
+    """always, or sft_drifts: replay trained only when the SFT adapter keeps under the goal of the base's correct
+    general answers (promptbake/replay.py)."""
 
     @property
     def layout(self) -> RunLayout:
@@ -61,7 +64,9 @@ class BakePlan(StrictModel):
                 f"{synthesis}); {validation}; answers up to {self.max_new_tokens} new tokens; eval arms "
                 f"{', '.join(self.arms)}{' + content judge' if self.judge else ''}; rounds {self.rounds}; "
                 f"{'strength chosen on validation; ' if self.strength_search else ''}"
-                f"{f'replay rows {self.replay_fraction:g} per spec row; ' if self.replay_fraction else ''}"
+                f"{f'replay rows {self.replay_fraction:g} per spec row' if self.replay_fraction else ''}"
+                f"{' if SFT drifts' if self.replay_fraction and self.replay_when == 'sft_drifts' else ''}"
+                f"{'; ' if self.replay_fraction else ''}"
                 f"export {'on' if self.export else 'off'}; run directory {self.run_dir}")
 
 
@@ -107,7 +112,7 @@ def make_plan(user_spec, config, run: Path) -> BakePlan:
                     judge=bool((config.judge if config.judge is not None else config.judge_model)
                                and not user_spec.inputs.label_names()),
                     rounds=config.rounds.method, export=config.export, strength_search=config.strength.search,
-                    replay_fraction=config.replay.fraction)
+                    replay_fraction=config.replay.fraction, replay_when=config.replay.when)
 
 
 def data_spec(user_spec, plan: BakePlan):

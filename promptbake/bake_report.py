@@ -161,7 +161,8 @@ def write_reports(run: Path, result: dict, metrics: dict, curve: list[dict], sft
     from promptbake.rounds import kept, summary_line
 
     rounds = (rounds_done or {}).get("rounds", [])
-    curves = [("Validation while training (SFT)", curve)]
+    replayed = (replay_choice or {}).get("chosen") == "replay"  # the curve is then the replay SFT's
+    curves = [(f"Validation while training (SFT{' with replay rows' if replayed else ''})", curve)]
     for r in rounds:
         # the title says whether the bake kept the round and why (its best point, the drift guard)
         curves.append((f"Validation in on-policy {summary_line(r)}: {'kept' if kept(r) else 'not kept'}",

@@ -199,6 +199,7 @@ def test_bake_trains_replay_only_when_sft_drifts_and_keeps_the_adapter_choose_pr
     state = json.loads((out / "bake.json").read_text())
     assert list(state["stages"]) == ["data", "sft", "replay_choice", "eval"]
     assert state["stages"]["sft"] == sft_stage and adapter.stat().st_mtime_ns == mtime
+    assert state["plan"]["replay_when"] == "sft_drifts"
     choice = state["stages"]["replay_choice"]
     assert choice["sft_guard"]["base_correct"] == 2 and choice["sft_guard"]["kept"] < 0.9
     assert choice["replay_guard"]["kept"] > choice["sft_guard"]["kept"] and choice["chosen"] == "replay"
