@@ -416,14 +416,38 @@ def test_method_race_forks_a_finished_bake_and_runs_only_rounds_and_eval(bake_ru
         "all_rules_adherence"]
 
 
-def load_bench_methods():
+def test_seed_bench_reads_a_finished_bake(bake_run, capsys):
+    """scripts/bench_seeds.py's row of a finished bake: the verdict's held-out score and p, the validation score
+    at the step the bake kept, the rows trained; the summary line spans the seeds."""
+    bench_seeds = load_script("bench_seeds")
+    out, _, _ = bake_run
+    curve = [json.loads(x) for x in (out / "sft" / "validation.jsonl").read_text().splitlines() if x]
+    row = bench_seeds.seed_row(3, out, minutes=2.0)
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert row["step"] == verdict["kept_step"] is not None
+    assert row["validation"] == next(p["all_rules"] for p in curve if p["step"] == verdict["kept_step"])
+    assert (row["held_out"], row["p"], row["outcome"]) == (verdict["tuned_unprompted"], verdict["mcnemar_p"],
+                                                          verdict["outcome"])
+    assert row["rows"] == sum(n for k, n in verdict["provenance"].items() if k != "synthesized_inputs")
+    other = {**row, "seed": 4, "held_out": row["held_out"] + 0.5, "outcome": "not won"}
+    bench_seeds.print_table("tiny", [], [row, other])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("seeds=2 ") and f"held_out_min={row['held_out']:.3f}" in last
+    assert f"held_out_max={row['held_out'] + 0.5:.3f}" in last and last.endswith(f"won={int(row['outcome'] == 'won')}")
+
+
+def load_script(name: str):
     import importlib.util
 
-    module = importlib.util.spec_from_file_location("bench_methods", Path(__file__).resolve().parents[1] / "scripts"
-                                                    / "bench_methods.py")
-    bench_methods = importlib.util.module_from_spec(module)
-    module.loader.exec_module(bench_methods)
-    return bench_methods
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    module = importlib.util.spec_from_file_location(name, path)
+    script = importlib.util.module_from_spec(module)
+    module.loader.exec_module(script)
+    return script
+
+
+def load_bench_methods():
+    return load_script("bench_methods")
 
 
 def test_strength_stage_runs_between_sft_and_eval(bake_run, bake_spec, tmp_path):
