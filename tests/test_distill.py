@@ -3,11 +3,10 @@ prompt, the KL to it falls as the student trains, and every shipped distill reci
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from accelerate_run import accelerate_launch  # tests/ is on sys.path (pytest)
 from safetensors.torch import load_file
 
 from promptbake.core.config import load_config
@@ -140,11 +139,7 @@ def test_on_policy_distillation_runs_under_accelerate_launch_on_two_processes(ti
     config.write_text(f"model: {tiny_model_dir}\ndataset: {rows}\nspec: {tiny_spec}\noutput_dir: {tmp_path / 'run'}\n"
                       "report_to: none\ndivergence: reverse_kl\ntraining: {num_train_epochs: 1, "
                       "per_device_train_batch_size: 2, learning_rate: 1.0e-3, max_length: 64, logging_steps: 1}\n")
-    accelerate = Path(sys.executable).parent / "accelerate"
-    result = subprocess.run([str(accelerate), "launch", "--config_file", str(REPO / "configs/accelerate/cpu_ddp.yaml"),
-                             "--main_process_port", "29541", "-m", "sft.distill", str(config)],
-                            cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = accelerate_launch(["-m", "sft.distill", str(config)], env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr[-3000:]
     (ckpt,) = (tmp_path / "run" / "checkpoints").glob("checkpoint-*")
     assert json.loads((ckpt / "trainer_state.json").read_text())["global_step"] == 2

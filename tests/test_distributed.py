@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from accelerate_run import accelerate_launch  # tests/ is on sys.path (pytest)
 from safetensors.torch import load_file
 from wandb_offline import config, history
 
@@ -42,11 +43,7 @@ def env_for(probe_dir: Path, sleep: float = 0.0) -> dict:
 
 def test_two_process_ddp_on_cpu_splits_batches_and_saves_once(recipe, tmp_path):
     config = recipe("ddp", max_steps=4, save_steps=2)
-    accelerate = Path(sys.executable).parent / "accelerate"
-    result = subprocess.run(
-        [str(accelerate), "launch", "--config_file", str(REPO / "configs/accelerate/cpu_ddp.yaml"),
-         "--main_process_port", "29533", str(PROBE), str(config)],
-        cwd=REPO, env=env_for(tmp_path / "probe"), capture_output=True, text=True, timeout=300)
+    result = accelerate_launch([str(PROBE), str(config)], env=env_for(tmp_path / "probe"))
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = {p.stem: [json.loads(x) for x in p.read_text().splitlines()] for p in (tmp_path / "probe").iterdir()}
     assert set(ranks) == {"rank0", "rank1"}
