@@ -57,47 +57,42 @@ class LocalBackend:
     ) -> list[Completion]:
         """Answer every conversation with `sampling.n` samples; `on_batch(indices, completions)` is called
         after each batch (for journaling and progress), with indices into `conversations`. `skip`: indices
-        answered before (a resumed journal): not generated again (None in the result), while every other
-        conversation gets the very samples a call without `skip` gives it (the same batches and seeds)."""
+        answered before (a resumed journal): not generated again (None in the result). Each sample draws from
+        its own seeded stream (`Sampling.stream_seed`: the sampling seed, its prompt, its number), so a
+        conversation's samples do not depend on the batch size, on the others in the call or on `skip`."""
         import torch  # here, not at the top: the HTTP backend shares `Completion` and needs no torch
 
         with torch.inference_mode():
             return self._generate(conversations, sampling, on_batch, skip)
 
     def _generate(self, conversations, sampling, on_batch, skip=()) -> list[Completion]:
-        import torch
-
         from data_tools.decode import decode_batch, plain_cache_layout
 
         tok = self.tokenizer
         prompts = [self.render(c) for c in conversations]
         encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        order = sorted((i for i in range(len(prompts)) if i not in skip), key=lambda i: len(encoded[i]))
         per_batch = max(1, self.batch_size // sampling.n)
         decode = decode_batch if plain_cache_layout(self.model) else self._decode_with_generate
         results: list[Completion | None] = [None] * len(prompts)
         for start in range(0, len(order), per_batch):
             idx = order[start : start + per_batch]
-            if all(i in skip for i in idx):
-                continue
-            torch.manual_seed(sampling.seed + start)  # a fresh run with the same seed samples the same answers
             t0 = time.perf_counter()
             answers = decode(
                 self.model, [encoded[i] for i in idx], n=sampling.n, max_new_tokens=sampling.max_new_tokens,
                 temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
                 eos_token_ids=self.eos_token_ids(), pad_token_id=tok.pad_token_id,
+                seeds=[sampling.stream_seed(prompts[i], j) for i in idx for j in range(sampling.n)],
             )
             latency = time.perf_counter() - t0
             batch_results = []
             for row, i in enumerate(idx):
-                if i in skip:  # sampled with its batch, as before, so that the others' samples are too
-                    continue
                 seqs = answers[row * sampling.n : (row + 1) * sampling.n]
                 texts = [t.strip() for t in tok.batch_decode(seqs, skip_special_tokens=True)]
                 results[i] = Completion(texts, len(encoded[i]), [len(s) for s in seqs], latency)
                 batch_results.append(results[i])
             if on_batch is not None:
-                on_batch([i for i in idx if i not in skip], batch_results)
+                on_batch(idx, batch_results)
         return results  # type: ignore[return-value]
 
     def eos_token_ids(self) -> set[int]:
@@ -107,10 +102,16 @@ class LocalBackend:
         return {i for i in [self.tokenizer.eos_token_id, *listed] if i is not None}
 
     def _decode_with_generate(self, model, rows, *, n, max_new_tokens, temperature, top_k, top_p, eos_token_ids,
-                              pad_token_id) -> list[list[int]]:
+                              pad_token_id, seeds) -> list[list[int]]:
         """transformers' `generate()` on left-padded rows: for models whose cache `decode_batch` does not model
-        (sliding-window or recurrent layers)."""
+        (sliding-window or recurrent layers). It draws from torch's one global stream, seeded from the batch's
+        first sample, so here (unlike `decode_batch`) the samples depend on what shares the batch."""
+        import torch
+
         from data_tools.decode import cut_at_eos
+
+        if seeds:
+            torch.manual_seed(seeds[0])
 
         self.tokenizer.padding_side = "left"
         batch = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(model.device)
@@ -171,14 +172,14 @@ class VLLMBackend:
             indices = [i for i in range(start, min(start + self.chunk_size, len(conversations))) if i not in skip]
             if not indices:
                 continue
-            prompts = [{"prompt_token_ids": self.tokenizer(
-                self.tokenizer.apply_chat_template(conversations[i], tokenize=False, add_generation_prompt=True),
-                add_special_tokens=False)["input_ids"]} for i in indices]
-            # a seed per input (as the HTTP backend sends): an input's samples do not depend on its chunk, nor on
-            # the inputs skipped before it
+            texts = [self.tokenizer.apply_chat_template(conversations[i], tokenize=False, add_generation_prompt=True)
+                     for i in indices]
+            prompts = [{"prompt_token_ids": self.tokenizer(t, add_special_tokens=False)["input_ids"]} for t in texts]
+            # a seed per input, from its prompt (`Sampling.stream_seed`): an input's samples do not depend on its
+            # chunk, nor on the inputs skipped before it
             params = [SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
                                      top_k=sampling.top_k, max_tokens=sampling.max_new_tokens,
-                                     seed=sampling.seed + i * sampling.n) for i in indices]
+                                     seed=sampling.stream_seed(t, 0, bits=31)) for t in texts]
             t0 = time.perf_counter()
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
             latency = time.perf_counter() - t0

@@ -107,9 +107,8 @@ def generate_missing(spec: PromptSpec, texts: list[str], inputs: dict[str, Input
                 done[(round_no, r["id"])] = r["samples"]
             bar.update(len(records))
 
-        # every input is handed over, the journaled ones to skip: a backend's batches and seeds come from the
-        # positions in the whole list, so a resumed build samples what an uninterrupted one did (given only the
-        # inputs left, every batch after the first kill got another seed and other answers)
+        # every input is handed over, the journaled ones to skip (each sample is seeded from its prompt, so a
+        # resumed build asks for what an uninterrupted one did)
         backend_cache["backend"].generate(conversations, sampling, on_batch=on_batch, skip=answered)
         bar.close()
     return {input_id(t): done[(round_no, input_id(t))] for t in texts}

@@ -16,8 +16,12 @@ clones it, multinomial draws an exponential per vocabulary entry). This loop
 - writes new keys/values in place into buffers sized for the whole answer (`PreallocatedLayer`);
 - samples from the top-k candidates only (temperature, then top-k, then top-p: transformers' order);
 - drops finished answers from the batch once a quarter of its rows have finished (`COMPACT_SHARE`), so that the
-  last steps of the longest answers do not also run the rows that stopped long before. The draws do not change:
-  sampling still sees one logits row per sample (a finished one gets zeros), so the random stream is the same.
+  last steps of the longest answers do not also run the rows that stopped long before;
+- draws each sample's tokens from its own random generator (`Sampling.stream_seed`: the sampling seed, the
+  prompt, the sample's number), by inverse CDF over the filtered candidates. A sample's answer is then the same whatever
+  else shares its batch: the batch size, the other inputs, dropped rows and a resumed run that skips what it
+  answered before change no draw (with one generator for the batch, `teacher.batch_size` 32 and 64 gave the
+  demo different training data).
 
 Greedy answers equal `generate()`'s (tests/test_decode.py checks it token for token).
 """
@@ -221,18 +225,26 @@ def shared_prefix_length(rows: list[list[int]]) -> int:
     return length if length >= MIN_SHARED_PREFIX else 0
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+def sample_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
+                uniforms: torch.Tensor | None = None) -> torch.Tensor:
     """One token per row of `logits` (rows x vocab): argmax when temperature is 0, else a draw after
-    temperature scaling, top-k filtering (0 = off) and top-p (nucleus) filtering, in that order."""
+    temperature scaling, top-k filtering (0 = off) and top-p (nucleus) filtering, in that order. The draw is
+    the inverse CDF of the filtered distribution at `uniforms` (one number in [0, 1) per row), so that the
+    caller decides where each row's randomness comes from."""
     if temperature == 0.0:
         return logits.argmax(dim=-1)
+    if uniforms is None or uniforms.shape != logits.shape[:1]:
+        raise ValueError(f"sample_next: one uniform per row is needed to sample {logits.shape[0]} rows")
     k = logits.shape[-1] if top_k <= 0 else min(top_k, logits.shape[-1])
     values, indices = (logits / temperature).topk(k, dim=-1)  # sorted, largest first
+    probs = values.softmax(dim=-1)
     if top_p < 1.0:
-        probs = values.softmax(dim=-1)
         # drop a candidate when the more likely ones before it already reach top_p (the first always stays)
-        values = values.masked_fill(probs.cumsum(dim=-1) - probs >= top_p, float("-inf"))
-    choice = torch.multinomial(values.softmax(dim=-1), num_samples=1)
+        probs = probs.masked_fill(probs.cumsum(dim=-1) - probs >= top_p, 0.0)
+    cdf = probs.cumsum(dim=-1)
+    # the first candidate whose cumulative probability passes u x the total (renormalising what top-p kept);
+    # dropped candidates add nothing to the sum, so they are never chosen
+    choice = (cdf < uniforms.to(cdf)[:, None] * cdf[:, -1:]).sum(dim=-1, keepdim=True).clamp(max=k - 1)
     return indices.gather(-1, choice).squeeze(-1)
 
 
@@ -248,9 +260,13 @@ def decode_batch(
     top_p: float,
     eos_token_ids: set[int],
     pad_token_id: int,
+    seeds: list[int] | None = None,
 ) -> list[list[int]]:
     """New token ids for every row's n samples (row-major: row 0's samples first), each ending at its first EOS
-    (included) or after `max_new_tokens`."""
+    (included) or after `max_new_tokens`. `seeds`: one per sample, in the same order (`Sampling.stream_seed`);
+    needed unless the temperature is 0."""
+    if temperature > 0.0 and (seeds is None or len(seeds) != len(rows) * n):
+        raise ValueError(f"decode_batch: sampling {len(rows)} rows x {n} needs one seed per sample")
     device = model.device
     prefix_len = shared_prefix_length(rows)
     width = prefix_len + max(len(r) - prefix_len for r in rows)
@@ -282,11 +298,11 @@ def decode_batch(
     with attending:
         return _decode_from(model, cache, input_ids[:, start:], mask, positions[:, start:], n=n,
                             max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                            eos_token_ids=eos_token_ids, pad_token_id=pad_token_id)
+                            eos_token_ids=eos_token_ids, pad_token_id=pad_token_id, seeds=seeds)
 
 
 def _decode_from(model, cache, input_ids, mask, positions, *, n, max_new_tokens, temperature, top_k, top_p,
-                 eos_token_ids, pad_token_id) -> list[list[int]]:
+                 eos_token_ids, pad_token_id, seeds) -> list[list[int]]:
     """`decode_batch`'s loop once the shared prefix is in `cache`: prefill the rows' own tokens, then one token
     per sample and step. `mask` covers the whole sequence, `input_ids` and `positions` what is left to prefill."""
     rows, device = input_ids.shape[0], input_ids.device
@@ -301,8 +317,12 @@ def _decode_from(model, cache, input_ids, mask, positions, *, n, max_new_tokens,
     finished = torch.zeros(total, dtype=torch.bool, device=device)
     generated = torch.full((total, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     active = torch.arange(total, device=device)  # the sample each row of the cache (and of mask/position) holds
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds] if temperature > 0.0 else []
     for step in range(max_new_tokens):
-        tokens = sample_next(logits.float(), temperature, top_k, top_p)
+        uniforms = torch.cat([torch.rand(1, generator=generators[a]) for a in active.tolist()]) if generators \
+            else None  # each sample's next number from its own stream, whoever else is in the batch
+        tokens = torch.full((total,), pad_token_id, dtype=torch.long, device=device)
+        tokens[active] = sample_next(logits.float(), temperature, top_k, top_p, uniforms)
         tokens = tokens.masked_fill(finished, pad_token_id)
         generated[:, step] = tokens
         finished |= torch.isin(tokens, eos)
@@ -316,13 +336,8 @@ def _decode_from(model, cache, input_ids, mask, positions, *, n, max_new_tokens,
             active, mask, position = active[keep], mask[keep], position[keep]
         mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=-1)
         position = position + 1
-        step_logits = model(input_ids=tokens[active, None], attention_mask=mask, position_ids=position,
-                            past_key_values=cache, use_cache=True).logits[:, -1]
-        if len(active) == total:
-            logits = step_logits
-        else:  # one row per sample for `sample_next`: the same random draws as without dropping
-            logits = step_logits.new_zeros((total, step_logits.shape[-1]))
-            logits[active] = step_logits
+        logits = model(input_ids=tokens[active, None], attention_mask=mask, position_ids=position,
+                       past_key_values=cache, use_cache=True).logits[:, -1]
     return [cut_at_eos(seq, eos_token_ids) for seq in generated[:, : step + 1].tolist()]
 
 

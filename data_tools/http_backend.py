@@ -60,7 +60,8 @@ class OpenAIBackend:
         """Answer every conversation with `sampling.n` samples; `on_batch(indices, completions)` is called on
         this thread with each group of finished requests, with indices into `conversations`. Results are in
         input order. `skip`: indices of `conversations` answered before (a resumed journal), not sent (None in
-        the result); the others are sent with the seeds they have without `skip`."""
+        the result); a conversation's seed comes from the conversation itself (`Sampling.stream_seed`), so the
+        others are sent as they would be without `skip`."""
         found: dict[int, Completion] = {}
         for group in self.stream(conversations, sampling, skip):
             found.update(group)
@@ -80,7 +81,6 @@ class OpenAIBackend:
         workers = [threading.Thread(target=self._work, args=(todo, done, sampling, stop), daemon=True,
                                     name=f"openai-backend-{k}") for k in range(self.pool.capacity)]
         window = 2 * len(workers)  # enough queued that no worker waits on this thread between requests
-        # a request's seed comes from its index in `conversations`: skipped ones keep the others' seeds in place
         source = ((i, c) for i, c in enumerate(conversations) if i not in skip)
         ahead = 0  # conversations handed to the workers and not yet answered
         exhausted = False
@@ -141,8 +141,9 @@ class OpenAIBackend:
             while (item := todo.get()) is not None:
                 index, conversation = item
                 try:
-                    completion = self._complete(conversation, sampling, sampling.seed + index * sampling.n, stop,
-                                                connections)
+                    # seeded by the conversation, not its place in the list: a resume or a shard sends the same
+                    seed = sampling.stream_seed(json.dumps(conversation, sort_keys=True), 0, bits=31)
+                    completion = self._complete(conversation, sampling, seed, stop, connections)
                 except _Stopped:
                     return
                 except Exception as e:  # handed to the caller's thread, which raises it

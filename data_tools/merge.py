@@ -10,8 +10,9 @@ the training rows of every shard in the unsharded build's order (each shard reco
 in it), the eval and validation inputs once, the teacher journal, `hf/`, and one manifest whose counts and
 pass rates are those of the whole. With a teacher that answers an input the same wherever it runs (labels,
 logged answers, greedy decoding of one input per batch), the merged files equal an unsharded build's line
-for line. A sampling teacher draws an input's samples with a seed that depends on its batch (local backend)
-or its place in the request list (HTTP backend): the merge is then as valid a build, not the same draw.
+for line. A sampling teacher seeds each sample from its prompt (`Sampling.stream_seed`), so a shard asks for the
+draws the unsharded build asks for: the same answers from the local backend, up to float-level differences
+between batches of other shapes, and from a server that honours seeds.
 Either way OUT is a finished unsharded build: `promptbake data build SPEC output_dir=OUT` generates nothing.
 
 It refuses, naming the directories: a shard whose build did not finish, a build that is not a shard, shards

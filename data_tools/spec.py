@@ -146,6 +146,14 @@ class Sampling(StrictModel):
             raise ValueError("greedy decoding (temperature 0) gives the same answer n times: set temperature > 0")
         return self
 
+    def stream_seed(self, prompt: str, sample: int, bits: int = 63) -> int:
+        """The seed of one sample's random stream: a hash of `seed`, the prompt (the rendered text, or a request's
+        messages as JSON) and the sample's number (0..n-1). A sample then does not depend on its batch, on the
+        other inputs or on a resume, and no two samples, inputs or sampling seeds share a stream (`seed + i`
+        would give seed 1's first sample seed 0's second). `bits`: 31 for servers that take a 32-bit seed."""
+        digest = hashlib.blake2b(f"{self.seed}\0{sample}\0{prompt}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little") % (2**bits)
+
 
 # the request fields the HTTP backend fills in itself (data_tools/http_backend.py)
 REQUEST_FIELDS = {"messages", "model", "max_tokens", "temperature", "top_p", "top_k", "seed", "n", "stream"}

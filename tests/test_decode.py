@@ -11,7 +11,6 @@ from data_tools.backends import LocalBackend
 from data_tools.decode import (
     PreallocatedLayer,
     SharedPrefixLayer,
-    cut_at_eos,
     decode_batch,
     sample_next,
     shared_prefix_attention,
@@ -78,23 +77,22 @@ def prompt_rows(tokenizer, convs: list[list[dict]]) -> list[list[int]]:
 
 @torch.inference_mode()
 def reference_sampling(model, rows: list[list[int]], n: int, max_new_tokens: int, eos: set[int], pad: int,
-                       **sampling) -> list[list[int]]:
-    """What `decode_batch` must draw: every sample's sequence run alone through a plain forward pass at each step
-    (no cache, no padding, no shared prefix), and one `sample_next` call per step over all samples in
-    `decode_batch`'s order (row-major), so that the same torch seed gives the same draws."""
-    seqs = [list(r) for r in rows for _ in range(n)]
-    answers = [[] for _ in seqs]
-    finished = [False] * len(seqs)
-    for _ in range(max_new_tokens):
-        logits = torch.stack([model(torch.tensor([s]), logits_to_keep=1).logits[0, -1] for s in seqs])
-        for i, token in enumerate(sample_next(logits.float(), **sampling).tolist()):
-            token = pad if finished[i] else token
-            seqs[i].append(token)
-            answers[i].append(token)
-            finished[i] = finished[i] or token in eos
-        if all(finished):
-            break
-    return [cut_at_eos(a, eos) for a in answers]
+                       seeds: list[int], **sampling) -> list[list[int]]:
+    """What `decode_batch` must draw: every sample run alone, through a plain forward pass at each step (no
+    cache, no padding, no shared prefix, no other sample in the batch), drawing from its own seeded stream."""
+    answers = []
+    for k, seed in enumerate(seeds):
+        seq, answer = list(rows[k // n]), []
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(max_new_tokens):
+            logits = model(torch.tensor([seq]), logits_to_keep=1).logits[:, -1]
+            token = sample_next(logits.float(), uniforms=torch.rand(1, generator=generator), **sampling).item()
+            seq.append(token)
+            answer.append(token)
+            if token in eos:
+                break
+        answers.append(answer)
+    return answers
 
 
 def test_shared_prefix_is_found_and_cached(tiny):
@@ -183,11 +181,12 @@ def test_shared_prefix_samples_draw_what_each_row_alone_draws(peaked):
     assert shared_prefix_length(rows) > 0 and len({len(r) for r in rows}) > 1
     eos, pad = {tokenizer.eos_token_id}, tokenizer.pad_token_id
     sampling = dict(temperature=1.0, top_k=50, top_p=0.95)
-    torch.manual_seed(11)
+    seeds = [Sampling(seed=11).stream_seed(str(row), j) for row in rows for j in range(3)]
     with torch.inference_mode():
-        ours = decode_batch(model, rows, n=3, max_new_tokens=6, eos_token_ids=eos, pad_token_id=pad, **sampling)
-    torch.manual_seed(11)
-    assert ours == reference_sampling(model, rows, n=3, max_new_tokens=6, eos=eos, pad=pad, **sampling)
+        ours = decode_batch(model, rows, n=3, max_new_tokens=6, eos_token_ids=eos, pad_token_id=pad, seeds=seeds,
+                            **sampling)
+        assert ours == reference_sampling(model, rows, n=3, max_new_tokens=6, eos=eos, pad=pad, seeds=seeds,
+                                          **sampling)
     assert all(len({tuple(a) for a in ours[3 * i:3 * i + 3]}) > 1 for i in range(5))  # samples differ per row
     assert len({tuple(a[:1]) for a in ours}) > 3  # and rows differ: each row sampled its own distribution
 
@@ -198,8 +197,7 @@ def test_finished_samples_leave_the_batch_without_changing_the_draws(peaked, mon
     model, tokenizer = peaked
     rows = prompt_rows(tokenizer, conversations()[:5])
     pad = tokenizer.pad_token_id
-    sampling = dict(temperature=1.0, top_k=50, top_p=0.95)
-    torch.manual_seed(7)
+    sampling = dict(temperature=1.0, top_k=50, top_p=0.95, seeds=list(range(700, 715)))
     with torch.inference_mode():
         probe = decode_batch(model, rows, n=3, max_new_tokens=10, eos_token_ids={pad}, pad_token_id=pad, **sampling)
     # stop tokens taken at different steps of some answers: the answers end at different lengths, some never
@@ -208,11 +206,9 @@ def test_finished_samples_leave_the_batch_without_changing_the_draws(peaked, mon
     keep_rows = PreallocatedLayer.keep_rows
     monkeypatch.setattr(PreallocatedLayer, "keep_rows", lambda self, index: (dropped.append(self.rows - len(index)),
                                                                              keep_rows(self, index)))
-    torch.manual_seed(7)
     with torch.inference_mode():
         ours = decode_batch(model, rows, n=3, max_new_tokens=10, eos_token_ids=stops, pad_token_id=pad, **sampling)
-    torch.manual_seed(7)
-    assert ours == reference_sampling(model, rows, n=3, max_new_tokens=10, eos=stops, pad=pad, **sampling)
+        assert ours == reference_sampling(model, rows, n=3, max_new_tokens=10, eos=stops, pad=pad, **sampling)
     assert sum(dropped) > 0  # rows did leave the cache
     assert len({len(a) for a in ours}) >= 3 and max(len(a) for a in ours) > 3
 
@@ -229,11 +225,12 @@ def test_first_token_distribution_matches_generate(peaked):
     expected = out.scores[0][0].float().softmax(-1)
     support = set(expected.nonzero().flatten().tolist())
     assert 3 <= len(support) < 8  # top-p cut some of the top-k: every filter takes part
-    torch.manual_seed(5)
     with torch.inference_mode():
-        drawn = [a[0] for _ in range(8) for a in decode_batch(model, [row], n=500, max_new_tokens=1,
-                                                              eos_token_ids={tokenizer.eos_token_id},
-                                                              pad_token_id=tokenizer.pad_token_id, **sampling)]
+        drawn = [a[0] for call in range(8) for a in decode_batch(model, [row], n=500, max_new_tokens=1,
+                                                                 eos_token_ids={tokenizer.eos_token_id},
+                                                                 pad_token_id=tokenizer.pad_token_id,
+                                                                 seeds=[Sampling(seed=5).stream_seed(str(call), j)
+                                                                        for j in range(500)], **sampling)]
     assert set(drawn) <= support
     observed = torch.bincount(torch.tensor(drawn), minlength=len(expected)).float() / len(drawn)
     # sampling noise at 4000 draws over 6 tokens is ~0.013 total variation; leaving out the temperature would
@@ -253,14 +250,39 @@ def test_sampling_is_seeded_and_samples_differ(tiny):
 
 def test_sample_next_filters_like_transformers():
     logits = torch.tensor([[0.0, 3.0, 1.0, 2.0, -1.0]]).repeat(2000, 1)
+    u = torch.rand(2000, generator=torch.Generator().manual_seed(0))
     assert sample_next(logits[:1], 0.0, 0, 1.0).tolist() == [1]
-    assert set(sample_next(logits, 1.0, 1, 1.0).tolist()) == {1}  # top-k 1 is greedy
-    assert set(sample_next(logits, 1.0, 0, 0.01).tolist()) == {1}  # a tiny nucleus keeps only the top token
-    assert set(sample_next(logits, 1.0, 3, 1.0).tolist()) == {1, 2, 3}  # top-3, each drawn among 2000
+    assert set(sample_next(logits, 1.0, 1, 1.0, u).tolist()) == {1}  # top-k 1 is greedy
+    assert set(sample_next(logits, 1.0, 0, 0.01, u).tolist()) == {1}  # a tiny nucleus keeps only the top token
+    assert set(sample_next(logits, 1.0, 3, 1.0, u).tolist()) == {1, 2, 3}  # top-3, each drawn among 2000
     # top-p: p(1)=0.64, p(3)=0.24 -> 0.88 reaches 0.8, so 2 and below are cut
-    assert set(sample_next(logits, 1.0, 0, 0.8).tolist()) == {1, 3}
+    assert set(sample_next(logits, 1.0, 0, 0.8, u).tolist()) == {1, 3}
     # temperature flattens: at T=100 the least likely token is drawn too
-    assert 4 in set(sample_next(logits, 100.0, 0, 1.0).tolist())
+    assert 4 in set(sample_next(logits, 100.0, 0, 1.0, u).tolist())
+    # the inverse CDF at its ends: u = 0 takes the likeliest candidate, u -> 1 the last one top-p kept
+    ends = torch.tensor([0.0, 0.9999999])
+    assert sample_next(logits[:2], 1.0, 0, 0.8, ends).tolist() == [1, 3]
+    with pytest.raises(ValueError, match="one uniform per row"):
+        sample_next(logits, 1.0, 0, 1.0)
+
+
+def test_a_sample_is_the_same_in_any_batch(peaked):
+    """Each sample draws from its own stream: the backend's answers do not change with the batch size (one input
+    per batch, or all in one), with the other inputs of the call, nor with `skip` — and another sampling seed
+    draws other answers."""
+    model, tokenizer = peaked
+    convs = conversations()
+    sampling = Sampling(n=3, temperature=1.0, top_k=50, top_p=0.95, max_new_tokens=8, seed=4)
+    alone = [c.texts for c in LocalBackend(model, tokenizer, batch_size=3).generate(convs, sampling)]
+    together = LocalBackend(model, tokenizer, batch_size=64)
+    assert [c.texts for c in together.generate(convs, sampling)] == alone
+    assert [c.texts for c in together.generate(convs[2:5], sampling)] == alone[2:5]
+    resumed = together.generate(convs, sampling, skip={0, 3})
+    assert resumed[0] is None and resumed[3] is None
+    assert [c.texts for i, c in enumerate(resumed) if i not in {0, 3}] == [t for i, t in enumerate(alone)
+                                                                           if i not in {0, 3}]
+    other = [c.texts for c in together.generate(convs, sampling.model_copy(update={"seed": 5}))]
+    assert sum(a != b for a, b in zip(other, alone)) >= len(alone) - 1
 
 
 def test_preallocated_layer_refuses_to_overflow():
