@@ -457,6 +457,7 @@ class PromptSpec(StrictModel):
         # data, only the model does: a resume may move to another server or add and drop replicas
         teacher = payload["teacher"]
         del teacher["journal_every"], teacher["journal_interval_s"]
+        del teacher["batch_size"]  # each sample has its own seeded stream: a resume may take another batch size
         replicas = teacher.pop("endpoints")
         if teacher["endpoint"] is not None:
             teacher["endpoint"] = {"model": teacher["endpoint"]["model"]}

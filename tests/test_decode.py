@@ -285,6 +285,14 @@ def test_a_sample_is_the_same_in_any_batch(peaked):
     assert sum(a != b for a, b in zip(other, alone)) >= len(alone) - 1
 
 
+def test_the_teacher_batch_size_is_not_part_of_the_data(tiny_spec):
+    """It changes no answer (above), so a build killed at one batch size resumes at another."""
+    from data_tools.spec import load_spec
+
+    assert load_spec(tiny_spec, ["teacher.batch_size=8"]).content_hash() == load_spec(tiny_spec).content_hash()
+    assert load_spec(tiny_spec, ["teacher.sampling.seed=9"]).content_hash() != load_spec(tiny_spec).content_hash()
+
+
 def test_preallocated_layer_refuses_to_overflow():
     layer = PreallocatedLayer(rows=2, capacity=3)
     keys = torch.zeros(2, 1, 2, 4)
