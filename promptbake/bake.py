@@ -173,6 +173,11 @@ FIELD_STAGE = {"model": "data", "synthesis_min_inputs": "data", "validation": "d
                "export": "export", "report_to": None}
 
 
+SPEC_FIELDS_NO_DATA = {"teacher.batch_size", "teacher.journal_every", "teacher.journal_interval_s"}
+"""Spec fields a resumed bake may change: how many sequences decode at once and how often the journal is fsynced
+change no answer (each sample is seeded by its prompt: `Sampling.stream_seed`), as in the data build's hash."""
+
+
 def replay_feeds_sft(config_dump: dict) -> bool:
     """Whether a bake config (as recorded: defaults left out) mixes replay rows into the SFT stage itself
     (`replay.when: always`); with `sft_drifts` (or no replay) SFT trains on the spec's rows alone, and a replay
@@ -210,10 +215,11 @@ class RunState:
             self.data = {"spec": spec_dump, "config": config_dump, "stages": {}}
             return
         self.data = json.loads(self.path.read_text())
-        changed = changed_fields(self.data["spec"], spec_dump)
+        changed = [f for f in changed_fields(self.data["spec"], spec_dump) if f not in SPEC_FIELDS_NO_DATA]
         if changed:
             raise InputError(f"{source}: {run} holds a bake of a different spec (changed: {', '.join(changed)}); "
                              f"choose another output_dir or delete {run}")
+        self.data["spec"] = spec_dump
         changed = changed_fields(self.data["config"], config_dump)
         stages = {first_stage(field, self.data["config"], config_dump) for field in changed} - {None}
         first = min(stages, key=STAGES.index) if stages else None

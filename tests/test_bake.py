@@ -154,6 +154,10 @@ def test_bake_resumes_finished_stages_and_refuses_a_changed_spec(bake_run, bake_
                                                          "spec.teacher.label_fallback=true"])
     bake(config, spec_overrides)
 
+    # the decode batch changes no answer: a resume (after running out of memory, say) may take another one
+    config, spec_overrides = load_bake(str(tiny_spec), [*overrides, "spec.teacher.batch_size=3"])
+    bake(config, spec_overrides)
+    assert json.loads((out / "bake.json").read_text())["spec"]["teacher"]["batch_size"] == 3
     config, spec_overrides = load_bake(str(tiny_spec), [*overrides, "spec.teacher.sampling.n=3"])
     with pytest.raises(InputError, match=r"different spec \(changed: teacher\.sampling\.n\)"):
         bake(config, spec_overrides)
