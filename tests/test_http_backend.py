@@ -168,6 +168,9 @@ def test_real_generation_n2(llama_server):
         assert requests[0]["n"] == 2 and requests[0]["max_tokens"] == 16 and requests[0]["temperature"] == 0.7
         seeds = [r["seed"] for r in requests]
         assert len(set(seeds)) == len(seeds)
+        # seeded by the conversation itself, not by its place in the list: a resume or a shard sends the same
+        first = conversation(question)
+        assert seeds[0] == sampling.stream_seed(json.dumps(first, sort_keys=True), 0, bits=31) < 2**31
         assert sum(len(texts) for q, _, texts in proxy.delivered if q == question) == 2
 
 
