@@ -87,6 +87,8 @@ def generate_missing(spec: PromptSpec, texts: list[str], inputs: dict[str, Input
     returns input id -> samples. The teacher's prompt carries the input's label hint when the spec has one
     (or from the template `hint`)."""
     answered = {i for i, t in enumerate(texts) if (round_no, input_id(t)) in done}
+    if round_no > 1:  # each sample's stream is seeded by its prompt: a later round of the same prompts needs its own
+        sampling = sampling.model_copy(update={"seed": sampling.stream_seed(f"round {round_no}", 0, bits=31)})
     if len(answered) < len(texts):
         if "backend" not in backend_cache:  # load the model once, only when something is left to generate
             backend_cache["backend"] = make_backend(spec)

@@ -147,7 +147,7 @@ def test_train_export_eval(built, tiny_model_dir, tmp_path):
 def test_retry_round_resamples_only_failing_inputs(tiny_spec):
     # a rule the random tiny model never meets and no repair can fix: every input goes to the retry round
     spec = load_spec(tiny_spec, ["rules.0.check={kind: contains, phrases: [zebra crossing]}",
-                                 "teacher.retry={n: 3, temperature: 1.5}"])
+                                 "teacher.retry={n: 3, temperature: 1.0}"])  # round 1's temperature
     with pytest.raises(InputError, match="no teacher sample passed every check"):
         build.main(spec)
     out = Path(spec.output_dir)
@@ -155,6 +155,9 @@ def test_retry_round_resamples_only_failing_inputs(tiny_spec):
     first = [r for r in journal if r["round"] == 1]
     second = [r for r in journal if r["round"] == 2]
     assert len(first) == len(second) == 9 and all(len(r["samples"]) == 3 for r in second)
+    # the same prompts at the same temperature: the retry draws afresh, not round 1's samples again
+    again = {r["id"]: r["samples"][:2] for r in second}
+    assert sum(again[r["id"]] != r["samples"] for r in first) >= 8
     rejects = rows(out / "rejects.jsonl")
     assert len(rejects) == 9 and all(len(r["samples"]) == 2 + 3 for r in rejects)
     assert all("lowercase" in s["failed"] for r in rejects for s in r["samples"])  # rule 0 failed everywhere
