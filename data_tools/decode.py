@@ -18,10 +18,10 @@ clones it, multinomial draws an exponential per vocabulary entry). This loop
 - drops finished answers from the batch once a quarter of its rows have finished (`COMPACT_SHARE`), so that the
   last steps of the longest answers do not also run the rows that stopped long before;
 - draws each sample's tokens from its own random generator (`Sampling.stream_seed`: the sampling seed, the
-  prompt, the sample's number), by inverse CDF over the filtered candidates. A sample's answer is then the same whatever
-  else shares its batch: the batch size, the other inputs, dropped rows and a resumed run that skips what it
-  answered before change no draw (with one generator for the batch, `teacher.batch_size` 32 and 64 gave the
-  demo different training data).
+  prompt, the sample's number), by inverse CDF over the filtered candidates. A sample's answer is then the same
+  whatever else shares its batch: the batch size, the other inputs, dropped rows and a resumed run that skips
+  what it answered before change no draw (with one generator for the batch, `teacher.batch_size` 32 and 64
+  gave the demo different training data).
 
 Greedy answers equal `generate()`'s (tests/test_decode.py checks it token for token).
 """

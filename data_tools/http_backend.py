@@ -169,7 +169,7 @@ class OpenAIBackend:
                 "max_tokens": sampling.max_new_tokens,
                 "temperature": sampling.temperature,
                 "top_p": sampling.top_p,
-                "seed": seed + len(texts),
+                "seed": (seed + len(texts)) % 2**31,  # a 32-bit signed seed on every server
             }
             if missing > 1:
                 body["n"] = missing
