@@ -196,11 +196,15 @@ def select(spec: PromptSpec, text: str, samples: list[str], label: str | dict | 
     fragment). With `teacher.avoid_repeats`, an answer that never repeats a phrase (`repeated_shingles`) comes
     first of all, and fewer repeats before more: the demo's training answers held run-ons such as "pack light
     bring the right gear. pack light bring the right clothes ...", and the tuned model looped on 4 of its 9
-    failing held-out answers."""
+    failing held-out answers.
+
+    With `teacher.answers_per_input` k > 1, `more` holds up to k - 1 further distinct passing answers (raw and
+    repaired, ranked the same way) as (sample index, answer, repaired): each becomes a training row too."""
     scored = [(s, score(spec.rules, text, s, label)) for s in samples]
     failing = [s for s, r in scored if not all_pass(r)]
     candidates = [(i, s, False) for i, (s, r) in enumerate(scored) if all_pass(r)]
-    if spec.teacher.repair and (spec.teacher.avoid_repeats or not candidates):
+    keep = spec.teacher.answers_per_input
+    if spec.teacher.repair and (spec.teacher.avoid_repeats or keep > 1 or not candidates):
         candidates += [(i, f, True) for i, (s, r) in enumerate(scored) if not all_pass(r)
                        for f in [repair(spec.rules, text, s, label=label)] if f is not None]
 
@@ -210,7 +214,14 @@ def select(spec: PromptSpec, text: str, samples: list[str], label: str | dict | 
         fragment = repaired and not answer.rstrip().endswith((".", "!", "?"))
         return repeats > 0, repaired, fragment, repeats, index
 
-    index, chosen, repaired = min(candidates, key=rank) if candidates else (None, None, False)
+    ranked = sorted(candidates, key=rank)
+    index, chosen, repaired = ranked[0] if ranked else (None, None, False)
+    more: list[tuple[int, str, bool]] = []  # the next distinct passing answers, best first (answers_per_input)
+    for candidate in ranked[1:]:
+        if len(more) + 1 >= keep:
+            break
+        if candidate[1] != chosen and all(candidate[1] != m[1] for m in more):
+            more.append(candidate)
     label_repaired = False
     if chosen is None and spec.teacher.label_repair and label_is_answer:
         fixed = [(i, f) for i, f in enumerate(label_repair(spec.rules, text, s, label, spec.inputs.label_json_key)
@@ -221,7 +232,7 @@ def select(spec: PromptSpec, text: str, samples: list[str], label: str | dict | 
             and all_pass(score(spec.rules, text, label, label)):
         chosen, from_label = label, True
     return {"chosen": chosen, "index": index, "repaired": repaired, "label_repaired": label_repaired,
-            "from_label": from_label,
+            "from_label": from_label, "more": more,
             "rejected": failing[0] if failing else None, "scored": scored}
 
 
@@ -299,13 +310,17 @@ def main(spec: PromptSpec, shard: Shard | None = None) -> dict:
             rejects.append({"input": text, "samples": [{"text": s, "failed": failures(r)}
                                                        for s, r in picked["scored"]]})
             continue
-        n_repaired += picked["repaired"]
-        n_label_repaired += picked["label_repaired"]
-        n_from_labels += picked["from_label"]
-        provenance[row_source(spec, picked, hinted_from.get(input_id(text)))] += 1
-        provenance["synthesized_inputs"] += inputs[text].synthesized
+        answers = [picked] + [{**picked, "index": index, "chosen": answer, "repaired": repaired}
+                              for index, answer, repaired in picked["more"]]
+        for row in answers:
+            n_repaired += row["repaired"]
+            n_label_repaired += row["label_repaired"]
+            n_from_labels += row["from_label"]
+            provenance[row_source(spec, row, hinted_from.get(input_id(text)))] += 1
+            provenance["synthesized_inputs"] += inputs[text].synthesized
+            sft_rows.append({"prompt": user_prompt(text),
+                             "completion": [{"role": "assistant", "content": row["chosen"]}]})
         answer = [{"role": "assistant", "content": picked["chosen"]}]
-        sft_rows.append({"prompt": user_prompt(text), "completion": answer})
         if picked["rejected"] is not None and picked["rejected"] != picked["chosen"]:
             pref_rows.append({"prompt": user_prompt(text), "chosen": answer,
                               "rejected": [{"role": "assistant", "content": picked["rejected"]}]})

@@ -271,6 +271,11 @@ class TeacherSpec(StrictModel):
     """Among an input's passing answers (raw and repaired), keep the first that repeats no word 3-gram, before a
     raw one over a repaired one. Off by default: on the demo it cut the rows with a repeated phrase from 14 to
     3 but lost 2 of 17 validation inputs (82% -> 71%, on_topic: a repeated topic phrase also names the topic)."""
+    answers_per_input: PositiveInt = 1
+    """How many distinct passing answers of one input become training rows (best first, as `avoid_repeats`
+    ranks them; repaired samples count): more than 1 trains on several ways to answer each input, as rejection
+    sampling fine-tuning does, at the cost of that many times the SFT steps. Inputs with fewer passing answers
+    give what they have."""
     retry: RetrySpec | None = None
     """Resample only the inputs with no passing sample, once, with these settings (generating backends)."""
     hint: str | None = None

@@ -147,3 +147,19 @@ def test_select_prefers_an_answer_that_never_repeats_a_phrase():
     assert select(spec, "q", ["ok: fine.", looping])["index"] == 0  # first clean raw pass, as before
     default = spec.model_copy(update={"teacher": spec.teacher.model_copy(update={"avoid_repeats": False})})
     assert select(default, "q", [looping, clean_after_repair])["chosen"] == looping  # off: the raw pass
+
+
+def test_select_keeps_several_distinct_passing_answers_when_asked():
+    """`teacher.answers_per_input` k: the best answer as before, then up to k - 1 more distinct passing ones
+    (raw first, then repaired; an answer that equals one kept is skipped); 1 keeps one, as before."""
+    from data_tools.build import select
+    from data_tools.spec import PromptSpec
+
+    spec = PromptSpec(name="t", rules=RULES, inputs={"template": "{x}", "slots": {"x": ["a"]}},
+                      teacher={"answers_per_input": 3})
+    samples = ["Ok: pack light, bring gear.", "ok: fine.", "ok: fine.", "ok: go now."]
+    picked = select(spec, "q", samples)
+    assert picked["chosen"] == "ok: fine." and picked["index"] == 1
+    assert picked["more"] == [(3, "ok: go now.", False), (0, "ok: pack light bring gear.", True)]
+    spec.teacher.answers_per_input = 1
+    assert select(spec, "q", samples)["more"] == [] and select(spec, "q", samples)["chosen"] == "ok: fine."

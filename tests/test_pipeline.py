@@ -163,6 +163,25 @@ def test_retry_round_resamples_only_failing_inputs(tiny_spec):
     assert all("lowercase" in s["failed"] for r in rejects for s in r["samples"])  # rule 0 failed everywhere
 
 
+def test_answers_per_input_trains_on_several_answers_of_one_input(built, tiny_spec, tmp_path):
+    """`teacher.answers_per_input=2`: each input's best answer is the row a build with 1 writes, then its other
+    distinct passing answer (raw or repaired) follows; the counts and provenance add up to the rows."""
+    _, _, one = built
+    spec = load_spec(tiny_spec, ["teacher.answers_per_input=2", f"output_dir={tmp_path / 'two'}"])
+    two = build.main(spec)
+    first = rows(Path(load_spec(tiny_spec).output_dir) / "sft_train.jsonl")
+    both = rows(tmp_path / "two" / "sft_train.jsonl")
+    by_input: dict[str, list[str]] = {}
+    for row in both:
+        by_input.setdefault(row["prompt"][0]["content"], []).append(row["completion"][0]["content"])
+    assert [answers[0] for answers in by_input.values()] == [r["completion"][0]["content"] for r in first]
+    assert len(both) > len(first) and all(len(set(a)) == len(a) <= 2 for a in by_input.values())
+    c = two["counts"]
+    assert c["sft_rows"] == len(both) and c["sft_rows_raw"] + c["sft_rows_repaired"] == len(both)
+    assert sum(v for k, v in two["provenance"].items() if k != "synthesized_inputs") == len(both)
+    assert one["counts"]["rejects"] == c["rejects"]
+
+
 def test_labels_backend_scores_the_inputs_own_answers(tmp_path):
     (tmp_path / "inputs.jsonl").write_text("".join(
         json.dumps({"input": f"question {i}", "answer": "ok: yes" if i % 2 else "No, Sir"}) + "\n" for i in range(8)))
