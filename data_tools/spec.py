@@ -460,9 +460,10 @@ class PromptSpec(StrictModel):
         payload = self.model_dump(mode="json", exclude={"output_dir", "source"})
         # which servers answer, how hard they are pushed and how often the journal is fsynced do not change the
         # data, only the model does: a resume may move to another server or add and drop replicas
+        for field in NO_DATA_FIELDS:
+            section, name = field.split(".")
+            del payload[section][name]
         teacher = payload["teacher"]
-        del teacher["journal_every"], teacher["journal_interval_s"]
-        del teacher["batch_size"]  # each sample has its own seeded stream: a resume may take another batch size
         replicas = teacher.pop("endpoints")
         if teacher["endpoint"] is not None:
             teacher["endpoint"] = {"model": teacher["endpoint"]["model"]}
@@ -472,6 +473,12 @@ class PromptSpec(StrictModel):
         if teacher["backend"] == "vllm":
             teacher["vllm_dtype"] = vllm["dtype"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+NO_DATA_FIELDS = ("teacher.batch_size", "teacher.journal_every", "teacher.journal_interval_s")
+"""Spec fields that change no answer, left out of `PromptSpec.content_hash` and free to change when a build or a
+bake resumes: how many sequences decode at once (each sample draws from its own stream seeded by its prompt:
+`Sampling.stream_seed`) and how often the journal is fsynced."""
 
 
 @contextmanager

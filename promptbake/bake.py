@@ -173,11 +173,6 @@ FIELD_STAGE = {"model": "data", "synthesis_min_inputs": "data", "validation": "d
                "export": "export", "report_to": None}
 
 
-SPEC_FIELDS_NO_DATA = {"teacher.batch_size", "teacher.journal_every", "teacher.journal_interval_s"}
-"""Spec fields a resumed bake may change: how many sequences decode at once and how often the journal is fsynced
-change no answer (each sample is seeded by its prompt: `Sampling.stream_seed`), as in the data build's hash."""
-
-
 def replay_feeds_sft(config_dump: dict) -> bool:
     """Whether a bake config (as recorded: defaults left out) mixes replay rows into the SFT stage itself
     (`replay.when: always`); with `sft_drifts` (or no replay) SFT trains on the spec's rows alone, and a replay
@@ -214,8 +209,9 @@ class RunState:
                                  f"{describe_contents(run)}; choose another output_dir or move them away")
             self.data = {"spec": spec_dump, "config": config_dump, "stages": {}}
             return
+        from data_tools.spec import NO_DATA_FIELDS  # what changes no answer: a resumed bake may change it
         self.data = json.loads(self.path.read_text())
-        changed = [f for f in changed_fields(self.data["spec"], spec_dump) if f not in SPEC_FIELDS_NO_DATA]
+        changed = [f for f in changed_fields(self.data["spec"], spec_dump) if f not in NO_DATA_FIELDS]
         if changed:
             raise InputError(f"{source}: {run} holds a bake of a different spec (changed: {', '.join(changed)}); "
                              f"choose another output_dir or delete {run}")
