@@ -66,16 +66,7 @@ class LocalBackend:
             return self._generate(conversations, sampling, on_batch, skip)
 
     def _generate(self, conversations, sampling, on_batch, skip=()) -> list[Completion]:
-        import torch
-
         from data_tools.decode import decode_batch, plain_cache_layout
-
-        # The draws come from each sample's own generator, never torch's global stream; but the global stream is
-        # left seeded from the sampling seed, as the per-batch seeding before 1a18fe5 left it: a trainer that
-        # decodes mid-training (the validation callback) then goes on from a state that does not depend on the
-        # process's history, so a killed and resumed bake ends bit for bit where an uninterrupted one does
-        # (tests/test_bake_kill_anywhere.py fails without it: the SFT adapter differs by ~1e-3)
-        torch.manual_seed(sampling.seed)
 
         tok = self.tokenizer
         prompts = [self.render(c) for c in conversations]

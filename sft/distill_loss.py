@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+from sft.sampling import SeededLengthGrouping
+
 
 class PairCollator:
     """Pads the student and teacher sequences separately and records, for both, which logits predict
@@ -62,7 +64,7 @@ def divergence(student: torch.Tensor, teacher: torch.Tensor, kind: str, beta: fl
     raise ValueError(f"unknown divergence {kind!r}")
 
 
-class DistillTrainer(Trainer):
+class DistillTrainer(SeededLengthGrouping, Trainer):
     def __init__(self, *args, temperature: float, ce_weight: float, divergence: str = "forward_kl",
                  beta: float = 0.5, **kwargs):
         super().__init__(*args, **kwargs)

@@ -131,8 +131,13 @@ def load_model(recipe: SFTRecipe, precision: str):
 def build_trainer(recipe: SFTRecipe, model, tokenizer, rows, config):
     from trl import SFTTrainer
 
-    trainer = SFTTrainer(model=model, args=config, train_dataset=rows, processing_class=tokenizer,
-                         peft_config=peft_config(recipe))
+    from sft.sampling import SeededLengthGrouping
+
+    class SeededSFTTrainer(SeededLengthGrouping, SFTTrainer):
+        """TRL's SFTTrainer with a shuffle that depends on the seed and the epoch only (sft/sampling.py)."""
+
+    trainer = SeededSFTTrainer(model=model, args=config, train_dataset=rows, processing_class=tokenizer,
+                               peft_config=peft_config(recipe))
     check_lengths(trainer.train_dataset, len(rows), config.max_length)
     return trainer
 
