@@ -17,14 +17,16 @@ as IFEval does, with its functions, and fail a blank answer as it does: one coun
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 import json
 import re
 import string
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cache
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, PositiveInt, field_validator
@@ -255,6 +257,25 @@ def load_function(spec: str) -> tuple[Callable, bool]:
     if not (takes_label or _accepts(fn, 2)):
         raise ValueError(f"function {spec!r}: must accept (input, response) or (input, response, label)")
     return fn, takes_label
+
+
+def function_sources(functions: Iterable[str]) -> dict[str, str]:
+    """Module name -> sha256 (16 hex digits) of its source file, for the module of each `package.module:function`
+    check function and the modules beside it that it imports from (faq_checks builds on content_checks): what a
+    python check decides can change while the spec's YAML stays the same, and a resumed bake must see that."""
+    sources = {}
+    for name in functions:
+        module = importlib.import_module(name.partition(":")[0])
+        if getattr(module, "__file__", None) is None:
+            continue
+        folder = Path(module.__file__).parent
+        related = {module} | {obj if inspect.ismodule(obj) else inspect.getmodule(obj) for obj in vars(module).values()
+                              if inspect.ismodule(obj) or inspect.isfunction(obj) or inspect.isclass(obj)}
+        for m in related - {None}:
+            path = getattr(m, "__file__", None)
+            if path is not None and Path(path).parent == folder:
+                sources[m.__name__] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return dict(sorted(sources.items()))
 
 
 def _accepts(fn: Callable, n_args: int) -> bool:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, ValidationInfo, field_validator, model_validator
 
-from data_tools.checks import Check
+from data_tools.checks import Check, function_sources
 from promptbake.core.config import DEFAULT_MODEL, FieldError, InputError, StrictModel, load_config, read_yaml
 
 log = logging.getLogger(__name__)
@@ -454,6 +454,11 @@ class PromptSpec(StrictModel):
     def inputs_path(self) -> Path:
         assert self.inputs.path is not None
         return (Path(self.source).parent / self.inputs.path) if self.source else Path(self.inputs.path)
+
+    def check_sources(self) -> dict[str, str]:
+        """The source files' hashes of the rules' `python` check modules (`checks.function_sources`)."""
+        return function_sources(r.check.function for r in self.rules
+                                if r.check is not None and r.check.kind == "python")
 
     def content_hash(self) -> str:
         """Identifies what the data depends on; a resumed build refuses a journal from another spec."""

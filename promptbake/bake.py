@@ -194,7 +194,8 @@ class RunState:
     directory of another spec, another bake config or the user's files is refused, with nothing written); `begin`
     then records the start and clears what a changed field makes stale."""
 
-    def __init__(self, run: Path, spec_dump: dict, config_dump: dict, source: str):
+    def __init__(self, run: Path, spec_dump: dict, config_dump: dict, source: str,
+                 check_sources: dict[str, str] | None = None):
         if run.exists() and not run.is_dir():
             raise InputError(f"{source}: {run} exists and is a file, not a bake's run directory; choose another "
                              "output_dir or move it away")
@@ -207,7 +208,7 @@ class RunState:
             if run.is_dir() and any(run.iterdir()):  # it writes reports and directories there: not over the user's
                 raise InputError(f"{source}: {run} is not a bake's run directory (no {RunLayout.STATE}) and holds "
                                  f"{describe_contents(run)}; choose another output_dir or move them away")
-            self.data = {"spec": spec_dump, "config": config_dump, "stages": {}}
+            self.data = {"spec": spec_dump, "config": config_dump, "stages": {}, "check_sources": check_sources or {}}
             return
         from data_tools.spec import NO_DATA_FIELDS  # what changes no answer: a resumed bake may change it
         self.data = json.loads(self.path.read_text())
@@ -215,7 +216,20 @@ class RunState:
         if changed:
             raise InputError(f"{source}: {run} holds a bake of a different spec (changed: {', '.join(changed)}); "
                              f"choose another output_dir or delete {run}")
+        # a python check's module can change with the YAML as it was (an edit, a promptbake upgrade): every
+        # finished stage chose by the old checks (the rows kept, the step kept, the verdict). A run started before
+        # the record existed has none to compare.
+        old_sources = self.data.get("check_sources")
+        if old_sources is not None and check_sources is not None and old_sources != check_sources:
+            edited = sorted(m for m in old_sources.keys() | check_sources.keys()
+                            if old_sources.get(m) != check_sources.get(m))
+            raise InputError(f"{source}: {run} holds a bake scored by another version of the python check "
+                             f"module{'s' if len(edited) > 1 else ''} {', '.join(edited)} (its source changed "
+                             "since the bake started, so the rows, the kept step and the verdict follow the old "
+                             f"checks); choose another output_dir or delete {run}")
         self.data["spec"] = spec_dump
+        if check_sources is not None:
+            self.data["check_sources"] = check_sources
         changed = changed_fields(self.data["config"], config_dump)
         stages = {first_stage(field, self.data["config"], config_dump) for field in changed} - {None}
         first = min(stages, key=STAGES.index) if stages else None
@@ -288,7 +302,8 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
     # Only what differs from the defaults is recorded and compared: a promptbake upgrade that adds a field with a
     # default must not make an earlier run of the same spec and overrides look like a different one.
     state = RunState(run, user_spec.model_dump(mode="json", exclude={"output_dir"}, exclude_defaults=True),
-                     config.model_dump(mode="json", exclude={"output_dir"}, exclude_defaults=True), config.spec)
+                     config.model_dump(mode="json", exclude={"output_dir"}, exclude_defaults=True), config.spec,
+                     check_sources=user_spec.check_sources())
     recipe.trainer_config()  # TRL's own checks of the recipe: they import TRL (seconds), so after the cheap ones
     state.data["plan"] = plan.model_dump(mode="json")
     state.begin()

@@ -2,6 +2,7 @@
 verdict, resume after a finished stage, and the refusal of a changed spec."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -227,6 +228,40 @@ def test_a_changed_field_restarts_a_stage_killed_part_way_instead_of_resuming_it
     out = capsys.readouterr().out
     assert "bake config changed (budget.max_steps): the sft stage has not finished; it was started under the old " \
            f"settings, so it starts again from scratch (removed {run / 'sft'})" in out
+
+
+def test_an_edited_python_check_module_refuses_a_resume_that_would_keep_the_old_verdict(tmp_path):
+    """A python check's module edited after the bake started (the YAML unchanged): the finished stages chose rows,
+    step and verdict by the old check, so resuming is refused, naming the module; the module it imports from
+    beside it counts too, and a run recorded before the fingerprints existed resumes."""
+    from data_tools.spec import load_spec
+    from promptbake.bake import RunState
+
+    folder = tmp_path / "spec"
+    folder.mkdir()
+    (folder / "pb_words_base.py").write_text("def has_words(text):\n    return bool(text.split())\n")
+    (folder / "pb_words_check.py").write_text(
+        "from pb_words_base import has_words\n\ndef answered(input, response):\n    return has_words(response)\n")
+    (folder / "spec.yaml").write_text(
+        "name: s\nsystem_prompt: Answer.\nrules:\n  - id: answered\n    text: Answer something.\n"
+        "    check: {kind: python, function: 'pb_words_check:answered'}\n"
+        "inputs:\n  template: '{q}?'\n  slots: {q: [why, how]}\n")
+    spec = load_spec(folder / "spec.yaml")
+    sources = spec.check_sources()
+    assert set(sources) == {"pb_words_base", "pb_words_check"}
+    run = tmp_path / "run"
+    RunState(run, {"name": "s"}, {}, "spec.yaml", check_sources=sources).finish("data", {"counts": {}})
+    RunState(run, {"name": "s"}, {}, "spec.yaml", check_sources=spec.check_sources())  # the same sources resume
+    (folder / "pb_words_base.py").write_text("def has_words(text):\n    return len(text.split()) > 2\n")
+    with pytest.raises(InputError, match=r"another version of the python check module pb_words_base .*"
+                                         rf"delete {re.escape(str(run))}"):
+        RunState(run, {"name": "s"}, {}, "spec.yaml", check_sources=spec.check_sources())
+    assert json.loads((run / "bake.json").read_text())["check_sources"] == sources  # nothing rewritten
+    state = json.loads((run / "bake.json").read_text())
+    del state["check_sources"]  # a run started before the record existed
+    (run / "bake.json").write_text(json.dumps(state))
+    resumed = RunState(run, {"name": "s"}, {}, "spec.yaml", check_sources=spec.check_sources())
+    assert resumed.done("data") is not None
 
 
 def test_bad_bake_override_fails_before_any_model_loads(tiny_spec, tmp_path):
