@@ -303,8 +303,8 @@ def test_ticket_triage_checks_each_field_and_the_label():
 
 
 def test_demo_style_answers_the_question():
-    """The demo's on_topic (content_checks.demo_on_topic): the answer shares a word with the thing the question's
-    task acts on; its examples pass every rule, "quick answer: yes." fails only on_topic."""
+    """The demo's on_topic (content_checks.demo_on_topic): the answer shares a word with the question's task; its
+    examples pass every rule, "quick answer: yes." fails only on_topic."""
     spec = load_spec(SPECS / "demo_style.yaml")
     for ex in spec.examples:
         assert not failed(spec, ex.input, ex.output), ex.input
@@ -320,14 +320,16 @@ def test_demo_style_answers_the_question():
         assert not failed(spec, text, answer), text
         assert failed(spec, text, "quick answer: yes.") == {"on_topic"}, text
         assert failed(spec, text, spec.examples[1].output) == {"on_topic"}, text  # the cast-iron pan answer
-    # the task's verb names no thing: the sleep example's "keep a fixed bedtime" is not about a houseplant or a
-    # bike tire (it passed both while any shared word counted), and its "coffee" still answers a coffee question
+    # a generic verb names no thing: the sleep example's "keep a fixed bedtime" is not about a houseplant or a
+    # bike tire (it passed both while any shared word counted); its "coffee" still answers a coffee question, and
+    # a verb that is the activity itself still counts
     sleep = spec.examples[0].output
     assert failed(spec, "How do I keep a houseplant alive?", sleep) == {"on_topic"}
     assert failed(spec, "List the steps to fix a flat bike tire?", sleep) == {"on_topic"}
     assert not failed(spec, "How do I brew good coffee?", sleep)
     assert failed(spec, "How do I fix bad posture?", "quick answer: fix it slowly.") == {"on_topic"}
     assert not failed(spec, "How do I fix bad posture?", "quick answer: sit tall and check your posture often.")
+    assert not failed(spec, "What are three tips to study for an exam?", "quick answer: study a little every day.")
 
 
 # One fixed answer for every input: the few-shot examples' outputs, a stock reply, the sign-off or closing line
