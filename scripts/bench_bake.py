@@ -1,9 +1,12 @@
 """Benchmark: `promptbake bake` with its defaults and no per-spec overrides on every spec of the gallery.
 
     .venv/bin/python scripts/bench_bake.py [--specs demo_style,style_rules] [--out runs/bench_bake] [--resume]
+                                           [--table-only]
 
 Each spec runs as a user runs it (the real `promptbake bake` command, in its own process) into OUT/<spec>, fresh
-(an earlier run directory of the spec is deleted first) unless --resume, which reuses its finished stages.
+(an earlier run directory of the spec is deleted first) unless --resume, which reuses its finished stages;
+--table-only bakes nothing and prints the table of the finished runs in OUT (one spec re-baked alone joins the
+others' table this way; its minutes are the stages' own clocks).
 Prints, per spec, all-rules adherence on the held-out inputs of every arm (the prompted base, the tuned model
 without prompt, the null arm `constant`, the prompted base's answers repaired and its best of n), label match
 where the inputs have labels, answer diversity, the McNemar p of tuned vs base, the verdict (won / undecided /
@@ -37,6 +40,7 @@ def main() -> None:
     parser.add_argument("--specs", help="comma-separated spec names (file stems); default: every spec")
     parser.add_argument("--out", default="runs/bench_bake")
     parser.add_argument("--resume", action="store_true", help="reuse the finished stages of earlier runs")
+    parser.add_argument("--table-only", action="store_true", help="bake nothing: print the finished runs' table")
     args = parser.parse_args()
     names = args.specs.split(",") if args.specs else sorted(p.stem for p in SPECS.glob("*.yaml"))
     env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
@@ -45,16 +49,20 @@ def main() -> None:
         spec, out = SPECS / f"{name}.yaml", Path(args.out) / name
         if not spec.exists():
             sys.exit(f"no spec {spec}")
-        if not args.resume and out.exists():
-            shutil.rmtree(out)
-        print(f"\n##### bake {name} -> {out}", flush=True)
-        t0 = time.time()
-        proc = subprocess.run([sys.executable, "-m", "promptbake.cli", "bake", str(spec), f"output_dir={out}"],
-                              cwd=REPO, env=env)
-        minutes = (time.time() - t0) / 60
+        if args.table_only:
+            minutes, returncode = 0.0, 0
+        else:
+            if not args.resume and out.exists():
+                shutil.rmtree(out)
+            print(f"\n##### bake {name} -> {out}", flush=True)
+            t0 = time.time()
+            returncode = subprocess.run([sys.executable, "-m", "promptbake.cli", "bake", str(spec),
+                                         f"output_dir={out}"], cwd=REPO, env=env).returncode
+            minutes = (time.time() - t0) / 60
         verdict_path = out / "verdict.json"
-        if proc.returncode != 0 or not verdict_path.exists():
-            print(f"{name}: bake failed (exit {proc.returncode})", flush=True)
+        if returncode != 0 or not verdict_path.exists():
+            print(f"{name}: bake failed (exit {returncode})" if returncode else f"{name}: no finished bake in {out}",
+                  flush=True)
             results.append({"spec": name, "outcome": "failed", "minutes": minutes})
             continue
         v = read_contract(Verdict, verdict_path).model_dump()
@@ -76,13 +84,13 @@ def print_table(results: list[dict]) -> None:
     from promptbake.verdict import SIGNIFICANCE, meets_margin, passed
 
     print("\n| spec | n | " + " | ".join(label for label, _ in ARMS)
-          + " | content: label match base / tuned, or judge tuned vs base W-L-T | diversity tuned | p | verdict "
-          "| minutes |")
-    print("|---" * (len(ARMS) + 7) + "|")
+          + " | content: label match base / tuned, or judge tuned vs base W-L-T | diversity tuned | drift kept (KL) "
+          "| p | verdict | minutes |")
+    print("|---" * (len(ARMS) + 8) + "|")
     constant_wins = 0
     for r in results:
         if r["outcome"] == "failed":
-            print(f"| {r['spec']} | | " + " | ".join("" for _ in ARMS) + f" | | | | failed | {r['minutes']:.1f} |")
+            print(f"| {r['spec']} | | " + " | ".join("" for _ in ARMS) + f" | | | | | failed | {r['minutes']:.1f} |")
             continue
         m = r["metrics"]
         cells = [f"{m[arm]['all_rules_adherence']:.0%}" if arm in m else "-" for _, arm in ARMS]
@@ -95,8 +103,12 @@ def print_table(results: list[dict]) -> None:
             constant_wins += (meets_margin(passed(m["base_prompted"])[0], passed(m["constant"])[0], r["n"])
                               and m["vs_base_prompted"].get("constant", 1.0) < SIGNIFICANCE
                               and passed(m["constant"])[0] > passed(m["base_prompted"])[0])
+        drift = m.get("drift", {})  # the share of the base's correct general answers kept, KL(tuned || base)
+        kept = (f"{drift['kept_correct']:.0%} ({drift['kl_per_token']:.2f})"
+                if drift.get("kept_correct") is not None and drift.get("kl_per_token") is not None else "-")
         print(f"| {r['spec']} | {r['n']} | " + " | ".join(cells)
-              + f" | {labels} | {m['tuned_unprompted'].get('answer_diversity', float('nan')):.0%} | {r['p']:.2g} "
+              + f" | {labels} | {m['tuned_unprompted'].get('answer_diversity', float('nan')):.0%} | {kept} "
+              f"| {r['p']:.2g} "
               f"| {r['outcome']} | {r['minutes']:.1f} |")
     for r in results:
         if r["outcome"] != "failed" and r["verdict"].get("alternatives"):
