@@ -208,7 +208,9 @@ class RunState:
             if run.is_dir() and any(run.iterdir()):  # it writes reports and directories there: not over the user's
                 raise InputError(f"{source}: {run} is not a bake's run directory (no {RunLayout.STATE}) and holds "
                                  f"{describe_contents(run)}; choose another output_dir or move them away")
-            self.data = {"spec": spec_dump, "config": config_dump, "stages": {}, "check_sources": check_sources or {}}
+            self.data = {"spec": spec_dump, "config": config_dump, "stages": {}}
+            if check_sources is not None:
+                self.data["check_sources"] = check_sources
             return
         from data_tools.spec import NO_DATA_FIELDS  # what changes no answer: a resumed bake may change it
         self.data = json.loads(self.path.read_text())
