@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field, model_validator
+
 from promptbake.core.config import InputError
 from promptbake.core.layout import DatasetLayout
 from sft.recipe import BaseRecipe, load_for_training, peft_config, run_trainer, trainer_parser
@@ -32,6 +34,22 @@ class SFTRecipe(BaseRecipe):
     """Pack several rows into each max_length sequence (best-fit decreasing, no padding). Samples stay apart
     (see PACKING_SAFE_ATTENTION). With sdpa/eager attention the kernel computes the whole packed row under a
     block mask (masked scores included), so attention costs more than for the same rows padded."""
+    end_token_weight: float = Field(1.0, gt=0.0)
+    """The loss weight of the token that ends each answer (the end-of-turn token, the tokenizer's EOS) against 1
+    for every other answer token (sft/end_weight.py). Above 1 the model learns harder to stop where the answers
+    stop; 1 is TRL's loss. Needs TRL's default loss (`loss_type: nll`, no label smoothing)."""
+
+    @model_validator(mode="after")
+    def _end_weight_has_its_loss(self):
+        if self.end_token_weight != 1.0:
+            if self.training.loss_type != "nll":
+                raise ValueError(f"end_token_weight={self.end_token_weight} weighs TRL's nll loss; training.loss_type "
+                                 f"is {self.training.loss_type!r}: set end_token_weight to 1 or loss_type to nll")
+            if self.training.label_smoothing_factor:
+                raise ValueError(f"end_token_weight={self.end_token_weight} weighs TRL's nll loss, which label "
+                                 "smoothing replaces: set end_token_weight to 1 or training.label_smoothing_factor "
+                                 "to 0")
+        return self
 
     def settings(self):
         packing = (self.packing, "use the recipe's `packing` (it checks the attention kernel)")
@@ -131,13 +149,16 @@ def load_model(recipe: SFTRecipe, precision: str):
 def build_trainer(recipe: SFTRecipe, model, tokenizer, rows, config):
     from trl import SFTTrainer
 
+    from sft.end_weight import EndTokenWeighting
     from sft.sampling import SeededLengthGrouping
 
-    class SeededSFTTrainer(SeededLengthGrouping, SFTTrainer):
-        """TRL's SFTTrainer with a shuffle that depends on the seed and the epoch only (sft/sampling.py)."""
+    class SeededSFTTrainer(EndTokenWeighting, SeededLengthGrouping, SFTTrainer):
+        """TRL's SFTTrainer with a shuffle that depends on the seed and the epoch only (sft/sampling.py) and an
+        optional heavier loss on the answer's end token (sft/end_weight.py)."""
 
     trainer = SeededSFTTrainer(model=model, args=config, train_dataset=rows, processing_class=tokenizer,
                                peft_config=peft_config(recipe))
+    trainer.end_token_id, trainer.end_token_weight = tokenizer.eos_token_id, recipe.end_token_weight
     check_lengths(trainer.train_dataset, len(rows), config.max_length)
     return trainer
 

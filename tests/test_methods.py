@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from promptbake.core.config import InputError
+from promptbake.core.config import InputError, load_config
 from sft.export import main as export
 from sft.train import SFTRecipe
 from sft.train import main as train
@@ -135,3 +135,66 @@ def test_the_early_prompt_length_check_counts_what_the_tokenizer_counts(tiny_mod
         ids = ids["input_ids"] if hasattr(ids, "keys") else ids
         assert length(prompt) == len(ids), prompt
     assert prompt_renderer("/no/such/model") is None
+
+
+def end_token_log_prob(adapter_dir, model_dir, rows_path) -> float:
+    """The trained model's mean log-probability of EOS right after each training answer."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), str(adapter_dir)).eval()
+    total, rows = 0.0, [json.loads(line) for line in rows_path.read_text().splitlines()]
+    for row in rows:
+        text = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
+        ids = tokenizer(text[:text.rindex("<|im_end|>")], return_tensors="pt").input_ids
+        with torch.no_grad():
+            logits = model(ids).logits[0, -1]
+        total += torch.log_softmax(logits, -1)[tokenizer.eos_token_id].item()
+    return total / len(rows)
+
+
+def test_end_token_weight_teaches_stopping_harder(tiny_model_dir, rows, tmp_path):
+    """The same rows, seed and steps: weighting the answer's end token 8 times makes the model likelier to stop
+    where the answers stop than TRL's plain loss does."""
+    stops = {}
+    for weight in (1.0, 8.0):
+        out = tmp_path / f"w{weight}"
+        adapter_dir = train(SFTRecipe(model=str(tiny_model_dir), dataset=str(rows), output_dir=str(out),
+                                      report_to="none", end_token_weight=weight,
+                                      training={"max_steps": 40, "per_device_train_batch_size": 4,
+                                                "learning_rate": 3e-2, "max_length": 64, "save_steps": 100}))
+        stops[weight] = end_token_log_prob(adapter_dir, tiny_model_dir, rows)
+    # the tiny random model learns slowly (its loss falls 10.8 -> 10.6 in these steps): +0.46 nats measured
+    assert stops[8.0] > stops[1.0] + 0.2, stops
+
+
+def test_end_token_weight_adds_the_weighted_eos_share_to_trls_loss(tiny_model_dir, rows, tmp_path):
+    """Weight w adds (w - 1) x the EOS positions' negative log-probs over TRL's token count, computed here from the
+    model's full logits; w = 1 is TRL's loss."""
+    from sft.recipe import load_rows
+    from sft.train import build_trainer, load_model
+
+    r = recipe(tiny_model_dir, rows, tmp_path / "out", "lora")
+    model, tokenizer = load_model(r, "fp32")
+    trainer = build_trainer(r, model, tokenizer, load_rows(rows, ("prompt", "completion")), r.trainer_config())
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    trainer.model.train()
+    plain = trainer.compute_loss(trainer.model, dict(batch))
+    trainer.end_token_weight = 3.0
+    weighted = trainer.compute_loss(trainer.model, dict(batch))
+    with torch.no_grad():
+        logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    log_probs = torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+    ends = labels == tokenizer.eos_token_id
+    assert ends.sum() == len(batch["input_ids"])  # one end token per answer
+    eos_share = -log_probs[ends].sum() / (labels != -100).sum()
+    assert torch.allclose(weighted - plain, 2 * eos_share, atol=1e-4), (weighted, plain, eos_share)
+
+
+def test_end_token_weight_refuses_a_loss_it_does_not_weigh(tiny_model_dir, tmp_path):
+    path = tmp_path / "sft.yaml"
+    path.write_text(f"model: {tiny_model_dir}\ndataset: x.jsonl\nend_token_weight: 3\ntraining:\n  loss_type: dft\n")
+    with pytest.raises(InputError, match=r"sft.yaml.*end_token_weight=3.0 weighs TRL's nll loss"):
+        load_config(SFTRecipe, path)
