@@ -111,3 +111,18 @@ def test_wandb_offline_run_holds_metrics_and_sample_completions(recipe, tmp_path
     table = json.loads(tables[0].read_text())
     assert table["columns"] == ["prompt", "completion"] and len(table["data"]) == 4
     assert config(runs[0])["learning_rate"] == 1e-3
+
+
+def test_end_token_weight_weighs_the_loss_under_two_process_ddp(recipe, tmp_path):
+    """`end_token_weight` hooks the forward TRL's loss comes from; under DDP that forward is the wrapped model's.
+    The first step's loss (the same weights and rows in both runs) is higher with the end token weighed 3 times."""
+    first_loss = {}
+    for weight in (1, 3):
+        config = recipe(f"w{weight}", max_steps=2, save_steps=2)
+        result = accelerate_launch([str(PROBE), str(config), f"end_token_weight={weight}"],
+                                   env=env_for(tmp_path / f"probe{weight}"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        state_file = tmp_path / f"w{weight}" / "checkpoints" / "checkpoint-2" / "trainer_state.json"
+        state = json.loads(state_file.read_text())
+        first_loss[weight] = next(h["loss"] for h in state["log_history"] if "loss" in h)
+    assert first_loss[3] > first_loss[1] + 1.0, first_loss  # measured: 10.85 -> 13.81
