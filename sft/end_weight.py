@@ -44,7 +44,7 @@ class EndTokenWeighting:
         finally:
             hook.remove()
         loss = result[0] if return_outputs else result
-        if model.training and not fused[0].log_probs.requires_grad:
+        if not fused or (model.training and not fused[0].log_probs.requires_grad):
             raise RuntimeError("end_token_weight: TRL computed this loss from another forward than the fused one "
                                "(a loss_type, label smoothing or compute_loss_func the weight does not support)")
         loss = loss + (self.end_token_weight - 1.0) * self.end_token_loss(inputs, fused[0], num_items_in_batch)
