@@ -9,6 +9,14 @@ inputs, and they also measure whether the tuned model names a topic it never saw
 answers them with the run's kept adapter (`sft/best_adapter`, the one the bake evaluated), no prompt, greedy, the
 demo eval's settings (`promptbake eval`, output in `<run>/dev`), and prints the run's best validation score beside
 its dev score, per rule, and the two pooled: the figure a demo default is decided on.
+
+    .venv/bin/python scripts/dev_eval.py runs/lever/seed0 runs/lever/seed1 --against runs/base/seed0 runs/base/seed1
+
+With `--against` (one baseline run per run, paired in order: the same teacher seed, so the same training data
+but for the lever) it also compares the two sets answer by answer on the dev split: the dev inputs each side
+alone passes, and the exact McNemar p over all the paired answers. A lever whose p is above 0.05 is noise by
+this test, whatever its pooled difference; the validation slice's per-input answers are not kept by the bake,
+so it enters the pooled figure only.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from evals.stats import mcnemar_exact
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_INPUTS = "configs/evals/demo_dev_inputs.jsonl"
@@ -42,11 +52,37 @@ def dev_metrics(run: Path, fresh: bool) -> dict:
     return json.loads(metrics.read_text())["tuned_unprompted"]
 
 
+def dev_outcomes(run: Path) -> dict[str, bool]:
+    """Each dev input's all-rules outcome in the run's dev answers (written by `dev_metrics`)."""
+    answers = (run / "dev" / "answers_tuned_unprompted.jsonl").read_text().splitlines()
+    return {row["input"]: row["all_rules"] for row in map(json.loads, filter(None, answers))}
+
+
+def paired_comparison(runs: list[Path], baselines: list[Path]) -> str:
+    """One line: the dev answers only the runs pass, only the baselines pass, and the exact McNemar p, pairing
+    run i with baseline i input by input."""
+    ours, theirs = [], []
+    for run, base in zip(runs, baselines, strict=True):
+        a, b = dev_outcomes(run), dev_outcomes(base)
+        if a.keys() != b.keys():
+            raise SystemExit(f"{run} and {base} answered different dev inputs; run both with --fresh")
+        ours += [a[k] for k in sorted(a)]
+        theirs += [b[k] for k in sorted(a)]
+    only_ours = sum(x and not y for x, y in zip(ours, theirs))
+    only_theirs = sum(y and not x for x, y in zip(ours, theirs))
+    return (f"paired on dev: {sum(ours)} vs {sum(theirs)} of {len(ours)} (only the runs pass {only_ours}, only the "
+            f"baselines {only_theirs}); exact McNemar p={mcnemar_exact(ours, theirs):.2g}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="baked demo run directories")
     parser.add_argument("--fresh", action="store_true", help="answer again even where <run>/dev exists")
+    parser.add_argument("--against", nargs="+", type=Path, default=[],
+                        help="baseline runs, one per run in the same order, for a paired test on the dev answers")
     args = parser.parse_args()
+    if args.against and len(args.against) != len(args.runs):
+        parser.error(f"--against needs one baseline per run ({len(args.runs)}), got {len(args.against)}")
     rows = []
     for run in args.runs:
         val_passed, val_n = validation_best(run)
@@ -58,6 +94,10 @@ def main() -> None:
     print("| run | validation all rules | dev all rules | pooled | dev per rule |")
     print("|---|---|---|---|---|")
     print("\n".join(rows))
+    if args.against:
+        for base in args.against:
+            dev_metrics(base, fresh=False)
+        print(paired_comparison(args.runs, args.against))
 
 
 if __name__ == "__main__":
