@@ -16,7 +16,9 @@ With `--against` (one baseline run per run, paired in order: the same teacher se
 but for the lever) it also compares the two sets answer by answer on the dev split: the dev inputs each side
 alone passes, and the exact McNemar p over all the paired answers. A lever whose p is above 0.05 is noise by
 this test, whatever its pooled difference; the validation slice's per-input answers are not kept by the bake,
-so it enters the pooled figure only.
+so it enters the pooled figure only. Where both runs have the bake's drift answers (`eval/answers_drift.jsonl`),
+it pairs the general questions the base answers correctly the same way: kept by the run only, by the baseline
+only, and the p.
 """
 
 from __future__ import annotations
@@ -58,20 +60,40 @@ def dev_outcomes(run: Path) -> dict[str, bool]:
     return {row["input"]: row["all_rules"] for row in map(json.loads, filter(None, answers))}
 
 
-def paired_comparison(runs: list[Path], baselines: list[Path]) -> str:
-    """One line: the dev answers only the runs pass, only the baselines pass, and the exact McNemar p, pairing
-    run i with baseline i input by input."""
+def drift_kept(run: Path) -> dict[str, bool] | None:
+    """For each general question the base answers correctly, whether the run's tuned model still does; None when
+    the run's eval had no drift arm."""
+    path = run / "eval" / "answers_drift.jsonl"
+    if not path.exists():
+        return None
+    rows = map(json.loads, filter(None, path.read_text().splitlines()))
+    return {row["id"]: row["tuned_correct"] for row in rows if row.get("base_correct")}
+
+
+def paired_line(what: str, pairs: list[tuple[dict[str, bool], dict[str, bool], str]]) -> str:
+    """Pool (run, baseline) outcome maps input by input and say who alone passes which, and the exact McNemar p."""
     ours, theirs = [], []
-    for run, base in zip(runs, baselines, strict=True):
-        a, b = dev_outcomes(run), dev_outcomes(base)
+    for a, b, names in pairs:
         if a.keys() != b.keys():
-            raise SystemExit(f"{run} and {base} answered different dev inputs; run both with --fresh")
+            raise SystemExit(f"{names} do not pair on {what}: they answered different inputs (for dev: run both with "
+                             "--fresh)")
         ours += [a[k] for k in sorted(a)]
         theirs += [b[k] for k in sorted(a)]
     only_ours = sum(x and not y for x, y in zip(ours, theirs))
     only_theirs = sum(y and not x for x, y in zip(ours, theirs))
-    return (f"paired on dev: {sum(ours)} vs {sum(theirs)} of {len(ours)} (only the runs pass {only_ours}, only the "
-            f"baselines {only_theirs}); exact McNemar p={mcnemar_exact(ours, theirs):.2g}")
+    return (f"paired on {what}: {sum(ours)} vs {sum(theirs)} of {len(ours)} (only the runs pass {only_ours}, only "
+            f"the baselines {only_theirs}); exact McNemar p={mcnemar_exact(ours, theirs):.2g}")
+
+
+def paired_comparison(runs: list[Path], baselines: list[Path]) -> str:
+    """The paired lines: the dev answers (run i against baseline i, input by input), then the base's correct
+    general answers kept where every run and baseline has them."""
+    pairs = list(zip(runs, baselines, strict=True))
+    lines = [paired_line("dev", [(dev_outcomes(r), dev_outcomes(b), f"{r} and {b}") for r, b in pairs])]
+    drift = [(drift_kept(r), drift_kept(b), f"{r} and {b}") for r, b in pairs]
+    if all(a is not None and b is not None for a, b, _ in drift):
+        lines.append(paired_line("the base's correct general answers", drift))
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -43,5 +43,25 @@ def test_one_sided_gain_is_significant_and_mismatched_inputs_are_refused(tmp_pat
     base = run_dir(tmp_path, "base", {q: i < 2 for i, q in enumerate(questions)})
     assert dev_eval.paired_comparison([lever], [base]).endswith("p=0.002")  # 10 of 10 discordant one way: 2 / 2**10
     other = run_dir(tmp_path, "other", {q + "?": True for q in questions})
-    with pytest.raises(SystemExit, match="different dev inputs"):
+    with pytest.raises(SystemExit, match="answered different inputs"):
         dev_eval.paired_comparison([lever], [other])
+
+
+def test_drift_answers_pair_on_the_questions_the_base_gets_right(tmp_path):
+    lever = run_dir(tmp_path, "lever", {"q": True})
+    base = run_dir(tmp_path, "base", {"q": True})
+    assert "\n" not in dev_eval.paired_comparison([lever], [base])  # no drift answers: the dev line only
+
+    def drift(run: Path, tuned_correct: list[bool]) -> None:
+        (run / "eval").mkdir()
+        rows = [{"id": f"fact-{i:02d}", "base_correct": i < 6, "tuned_correct": ok}
+                for i, ok in enumerate(tuned_correct)]
+        (run / "eval" / "answers_drift.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    # eight questions, the base right on the first six; the questions it gets wrong never count, whatever the tuned
+    # model says to them
+    drift(lever, [True, True, True, True, False, True, True, True])
+    drift(base, [True, False, False, False, False, True, False, False])
+    line = dev_eval.paired_comparison([lever], [base]).splitlines()[1]
+    assert line == ("paired on the base's correct general answers: 5 vs 2 of 6 (only the runs pass 3, only the "
+                    "baselines 0); exact McNemar p=0.25")
