@@ -18,7 +18,10 @@ alone passes, and the exact McNemar p over all the paired answers. A lever whose
 this test, whatever its pooled difference; the validation slice's per-input answers are not kept by the bake,
 so it enters the pooled figure only. Where both runs have the bake's drift answers (`eval/answers_drift.jsonl`),
 it pairs the general questions the base answers correctly the same way: kept by the run only, by the baseline
-only, and the p.
+only, and the p. The bake asks 40 general questions, of which the base gets 13 right: one question moves a run's
+"kept" by 8 points. `--drift-all` asks every run and baseline all 100 shipped questions instead (the drift
+arm with the dev answers, `<run>/dev_drift`, about two minutes a run on 2 cores) and pairs those: 32
+base-correct answers a run.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from evals.stats import mcnemar_exact
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_INPUTS = "configs/evals/demo_dev_inputs.jsonl"
+DRIFT_ALL = "dev_drift"
 
 
 def validation_best(run: Path) -> tuple[int, int]:
@@ -60,10 +64,21 @@ def dev_outcomes(run: Path) -> dict[str, bool]:
     return {row["input"]: row["all_rules"] for row in map(json.loads, filter(None, answers))}
 
 
-def drift_kept(run: Path) -> dict[str, bool] | None:
-    """For each general question the base answers correctly, whether the run's tuned model still does; None when
-    the run's eval had no drift arm."""
-    path = run / "eval" / "answers_drift.jsonl"
+def answer_all_general_questions(run: Path, fresh: bool) -> None:
+    """The drift arm on all the shipped general questions, with the run's kept adapter, into <run>/dev_drift (beside
+    the dev answers again: an eval reports drift beside an adherence arm)."""
+    out = run / DRIFT_ALL
+    if fresh or not (out / "answers_drift.jsonl").exists():
+        subprocess.run([str(Path(sys.executable).parent / "promptbake"), "eval", "configs/evals/demo.yaml",
+                        f"tuned_model={run / 'sft' / 'best_adapter'}", f"eval_inputs={DEV_INPUTS}",
+                        "arms=[tuned_unprompted,drift]", "drift.limit=100", f"output_dir={out}", "report_to=none"],
+                       cwd=ROOT, check=True)
+
+
+def drift_kept(run: Path, answers: str = "eval") -> dict[str, bool] | None:
+    """For each general question the base answers correctly, whether the run's tuned model still does, from the
+    drift answers in <run>/<answers>; None when there are none (the bake's eval had no drift arm)."""
+    path = run / answers / "answers_drift.jsonl"
     if not path.exists():
         return None
     rows = map(json.loads, filter(None, path.read_text().splitlines()))
@@ -85,14 +100,16 @@ def paired_line(what: str, pairs: list[tuple[dict[str, bool], dict[str, bool], s
             f"the baselines {only_theirs}); exact McNemar p={mcnemar_exact(ours, theirs):.2g}")
 
 
-def paired_comparison(runs: list[Path], baselines: list[Path]) -> str:
+def paired_comparison(runs: list[Path], baselines: list[Path], drift_answers: str = "eval") -> str:
     """The paired lines: the dev answers (run i against baseline i, input by input), then the base's correct
-    general answers kept where every run and baseline has them."""
+    general answers kept where every run and baseline has them (the bake's 40 questions, or all of them from
+    `--drift-all`)."""
     pairs = list(zip(runs, baselines, strict=True))
     lines = [paired_line("dev", [(dev_outcomes(r), dev_outcomes(b), f"{r} and {b}") for r, b in pairs])]
-    drift = [(drift_kept(r), drift_kept(b), f"{r} and {b}") for r, b in pairs]
+    drift = [(drift_kept(r, drift_answers), drift_kept(b, drift_answers), f"{r} and {b}") for r, b in pairs]
     if all(a is not None and b is not None for a, b, _ in drift):
-        lines.append(paired_line("the base's correct general answers", drift))
+        asked = "all general questions" if drift_answers == DRIFT_ALL else "the bake's general questions"
+        lines.append(paired_line(f"the base's correct answers to {asked}", drift))
     return "\n".join(lines)
 
 
@@ -102,7 +119,11 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="answer again even where <run>/dev exists")
     parser.add_argument("--against", nargs="+", type=Path, default=[],
                         help="baseline runs, one per run in the same order, for a paired test on the dev answers")
+    parser.add_argument("--drift-all", action="store_true",
+                        help="with --against: pair the answers to all 100 general questions, not the bake's 40")
     args = parser.parse_args()
+    if args.drift_all and not args.against:
+        parser.error("--drift-all pairs runs with baselines: give --against")
     if args.against and len(args.against) != len(args.runs):
         parser.error(f"--against needs one baseline per run ({len(args.runs)}), got {len(args.against)}")
     rows = []
@@ -119,7 +140,10 @@ def main() -> None:
     if args.against:
         for base in args.against:
             dev_metrics(base, fresh=False)
-        print(paired_comparison(args.runs, args.against))
+        if args.drift_all:
+            for run in args.runs + args.against:
+                answer_all_general_questions(run, args.fresh)
+        print(paired_comparison(args.runs, args.against, DRIFT_ALL if args.drift_all else "eval"))
 
 
 if __name__ == "__main__":

@@ -63,5 +63,5 @@ def test_drift_answers_pair_on_the_questions_the_base_gets_right(tmp_path):
     drift(lever, [True, True, True, True, False, True, True, True])
     drift(base, [True, False, False, False, False, True, False, False])
     line = dev_eval.paired_comparison([lever], [base]).splitlines()[1]
-    assert line == ("paired on the base's correct general answers: 5 vs 2 of 6 (only the runs pass 3, only the "
-                    "baselines 0); exact McNemar p=0.25")
+    assert line == ("paired on the base's correct answers to the bake's general questions: 5 vs 2 of 6 (only the "
+                    "runs pass 3, only the baselines 0); exact McNemar p=0.25")
