@@ -25,7 +25,7 @@ def run_dir(tmp_path: Path, name: str, outcomes: dict[str, bool]) -> Path:
 
 def test_pairs_answers_by_input_across_seeds(tmp_path):
     questions = [f"How do I do task {i}?" for i in range(20)]
-    # seed 0: the lever passes 10 inputs the baseline fails; seed 1: the two agree everywhere
+    # seed 0: the lever passes 10 inputs the baseline fails, and fails none it passes
     lever0 = run_dir(tmp_path, "lever0", {q: True for q in questions})
     base0 = run_dir(tmp_path, "base0", {q: i >= 10 for i, q in enumerate(questions)})
     lever1 = run_dir(tmp_path, "lever1", {q: i % 2 == 0 for i, q in enumerate(questions)})
