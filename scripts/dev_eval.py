@@ -48,13 +48,17 @@ def validation_best(run: Path) -> tuple[int, int]:
     return round(best["all_rules"] * n), n
 
 
+def answer_dev(run: Path, out: Path, *overrides: str) -> None:
+    """`promptbake eval` of the run's kept adapter on the dev inputs, no prompt, into `out`."""
+    subprocess.run([str(Path(sys.executable).parent / "promptbake"), "eval", "configs/evals/demo.yaml",
+                    f"tuned_model={run / 'sft' / 'best_adapter'}", f"eval_inputs={DEV_INPUTS}", *overrides,
+                    f"output_dir={out}", "report_to=none"], cwd=ROOT, check=True)
+
+
 def dev_metrics(run: Path, fresh: bool) -> dict:
-    out = run / "dev"
-    metrics = out / "metrics.json"
+    metrics = run / "dev" / "metrics.json"
     if fresh or not metrics.exists():
-        subprocess.run([str(Path(sys.executable).parent / "promptbake"), "eval", "configs/evals/demo.yaml",
-                        f"tuned_model={run / 'sft' / 'best_adapter'}", f"eval_inputs={DEV_INPUTS}",
-                        "arms=[tuned_unprompted]", f"output_dir={out}", "report_to=none"], cwd=ROOT, check=True)
+        answer_dev(run, run / "dev", "arms=[tuned_unprompted]")
     return json.loads(metrics.read_text())["tuned_unprompted"]
 
 
@@ -67,12 +71,8 @@ def dev_outcomes(run: Path) -> dict[str, bool]:
 def answer_all_general_questions(run: Path, fresh: bool) -> None:
     """The drift arm on all the shipped general questions, with the run's kept adapter, into <run>/dev_drift (beside
     the dev answers again: an eval reports drift beside an adherence arm)."""
-    out = run / DRIFT_ALL
-    if fresh or not (out / "answers_drift.jsonl").exists():
-        subprocess.run([str(Path(sys.executable).parent / "promptbake"), "eval", "configs/evals/demo.yaml",
-                        f"tuned_model={run / 'sft' / 'best_adapter'}", f"eval_inputs={DEV_INPUTS}",
-                        "arms=[tuned_unprompted,drift]", "drift.limit=100", f"output_dir={out}", "report_to=none"],
-                       cwd=ROOT, check=True)
+    if fresh or not (run / DRIFT_ALL / "answers_drift.jsonl").exists():
+        answer_dev(run, run / DRIFT_ALL, "arms=[tuned_unprompted,drift]", "drift.limit=100")
 
 
 def drift_kept(run: Path, answers: str = "eval") -> dict[str, bool] | None:
