@@ -54,4 +54,4 @@ def format_only_warning(best: dict) -> str | None:
         return None
     return (f"a fixed answer passes {best['pass_rate']:.0%} of your checks ({best['passed']} of {best['n']} inputs; "
             f"{best['source']}: {best['answer']!r:.80}): they test format only; add a content check "
-            "(label_match, python, grounding) or labels")
+            "(on_topic, label_match, python, grounding) or labels")

