@@ -1,7 +1,7 @@
 """Benchmark: `promptbake bake` with its defaults and no per-spec overrides on every spec of the gallery.
 
     .venv/bin/python scripts/bench_bake.py [--specs demo_style,style_rules] [--out runs/bench_bake] [--resume]
-                                           [--table-only]
+                                           [--table-only] [--against runs/bench_bake_prev]
 
 Each spec runs as a user runs it (the real `promptbake bake` command, in its own process) into OUT/<spec>, fresh
 (an earlier run directory of the spec is deleted first) unless --resume, which reuses its finished stages;
@@ -16,6 +16,9 @@ not won, promptbake.verdict) and the wall time, and ends with
 
 where constant_wins counts specs on which the null arm would win against the prompted base by the verdict's rule
 (margin and McNemar p < 0.05; it must be 0).
+--against OTHER (another finished gallery run, e.g. made before a default changed) pairs the tuned models' held-out
+answers input by input, per spec and pooled, with the exact McNemar p, and the same for the base's correct
+answers to the drift arm's general questions: whether a changed default moved the gallery by more than noise.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench_bake")
     parser.add_argument("--resume", action="store_true", help="reuse the finished stages of earlier runs")
     parser.add_argument("--table-only", action="store_true", help="bake nothing: print the finished runs' table")
+    parser.add_argument("--against", type=Path, help="another gallery run to pair the tuned answers with")
     args = parser.parse_args()
     names = args.specs.split(",") if args.specs else sorted(p.stem for p in SPECS.glob("*.yaml"))
     env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
@@ -74,6 +78,8 @@ def main() -> None:
         results.append({"spec": name, "outcome": v["outcome"], "minutes": max(minutes, total), "n": v["n"],
                         "p": v["mcnemar_p"], "metrics": metrics, "verdict": v})
     print_table(results)
+    if args.against:
+        print_paired(names, Path(args.out), args.against)
 
 
 ARMS = [("base", "base_prompted"), ("tuned", "tuned_unprompted"), ("constant", "constant"),
@@ -121,6 +127,34 @@ def print_table(results: list[dict]) -> None:
     print(f"specs_won={sum(r['outcome'] == 'won' for r in results)} "
           f"specs_undecided={sum(r['outcome'] == 'undecided' for r in results)} specs_total={len(results)} "
           f"constant_wins={constant_wins} max_minutes={max(r['minutes'] for r in results):.1f}")
+
+
+def print_paired(names: list[str], out: Path, against: Path) -> None:
+    """Pair this run's tuned answers with another gallery run's, input by input, per spec and pooled; the same
+    for the base's correct answers to the drift arm's general questions (one base: the same questions right)."""
+    from evals.paired import answer_outcomes, drift_kept, paired_line
+
+    print(f"\npaired against {against} (the tuned models' held-out answers; drift: the base's correct answers kept)")
+    answers, drift = [], []
+    for name in names:
+        here, there = out / name / "eval", against / name / "eval"
+        if not all((d / "answers_tuned_unprompted.jsonl").exists() for d in (here, there)):
+            print(f"{name}: not finished in both runs")
+            continue
+        pair = (answer_outcomes(here / "answers_tuned_unprompted.jsonl"),
+                answer_outcomes(there / "answers_tuned_unprompted.jsonl"), f"{here} and {there}")
+        kept = (drift_kept(here / "answers_drift.jsonl"), drift_kept(there / "answers_drift.jsonl"),
+                f"{here} and {there}")
+        line = f"{name}: " + paired_line("held-out", [pair])
+        if kept[0] is not None and kept[1] is not None:
+            line += "; " + paired_line("drift", [kept])
+            drift.append(kept)
+        print(line)
+        answers.append(pair)
+    if answers:
+        print(paired_line(f"held-out, {len(answers)} specs pooled", answers))
+    if drift:
+        print(paired_line(f"drift, {len(drift)} specs pooled", drift))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from evals.stats import mcnemar_exact
+from evals.paired import answer_outcomes, drift_kept, paired_line
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_INPUTS = "configs/evals/demo_dev_inputs.jsonl"
@@ -64,8 +64,7 @@ def dev_metrics(run: Path, fresh: bool) -> dict:
 
 def dev_outcomes(run: Path) -> dict[str, bool]:
     """Each dev input's all-rules outcome in the run's dev answers (written by `dev_metrics`)."""
-    answers = (run / "dev" / "answers_tuned_unprompted.jsonl").read_text().splitlines()
-    return {row["input"]: row["all_rules"] for row in map(json.loads, filter(None, answers))}
+    return answer_outcomes(run / "dev" / "answers_tuned_unprompted.jsonl")
 
 
 def answer_all_general_questions(run: Path, fresh: bool) -> None:
@@ -75,38 +74,15 @@ def answer_all_general_questions(run: Path, fresh: bool) -> None:
         answer_dev(run, run / DRIFT_ALL, "arms=[tuned_unprompted,drift]", "drift.limit=100")
 
 
-def drift_kept(run: Path, answers: str = "eval") -> dict[str, bool] | None:
-    """For each general question the base answers correctly, whether the run's tuned model still does, from the
-    drift answers in <run>/<answers>; None when there are none (the bake's eval had no drift arm)."""
-    path = run / answers / "answers_drift.jsonl"
-    if not path.exists():
-        return None
-    rows = map(json.loads, filter(None, path.read_text().splitlines()))
-    return {row["id"]: row["tuned_correct"] for row in rows if row.get("base_correct")}
-
-
-def paired_line(what: str, pairs: list[tuple[dict[str, bool], dict[str, bool], str]]) -> str:
-    """Pool (run, baseline) outcome maps input by input and say who alone passes which, and the exact McNemar p."""
-    ours, theirs = [], []
-    for a, b, names in pairs:
-        if a.keys() != b.keys():
-            raise SystemExit(f"{names} do not pair on {what}: they answered different inputs (for dev: run both with "
-                             "--fresh)")
-        ours += [a[k] for k in sorted(a)]
-        theirs += [b[k] for k in sorted(a)]
-    only_ours = sum(x and not y for x, y in zip(ours, theirs))
-    only_theirs = sum(y and not x for x, y in zip(ours, theirs))
-    return (f"paired on {what}: {sum(ours)} vs {sum(theirs)} of {len(ours)} (only the runs pass {only_ours}, only "
-            f"the baselines {only_theirs}); exact McNemar p={mcnemar_exact(ours, theirs):.2g}")
-
-
 def paired_comparison(runs: list[Path], baselines: list[Path], drift_answers: str = "eval") -> str:
     """The paired lines: the dev answers (run i against baseline i, input by input), then the base's correct
     general answers kept where every run and baseline has them (the bake's 40 questions, or all of them from
     `--drift-all`)."""
     pairs = list(zip(runs, baselines, strict=True))
-    lines = [paired_line("dev", [(dev_outcomes(r), dev_outcomes(b), f"{r} and {b}") for r, b in pairs])]
-    drift = [(drift_kept(r, drift_answers), drift_kept(b, drift_answers), f"{r} and {b}") for r, b in pairs]
+    lines = [paired_line("dev", [(dev_outcomes(r), dev_outcomes(b), f"{r} and {b}") for r, b in pairs],
+                         " (for dev: run both with --fresh)")]
+    drift = [(drift_kept(r / drift_answers / "answers_drift.jsonl"),
+              drift_kept(b / drift_answers / "answers_drift.jsonl"), f"{r} and {b}") for r, b in pairs]
     if all(a is not None and b is not None for a, b, _ in drift):
         asked = "all general questions" if drift_answers == DRIFT_ALL else "the bake's general questions"
         lines.append(paired_line(f"the base's correct answers to {asked}", drift))
