@@ -175,6 +175,25 @@ FIELD_STAGE = {"model": "data", "synthesis_min_inputs": "data", "validation": "d
                "export": "export", "report_to": None}
 
 
+# the first stage each figure of the bake's plan (promptbake/bake_plan.py) shapes. The plan is what the defaults and
+# the input files make of the config: a promptbake upgrade that changes a default (the validation slice's size) or
+# an input file edited in place changes it with the recorded config as it was, and the finished stages were made
+# under the old plan
+PLAN_STAGE = {"inputs": "data", "train_side_inputs": "data", "synthesis_min_inputs": "data",
+              "validation_inputs": "data", "max_new_tokens": "data", "validation_evaluations": "sft",
+              "validation_patience": "sft", "replay_fraction": "replay", "replay_when": "replay",
+              "rounds": "rounds", "strength_search": "strength", "eval_batch_size": "eval", "arms": "eval",
+              "judge": "eval", "export": "export"}
+
+
+def plan_stage(key: str, old: dict, new: dict) -> str:
+    """The first stage a changed figure of the plan shapes: replay's as `first_stage` says for its config fields."""
+    if key.startswith("replay_"):
+        feeds = [p.get("replay_fraction", 0) > 0 and p.get("replay_when", "always") == "always" for p in (old, new)]
+        return "replay" if any(feeds) else "replay_choice"
+    return PLAN_STAGE[key]
+
+
 def replay_feeds_sft(config_dump: dict) -> bool:
     """Whether a bake config (as recorded: defaults left out) mixes replay rows into the SFT stage itself
     (`replay.when: always`); with `sft_drifts` (or no replay) SFT trains on the spec's rows alone, and a replay
@@ -197,7 +216,7 @@ class RunState:
     then records the start and clears what a changed field makes stale."""
 
     def __init__(self, run: Path, spec_dump: dict, config_dump: dict, source: str,
-                 check_sources: dict[str, str] | None = None):
+                 check_sources: dict[str, str] | None = None, plan_dump: dict | None = None):
         if run.exists() and not run.is_dir():
             raise InputError(f"{source}: {run} exists and is a file, not a bake's run directory; choose another "
                              "output_dir or move it away")
@@ -236,11 +255,19 @@ class RunState:
             self.data["check_sources"] = check_sources
         changed = changed_fields(self.data["config"], config_dump)
         stages = {first_stage(field, self.data["config"], config_dump) for field in changed} - {None}
+        old_plan = self.data.get("plan") or {}
+        replanned = [k for k in PLAN_STAGE if plan_dump is not None and k in old_plan and k in plan_dump
+                     and old_plan[k] != plan_dump[k]]
+        # no field the user gave changed, yet the plan did: a default of this promptbake version or an input file
+        why = (" (no field you gave changed: a default of this promptbake version, or an input file, did)"
+               if replanned and not changed else "")
+        changed += [f"plan.{k} {old_plan[k]} -> {plan_dump[k]}" for k in replanned]
+        stages |= {plan_stage(k, old_plan, plan_dump) for k in replanned}
         first = min(stages, key=STAGES.index) if stages else None
         if first is not None and first in self.data["stages"]:
             raise InputError(f"{source}: {run} holds a bake of a different bake config (changed: "
-                             f"{', '.join(changed)}, which its finished {first} stage depends on); choose another "
-                             f"output_dir or delete {run}")
+                             f"{', '.join(changed)}, which its finished {first} stage depends on){why}; choose "
+                             f"another output_dir or delete {run}")
         if first is not None:
             redo = [s for s in STAGES[STAGES.index(first):] if s in self.data["stages"]]
             for stage in redo:
@@ -249,7 +276,7 @@ class RunState:
             # continue: under other settings it starts again from nothing instead
             self.stale = [layout.stage_dir(s) for s in STAGES[STAGES.index(first):] if layout.stage_dir(s).exists()]
             self.notes.append(
-                f"[promptbake] bake config changed ({', '.join(changed)}): the {first} stage has not finished; "
+                f"[promptbake] bake config changed ({', '.join(changed)}){why}: the {first} stage has not finished; "
                 + (f"it was started under the old settings, so it starts again from scratch (removed "
                    f"{', '.join(str(p) for p in self.stale)}); " if self.stale else "")
                 + (f"{', '.join(redo)} will run again" if redo else "continuing"))
@@ -307,7 +334,7 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
     # default must not make an earlier run of the same spec and overrides look like a different one.
     state = RunState(run, user_spec.model_dump(mode="json", exclude={"output_dir"}, exclude_defaults=True),
                      config.model_dump(mode="json", exclude={"output_dir"}, exclude_defaults=True), config.spec,
-                     check_sources=user_spec.check_sources())
+                     check_sources=user_spec.check_sources(), plan_dump=plan.model_dump(mode="json"))
     recipe.trainer_config()  # TRL's own checks of the recipe: they import TRL (seconds), so after the cheap ones
     state.data["plan"] = plan.model_dump(mode="json")
     state.begin()

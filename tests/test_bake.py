@@ -185,6 +185,7 @@ def test_a_stage_recorded_by_an_older_promptbake_is_refused_with_its_field_named
     del state["stages"]["eval"]["tuned_unprompted"]["all_rules_passed"]  # written before the verdict counted it
     # the config as this call gives it (other tests resume the shared run with other settings)
     state["config"] = config.model_dump(mode="json", exclude={"output_dir"}, exclude_defaults=True)
+    del state["plan"]  # the plan the last of them made, not this call's (a run recorded before plans: not compared)
     (old / "bake.json").write_text(json.dumps(state))
     with pytest.raises(InputError, match=r"metrics.json \(as recorded in .*bake.json\): field "
                                          r"'tuned_unprompted.all_rules_passed': Field required"):
@@ -228,6 +229,31 @@ def test_a_changed_field_restarts_a_stage_killed_part_way_instead_of_resuming_it
     out = capsys.readouterr().out
     assert "bake config changed (budget.max_steps): the sft stage has not finished; it was started under the old " \
            f"settings, so it starts again from scratch (removed {run / 'sft'})" in out
+
+
+def test_a_plan_changed_by_a_new_default_refuses_the_resume_of_the_stages_it_shaped(tmp_path, capsys):
+    """The recorded config holds only what the user gave, so a promptbake upgrade that changes a default (stop 44:
+    the validation slice, 17 -> 25 demo inputs) leaves it as it was; the plan shows the change. A finished data
+    stage chose its rows around the old slice: the resume is refused, naming the plan's figure. A plan change
+    whose stage has not finished runs that stage again."""
+    from promptbake.bake import RunState
+
+    plan = {"run_dir": "runs/demo", "inputs": 120, "train_side_inputs": 84, "validation_inputs": 17,
+            "eval_batch_size": 64, "export": True}
+    run = tmp_path / "run"
+    first = RunState(run, {"name": "s"}, {}, "spec.yaml", plan_dump=plan)
+    first.data["plan"] = plan  # as the bake records it
+    first.finish("data", {"counts": {}})
+    with pytest.raises(InputError, match=r"different bake config \(changed: plan\.validation_inputs 17 -> 25, which "
+                                         r"its finished data stage depends on\) \(no field you gave changed: a "
+                                         r"default of this promptbake version, or an input file, did\)"):
+        RunState(run, {"name": "s"}, {}, "spec.yaml", plan_dump={**plan, "validation_inputs": 25})
+    RunState(run, {"name": "s"}, {}, "spec.yaml", plan_dump={**plan, "run_dir": "elsewhere"})  # not a figure
+    (run / "eval").mkdir()
+    state = RunState(run, {"name": "s"}, {}, "spec.yaml", plan_dump={**plan, "eval_batch_size": 16})
+    state.begin()
+    assert not (run / "eval").exists() and state.done("data") is not None
+    assert "bake config changed (plan.eval_batch_size 64 -> 16) (no field you gave changed" in capsys.readouterr().out
 
 
 def test_an_edited_python_check_module_refuses_a_resume_that_would_keep_the_old_verdict(tmp_path):
