@@ -143,6 +143,9 @@ def print_paired(names: list[str], out: Path, against: Path) -> None:
             continue
         pair = (answer_outcomes(here / "answers_tuned_unprompted.jsonl"),
                 answer_outcomes(there / "answers_tuned_unprompted.jsonl"), f"{here} and {there}")
+        if pair[0].keys() != pair[1].keys():  # a spec whose inputs changed between the runs
+            print(f"{name}: other held-out inputs in the two runs ({len(pair[0])} vs {len(pair[1])}); not paired")
+            continue
         kept = (drift_kept(here / "answers_drift.jsonl"), drift_kept(there / "answers_drift.jsonl"),
                 f"{here} and {there}")
         line = f"{name}: " + paired_line("held-out", [pair])

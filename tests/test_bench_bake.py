@@ -33,13 +33,16 @@ def test_pairs_each_spec_by_input_and_pools_them(tmp_path, capsys):
     write_eval(new, "b", {"x": False, "y": True})
     write_eval(old, "b", {"x": True, "y": True})
     write_eval(new, "c", {"z": True})  # not in the old run: named, not paired
-    bench_bake.print_paired(["a", "b", "c"], new, old)
+    write_eval(new, "d", {"u": True, "v": True})  # its inputs changed between the runs: named, not paired
+    write_eval(old, "d", {"u": True})
+    bench_bake.print_paired(["a", "b", "c", "d"], new, old)
     out = capsys.readouterr().out.splitlines()
     assert out[2].startswith("a: paired on held-out: 10 vs 2 of 10 (only the runs pass 8, only the baselines 0); "
                              "exact McNemar p=0.0078; paired on drift: 2 vs 4 of 4")
     assert out[3] == ("b: paired on held-out: 1 vs 2 of 2 (only the runs pass 0, only the baselines 1); exact "
                       "McNemar p=1")
     assert out[4] == "c: not finished in both runs"
-    assert out[5] == ("paired on held-out, 2 specs pooled: 11 vs 4 of 12 (only the runs pass 8, only the baselines "
+    assert out[5] == "d: other held-out inputs in the two runs (2 vs 1); not paired"
+    assert out[6] == ("paired on held-out, 2 specs pooled: 11 vs 4 of 12 (only the runs pass 8, only the baselines "
                       "1); exact McNemar p=0.039")
-    assert out[6].startswith("paired on drift, 1 specs pooled: 2 vs 4 of 4")
+    assert out[7].startswith("paired on drift, 1 specs pooled: 2 vs 4 of 4")
