@@ -5,19 +5,15 @@ between two bakes (scripts/dev_eval.py on the demo's dev split, scripts/bench_ba
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from evals.stats import mcnemar_exact
-
-
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from promptbake.core.io import iter_jsonl
 
 
 def answer_outcomes(path: Path) -> dict[str, bool]:
     """Each input's all-rules outcome in an answers file (`answers_<arm>.jsonl`)."""
-    return {row["input"]: row["all_rules"] for row in _rows(path)}
+    return {row["input"]: row["all_rules"] for _, row in iter_jsonl(path)}
 
 
 def drift_kept(path: Path) -> dict[str, bool] | None:
@@ -25,7 +21,7 @@ def drift_kept(path: Path) -> dict[str, bool] | None:
     answers file (`answers_drift.jsonl`); None when there is none (the eval had no drift arm)."""
     if not path.exists():
         return None
-    return {row["id"]: row["tuned_correct"] for row in _rows(path) if row.get("base_correct")}
+    return {row["id"]: row["tuned_correct"] for _, row in iter_jsonl(path) if row.get("base_correct")}
 
 
 def paired_line(what: str, pairs: list[tuple[dict[str, bool], dict[str, bool], str]], hint: str = "") -> str:

@@ -189,8 +189,9 @@ PLAN_STAGE = {"inputs": "data", "train_side_inputs": "data", "synthesis_min_inpu
 def plan_stage(key: str, old: dict, new: dict) -> str:
     """The first stage a changed figure of the plan shapes: replay's as `first_stage` says for its config fields."""
     if key.startswith("replay_"):
-        feeds = [p.get("replay_fraction", 0) > 0 and p.get("replay_when", "always") == "always" for p in (old, new)]
-        return "replay" if any(feeds) else "replay_choice"
+        as_config = [{"replay": {"fraction": p.get("replay_fraction", 0), "when": p.get("replay_when", "always")}}
+                     for p in (old, new)]
+        return "replay" if any(map(replay_feeds_sft, as_config)) else "replay_choice"
     return PLAN_STAGE[key]
 
 
