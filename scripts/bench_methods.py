@@ -5,22 +5,22 @@ method (and the drift levers: adapter strength, replay rows), every arm judged b
 
     .venv/bin/python scripts/bench_methods.py [--specs demo_style,ticket_triage] [--sft-from runs/bench_bake]
                                              [--methods dpo,rft,grpo,distill,distill_passing,strength,replay,replay25,
-                                                        replay_rft,replay_auto]
+                                                        replay100,replay_rft,replay_auto]
                                              [--out runs/bench_methods] [--table-only]
 
 The `sft` arm is a finished default bake of the spec (`--sft-from/<spec>`, as `scripts/bench_bake.py` writes it;
 baked here when missing): the bake's default (LoRA SFT on the teacher's checked answers, rounds off). Each other
-arm copies that bake's data and SFT stages into `--out/<spec>/<method>` and runs the real `promptbake bake`
-there with `rounds.method=<method>` (or `strength.search=true`): the rounds start from the same SFT adapter and
-are kept only while they improve the validation slice and pass the drift guard (so a method that does not help
-there, or costs general answers, falls back to SFT, and says so: "kept 0 rounds"); the strength arm scales the
-same adapter by the multiplier the validation slice (then drift) prefers; the replay arm trains SFT again from
-the same data with `replay.fraction=0.5` (the base's own answers to general questions mixed in,
-promptbake/replay.py; `replay25`: a quarter), its own validation curve choosing its step; `replay_rft` is the
-replay arm followed by rft rounds from its adapter; `replay_auto` (`replay.when=sft_drifts`) trains the replay
-arm only when the SFT adapter keeps under 90% of the base's correct answers to the drift guard's general questions,
-and keeps it only when it keeps more of them for at most one validation input's rules. Then the eval runs again
-(drift included; the inference-time arms, which do not depend on the method, are skipped). Columns:
+arm copies that bake's data and SFT stages into `--out/<spec>/<method>` and runs the real `promptbake bake` there
+with `rounds.method=<method>` (or `strength.search=true`): the rounds start from the same SFT adapter and are kept
+only while they improve the validation slice and pass the drift guard (so a method that does not help there, or
+costs general answers, falls back to SFT, and says so: "kept 0 rounds"); the strength arm scales the same adapter
+by the multiplier the validation slice (then drift) prefers; the replay arm trains SFT again from the same data
+with `replay.fraction=0.5` (the base's own answers to general questions mixed in, promptbake/replay.py; `replay25`:
+a quarter, `replay100`: one for every spec row), its own validation curve choosing its step; `replay_rft` is the
+replay arm followed by rft rounds from its adapter; `replay_auto` (`replay.when=sft_drifts`) trains the replay arm
+only when the SFT adapter keeps under 90% of the base's correct answers to the drift guard's general questions, and
+keeps it only when it keeps more of them for at most one validation input's rules. Then the eval runs again (drift
+included; the inference-time arms, which do not depend on the method, are skipped). Columns:
 
     spec | method | validation all rules (what the bake chooses by) | what the trained round did to the validation
     slice (best / last trained step, kept or not) | held-out all rules | label match | drift kept
@@ -52,6 +52,7 @@ ARMS = {"dpo": ["rounds.method=dpo"], "rft": ["rounds.method=rft"], "grpo": ["ro
         "distill": ["rounds.method=distill"],
         "distill_passing": ["rounds.method=distill", "rounds.distill_only_passing=true"],
         "strength": ["strength.search=true"], "replay": ["replay.fraction=0.5"], "replay25": ["replay.fraction=0.25"],
+        "replay100": ["replay.fraction=1.0"],
         # both levers at once: replay rows keep general answers, an rft round (drift-guarded) wins rules back
         "replay_rft": ["replay.fraction=0.5", "rounds.method=rft"],
         # replay only where SFT lost the base's general answers (the drift guard's questions), kept when it keeps
