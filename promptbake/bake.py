@@ -35,7 +35,7 @@ from promptbake.core.contracts import EvalMetrics, Manifest, Verdict, check_cont
 from promptbake.core.io import check_creatable, describe_contents, iter_jsonl, write_json
 from promptbake.core.layout import RunLayout
 from promptbake.core.models import DEFAULT_MODEL, RUN_INFO_FILE, check_model_fields
-from promptbake.replay import ReplaySpec
+from promptbake.replay import REPLAY_ROWS, ReplaySpec
 from promptbake.rounds import RoundsSpec
 from promptbake.strength import StrengthSpec
 
@@ -319,6 +319,9 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
     run, data = layout.root, layout.data
     spec = data_spec(user_spec, plan)
     recipe = load_config(SFTRecipe, config.recipe, [f"model={config.model}"])
+    if config.replay.fraction > 0 and config.replay.loss == "kl" and recipe.method == "full":
+        raise InputError(f"replay.loss=kl holds the model to its base, the adapter switched off; {config.recipe} "
+                         "fine-tunes every weight (method: full): pick an adapter method or replay.loss=label")
     recipe = recipe.model_copy(update={"dataset": str(data.root), "output_dir": str(layout.sft),
                                        "report_to": config.report_to})
     eval_config = EvalConfig(spec=config.spec, eval_inputs=str(data.eval_inputs),
@@ -431,18 +434,23 @@ def replay_rows(config: BakeConfig, plan, out: Path) -> dict:
 
 def train_sft(config: BakeConfig, plan, spec, recipe, manifest: dict, replay: dict | None = None,
               out: Path | None = None) -> dict:
-    """SFT for a budget set by the data (and the replay rows mixed in, when there are) into `out` (default the
-    run's sft/); with a validation slice, the best-scoring step is kept."""
+    """SFT for a budget set by the data (and the replay rows mixed in, when there are; with `replay.loss: kl` they
+    are a KL term instead and the budget is the spec rows') into `out` (default the run's sft/); with a validation
+    slice, the best-scoring step is kept."""
     from evals.run import read_eval_inputs
     from sft.train import main as train_main
     from sft.validation import BEST_DIR, ValidationCallback
 
     layout = plan.layout
     out = out or layout.sft
-    rows = manifest["counts"]["sft_rows"] + (replay["replay_rows"] if replay else 0)
     recipe = recipe.model_copy(update={"output_dir": str(out)})
-    if replay:
+    rows = manifest["counts"]["sft_rows"]
+    if replay and config.replay.loss == "kl":  # a KL term on the replay rows beside SFT on the spec's rows alone
+        recipe = recipe.model_copy(update={"retention_rows": str(Path(replay["dataset"]) / REPLAY_ROWS),
+                                           "retention_weight": config.replay.kl_weight})
+    elif replay:  # the replay rows mixed into the SFT rows
         recipe = recipe.model_copy(update={"dataset": replay["dataset"]})
+        rows += replay["replay_rows"]
     t = recipe.training
     steps = budget_steps(rows, t.per_device_train_batch_size * t.gradient_accumulation_steps, config.budget)
     val_path = layout.data.val_inputs

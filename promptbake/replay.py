@@ -36,6 +36,13 @@ class ReplaySpec(StrictModel):
     """General questions the base answers (the general-questions format: id, kind, question, answer)."""
     max_new_tokens: PositiveInt = 64
     """Tokens the base may use per answer; answers that reach it unfinished are dropped."""
+    loss: Literal["label", "kl"] = "label"
+    """label: the replay rows are SFT rows, the base's answer tokens their labels, sharing the spec rows' epochs and
+    budget. kl: they are not trained on as answers; every SFT step adds `kl_weight` x KL(base || tuned) on a batch
+    of them, the base being the adapter switched off (sft/retention.py): the base's whole next-token distribution
+    at every answer token instead of one label, and the SFT budget stays the spec rows'."""
+    kl_weight: float = Field(1.0, gt=0.0)
+    """loss kl: the KL term's weight against SFT's loss (both means per token)."""
     when: Literal["always", "sft_drifts"] = "always"
     """always: SFT trains once, on the spec's rows with the replay rows mixed in. sft_drifts: SFT trains on the
     spec's rows alone first; only when it keeps less than `goal` of the base's correct general answers (the drift

@@ -5,7 +5,7 @@ method (and the drift levers: adapter strength, replay rows), every arm judged b
 
     .venv/bin/python scripts/bench_methods.py [--specs demo_style,ticket_triage] [--sft-from runs/bench_bake]
                                              [--methods dpo,rft,grpo,distill,distill_passing,strength,replay,replay25,
-                                                        replay100,replay_rft,replay_auto,replay100_auto]
+                                                        replay100,replay_rft,replay_auto,replay100_auto,replay_kl]
                                              [--out runs/bench_methods] [--table-only]
 
 The `sft` arm is a finished default bake of the spec (`--sft-from/<spec>`, as `scripts/bench_bake.py` writes it;
@@ -20,7 +20,8 @@ a quarter, `replay100`: one for every spec row), its own validation curve choosi
 replay arm followed by rft rounds from its adapter; `replay_auto` (`replay.when=sft_drifts`) trains the replay arm
 only when the SFT adapter keeps under 90% of the base's correct answers to the drift guard's general questions, and
 keeps it only when it keeps more of them for at most one validation input's rules (`replay100_auto`: the same at
-one replay row per spec row). Then the eval runs again (drift included; the inference-time arms, which do not
+one replay row per spec row); `replay_kl` (`replay.loss=kl`, sft/retention.py) holds SFT to the base's own
+next-token distributions on those rows, a KL term beside SFT on the spec's rows alone. Then the eval runs again (drift included; the inference-time arms, which do not
 depend on the method, are skipped). Columns:
 
     spec | method | validation all rules (what the bake chooses by) | what the trained round did to the validation
@@ -59,7 +60,8 @@ ARMS = {"dpo": ["rounds.method=dpo"], "rft": ["rounds.method=rft"], "grpo": ["ro
         # replay only where SFT lost the base's general answers (the drift guard's questions), kept when it keeps
         # more of them without losing more than one validation input's rules
         "replay_auto": ["replay.fraction=0.5", "replay.when=sft_drifts"],
-        "replay100_auto": ["replay.fraction=1.0", "replay.when=sft_drifts"]}
+        "replay100_auto": ["replay.fraction=1.0", "replay.when=sft_drifts"],
+        "replay_kl": ["replay.fraction=1.0", "replay.loss=kl"]}
 METHODS = tuple(ARMS)
 
 

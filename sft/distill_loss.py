@@ -14,28 +14,30 @@ from transformers import Trainer
 from sft.sampling import SeededLengthGrouping
 
 
+def pad_side(ids: list[list[int]], starts: list[int], pad_id: int) -> dict:
+    """Right-pads token sequences into one batch and records which logits predict each completion token
+    (position p predicts token p + 1; a sequence's completion starts at `starts`)."""
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    rows, cols = [], []
+    for b, (seq, start) in enumerate(zip(ids, starts)):
+        input_ids[b, : len(seq)] = torch.tensor(seq)
+        mask[b, : len(seq)] = 1
+        rows += [b] * (len(seq) - start)
+        cols += list(range(start - 1, len(seq) - 1))
+    return {"ids": input_ids, "mask": mask, "rows": torch.tensor(rows), "cols": torch.tensor(cols)}
+
+
 class PairCollator:
-    """Pads the student and teacher sequences separately and records, for both, which logits predict
-    each completion token (position p predicts token p + 1)."""
+    """Pads the student and teacher sequences separately (pad_side)."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
 
-    def _side(self, ids: list[list[int]], starts: list[int]) -> dict:
-        width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), self.pad_id)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        rows, cols = [], []
-        for b, (seq, start) in enumerate(zip(ids, starts)):
-            input_ids[b, : len(seq)] = torch.tensor(seq)
-            mask[b, : len(seq)] = 1
-            rows += [b] * (len(seq) - start)
-            cols += list(range(start - 1, len(seq) - 1))
-        return {"ids": input_ids, "mask": mask, "rows": torch.tensor(rows), "cols": torch.tensor(cols)}
-
     def __call__(self, features: list[dict]) -> dict:
-        student = self._side([f["student_ids"] for f in features], [f["student_start"] for f in features])
-        teacher = self._side([f["teacher_ids"] for f in features], [f["teacher_start"] for f in features])
+        student = pad_side([f["student_ids"] for f in features], [f["student_start"] for f in features], self.pad_id)
+        teacher = pad_side([f["teacher_ids"] for f in features], [f["teacher_start"] for f in features], self.pad_id)
         batch = {f"student_{k}": v for k, v in student.items()} | {f"teacher_{k}": v for k, v in teacher.items()}
         batch["targets"] = student["ids"][student["rows"], student["cols"] + 1]
         return batch

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
 from promptbake.core.config import InputError
 from promptbake.core.layout import DatasetLayout
@@ -38,6 +38,15 @@ class SFTRecipe(BaseRecipe):
     """The loss weight of the token that ends each answer (the end-of-turn token, the tokenizer's EOS) against 1
     for every other answer token (sft/end_weight.py). Above 1 the model learns harder to stop where the answers
     stop; 1 is TRL's loss. Needs TRL's default loss (`loss_type: nll`, no label smoothing)."""
+    retention_rows: str | None = None
+    """A JSONL file of prompt-completion rows outside the task (the bake's replay rows: the base's own answers to
+    general questions). With it every training step adds `retention_weight` x KL(base || tuned) on a batch of these
+    rows, the base being the model with its adapter off (sft/retention.py): the tuned model is held to what the
+    base would say there. The rows are not trained on as answers. Needs an adapter (lora, qlora or dora)."""
+    retention_weight: float = Field(1.0, gt=0.0)
+    """The KL term's weight against SFT's loss (both are means per token)."""
+    retention_batch_size: PositiveInt = 4
+    """Retention rows per micro-batch (per process)."""
 
     @model_validator(mode="after")
     def _end_weight_has_its_loss(self):
@@ -51,6 +60,13 @@ class SFTRecipe(BaseRecipe):
                                  "to 0")
         return self
 
+    @model_validator(mode="after")
+    def _retention_has_a_base(self):
+        if self.retention_rows is not None and self.method == "full":
+            raise ValueError("retention_rows holds the model to its base, which is the adapter switched off: pick "
+                             "lora, qlora or dora, or leave retention_rows out")
+        return self
+
     def settings(self):
         packing = (self.packing, "use the recipe's `packing` (it checks the attention kernel)")
         return super().settings() | {"packing": packing, "padding_free": packing}
@@ -60,7 +76,17 @@ def main(recipe: SFTRecipe, resume: bool = False, callbacks: list | None = None)
     """Train and return the adapter directory (or the model directory for full fine-tuning). `callbacks`
     (transformers TrainerCallbacks, e.g. sft.validation.ValidationCallback) join the trainer's own."""
     return run_trainer(recipe, resume, name="sft", rows_file=DatasetLayout.SFT_TRAIN, fields=("prompt", "completion"),
-                       load=load_model, build=build_trainer, callbacks=callbacks, precheck=check_prompt_lengths)
+                       load=load_model, build=build_trainer, callbacks=callbacks, precheck=precheck)
+
+
+def precheck(recipe: SFTRecipe, rows_path: Path) -> None:
+    """What the rows files show wrong, before torch loads: the training rows' prompt lengths, the retention rows'
+    format (errors name file, line and field)."""
+    check_prompt_lengths(recipe, rows_path)
+    if recipe.retention_rows is not None:
+        from sft.recipe import load_rows
+
+        load_rows(Path(recipe.retention_rows), ("prompt", "completion"))
 
 
 def check_prompt_lengths(recipe: SFTRecipe, rows_path: Path) -> None:
@@ -150,15 +176,23 @@ def build_trainer(recipe: SFTRecipe, model, tokenizer, rows, config):
     from trl import SFTTrainer
 
     from sft.end_weight import EndTokenWeighting
+    from sft.retention import RetentionKL, RetentionRows
     from sft.sampling import SeededLengthGrouping
 
-    class SeededSFTTrainer(EndTokenWeighting, SeededLengthGrouping, SFTTrainer):
-        """TRL's SFTTrainer with a shuffle that depends on the seed and the epoch only (sft/sampling.py) and an
-        optional heavier loss on the answer's end token (sft/end_weight.py)."""
+    class SeededSFTTrainer(RetentionKL, EndTokenWeighting, SeededLengthGrouping, SFTTrainer):
+        """TRL's SFTTrainer with a shuffle that depends on the seed and the epoch only (sft/sampling.py), an
+        optional heavier loss on the answer's end token (sft/end_weight.py) and an optional KL retention term on
+        rows outside the task (sft/retention.py)."""
 
     trainer = SeededSFTTrainer(model=model, args=config, train_dataset=rows, processing_class=tokenizer,
                                peft_config=peft_config(recipe))
     trainer.end_token_id, trainer.end_token_weight = tokenizer.eos_token_id, recipe.end_token_weight
+    if recipe.retention_rows is not None:
+        trainer.retention = RetentionRows.from_file(Path(recipe.retention_rows), tokenizer, config.max_length,
+                                                    recipe.retention_batch_size, config.seed)
+        trainer.retention_weight = recipe.retention_weight
+        print(f"[promptbake] retention: KL to the base on {len(trainer.retention.encoded)} rows of "
+              f"{recipe.retention_rows}, {recipe.retention_batch_size} a step, weight {recipe.retention_weight:g}")
     check_lengths(trainer.train_dataset, len(rows), config.max_length)
     return trainer
 

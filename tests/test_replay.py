@@ -228,3 +228,42 @@ def test_bake_trains_no_replay_when_sft_keeps_the_goal(eight_model_dir, tiny_mod
     assert choice["chosen"] == "sft" and choice["replay"] is None and choice["replay_guard"] is None
     assert choice["why"] == "SFT keeps 100% of the base's correct general answers (goal 90%)"
     assert not (out / "replay_choice" / "rows").exists() and not (out / "replay_choice" / "sft").exists()
+
+
+def test_bake_with_replay_as_a_kl_term_trains_the_spec_rows_alone_beside_it(ok_model_dir, tiny_model_dir, tmp_path):
+    """`replay.loss=kl`: the replay rows are built as before but not mixed in: SFT trains on the spec's rows (and its
+    budget counts them alone) with the KL to the base on the replay rows logged beside its loss."""
+    from conftest import TINY_SPEC
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(TINY_SPEC.format(model=tiny_model_dir, out=tmp_path / "data"))
+    out = tmp_path / "bake"
+    config, spec_overrides = load_bake(str(spec), [*FAST, f"model={ok_model_dir}", f"output_dir={out}",
+                                                   "inference_arms=false", "replay.fraction=1.0", "replay.loss=kl",
+                                                   "budget.min_steps=1", "budget.max_steps=40"])
+    result = bake(config, spec_overrides)
+    state = json.loads((out / "bake.json").read_text())
+    assert list(state["stages"]) == ["data", "replay", "sft", "eval"]
+    spec_count = json.loads((out / "data" / "manifest.json").read_text())["counts"]["sft_rows"]
+    assert state["stages"]["replay"]["replay_rows"] == spec_count
+    assert state["stages"]["sft"]["budget_steps"] == -(-8 * spec_count // 8)  # 8 epochs of the spec rows alone
+    info = json.loads((Path(state["stages"]["sft"]["tuned_model"]) / "promptbake_run.json").read_text())
+    assert info["dataset"] == str(out / "data")
+    logged = [h for state_file in (out / "sft" / "checkpoints").glob("checkpoint-*/trainer_state.json")
+              for h in json.loads(state_file.read_text())["log_history"]]
+    assert any("retention_kl" in h for h in logged), logged
+    assert result["provenance"]["replay"] == spec_count
+
+
+def test_replay_as_a_kl_term_needs_an_adapter(tiny_model_dir, tmp_path):
+    from conftest import TINY_SPEC
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(TINY_SPEC.format(model=tiny_model_dir, out=tmp_path / "data"))
+    recipe = tmp_path / "full.yaml"
+    recipe.write_text("method: full\ndataset: set-by-the-bake\n")
+    config, spec_overrides = load_bake(str(spec), [*FAST, f"output_dir={tmp_path / 'bake'}", f"recipe={recipe}",
+                                                   "replay.fraction=1.0", "replay.loss=kl"])
+    with pytest.raises(InputError, match=r"replay.loss=kl holds the model to its base.*full.yaml.*method: full"):
+        bake(config, spec_overrides)
+    assert not (tmp_path / "bake").exists()
