@@ -21,8 +21,8 @@ replay arm followed by rft rounds from its adapter; `replay_auto` (`replay.when=
 only when the SFT adapter keeps under 90% of the base's correct answers to the drift guard's general questions, and
 keeps it only when it keeps more of them for at most one validation input's rules (`replay100_auto`: the same at
 one replay row per spec row); `replay_kl` (`replay.loss=kl`, sft/retention.py) holds SFT to the base's own
-next-token distributions on those rows, a KL term beside SFT on the spec's rows alone. Then the eval runs again (drift included; the inference-time arms, which do not
-depend on the method, are skipped). Columns:
+next-token distributions on those rows, a KL term beside SFT on the spec's rows alone. Then the eval runs again
+(drift included; the inference-time arms, which do not depend on the method, are skipped). Columns:
 
     spec | method | validation all rules (what the bake chooses by) | what the trained round did to the validation
     slice (best / last trained step, kept or not) | held-out all rules | label match | drift kept
