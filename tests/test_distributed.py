@@ -126,3 +126,20 @@ def test_end_token_weight_weighs_the_loss_under_two_process_ddp(recipe, tmp_path
         state = json.loads(state_file.read_text())
         first_loss[weight] = next(h["loss"] for h in state["log_history"] if "loss" in h)
     assert first_loss[3] > first_loss[1] + 1.0, first_loss  # measured: 10.85 -> 13.81
+
+
+def test_retention_term_trains_under_two_process_ddp(recipe, tmp_path):
+    """The retention term's two extra forwards (the base without gradients, the tuned model with them) go through
+    the DDP-wrapped model beside TRL's own: the run trains, and the KL it logs is 0 at the first step (LoRA's B
+    starts at zero: the tuned model is the base) and above 0 once the adapter has moved."""
+    retention = tmp_path / "replay_rows.jsonl"
+    retention.write_text("".join(json.dumps({
+        "prompt": [{"role": "user", "content": f"What is {i} plus {i}?"}],
+        "completion": [{"role": "assistant", "content": f"{i} plus {i} is {2 * i}."}]}) + "\n" for i in range(6)))
+    config = recipe("retention", max_steps=3, save_steps=3, learning_rate=3e-2)
+    result = accelerate_launch([str(PROBE), str(config), f"retention_rows={retention}", "retention_batch_size=2"],
+                               env=env_for(tmp_path / "probe"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    state_file = tmp_path / "retention" / "checkpoints" / "checkpoint-3" / "trainer_state.json"
+    kls = [h["retention_kl"] for h in json.loads(state_file.read_text())["log_history"] if "retention_kl" in h]
+    assert len(kls) == 3 and kls[0] == 0.0 and kls[-1] > 0.0, kls
