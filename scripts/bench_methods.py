@@ -136,7 +136,8 @@ def arm_row(spec: str, method: str, run: Path, minutes: float | None) -> dict:
     verdict = read_contract(Verdict, run / "verdict.json").model_dump()
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     check_contract(EvalMetrics, metrics, run / "eval" / "metrics.json")
-    stages = json.loads((run / "bake.json").read_text())["stages"]
+    state = json.loads((run / "bake.json").read_text())
+    stages = state["stages"]
     rounds = stages.get("rounds", {}).get("rounds", [])
     # the rounds the bake kept: those that passed every rule on more validation inputs than their start (a tie on
     # all rules with a higher mean rule pass rate is not kept, so it is not counted here either) and their drift
@@ -160,7 +161,9 @@ def arm_row(spec: str, method: str, run: Path, minutes: float | None) -> dict:
     train_s = sum(stages[s].get("time_s", 0) for s in ("data", "replay", "sft", "replay_choice", "rounds", "strength")
                   if s in stages)
     if "replay" in stages:
-        moved = f"+{stages['replay']['replay_rows']} replay rows"
+        as_kl = state["config"].get("replay", {}).get("loss") == "kl"
+        moved = f"{stages['replay']['replay_rows']} replay rows as a KL term" if as_kl else \
+            f"+{stages['replay']['replay_rows']} replay rows"
     if choice:
         guards = [g for g in (choice["sft_guard"], choice["replay_guard"]) if g]
         moved = (f"{choice['chosen']} kept (guard " + " -> ".join(cell(g["kept"]) for g in guards) + ", validation "
