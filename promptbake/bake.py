@@ -399,7 +399,9 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
     curve = read_curve_rows(Path(sft.get("dir", layout.sft)) / CURVE_FILE)
     result = verdict(metrics, manifest, curve, sft["budget_steps"], sft.get("truncated_rows", 0))
     if replay is not None and result.get("provenance") is not None:
-        result["provenance"] = {**result["provenance"], "replay": replay["replay_rows"]}
+        # rows held to the base by the KL term are not training answers: counted apart
+        key = "replay_as_kl_term" if config.replay.loss == "kl" else "replay"
+        result["provenance"] = {**result["provenance"], key: replay["replay_rows"]}
     profile = {"data": manifest.get("profile_s"), "sft": sft.get("profile_s"), "eval": metrics.get("profile_s")}
     result.update(spec=spec.name, run_dir=str(run), time_s=round(time.time() - start, 1), stage_times_s=stage_times,
                   profile_s={stage: p for stage, p in profile.items() if p},

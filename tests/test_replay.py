@@ -252,7 +252,8 @@ def test_bake_with_replay_as_a_kl_term_trains_the_spec_rows_alone_beside_it(ok_m
     logged = [h for state_file in (out / "sft" / "checkpoints").glob("checkpoint-*/trainer_state.json")
               for h in json.loads(state_file.read_text())["log_history"]]
     assert any("retention_kl" in h for h in logged), logged
-    assert result["provenance"]["replay"] == spec_count
+    assert result["provenance"]["replay_as_kl_term"] == spec_count and "replay" not in result["provenance"]
+    assert "replay as kl term " + str(spec_count) in (out / "report.md").read_text()
 
 
 def test_replay_as_a_kl_term_needs_an_adapter(tiny_model_dir, tmp_path):
