@@ -5,7 +5,8 @@ method (and the drift levers: adapter strength, replay rows), every arm judged b
 
     .venv/bin/python scripts/bench_methods.py [--specs demo_style,ticket_triage] [--sft-from runs/bench_bake]
                                              [--methods dpo,rft,grpo,distill,distill_passing,strength,replay,replay25,
-                                                        replay100,replay_rft,replay_auto,replay100_auto,replay_kl]
+                                                        replay100,replay_rft,replay_auto,replay100_auto,replay_kl,
+                                                        replay_kl25]
                                              [--out runs/bench_methods] [--table-only]
 
 The `sft` arm is a finished default bake of the spec (`--sft-from/<spec>`, as `scripts/bench_bake.py` writes it;
@@ -21,7 +22,8 @@ replay arm followed by rft rounds from its adapter; `replay_auto` (`replay.when=
 only when the SFT adapter keeps under 90% of the base's correct answers to the drift guard's general questions, and
 keeps it only when it keeps more of them for at most one validation input's rules (`replay100_auto`: the same at
 one replay row per spec row); `replay_kl` (`replay.loss=kl`, sft/retention.py) holds SFT to the base's own
-next-token distributions on those rows, a KL term beside SFT on the spec's rows alone. Then the eval runs again
+next-token distributions on those rows, a KL term beside SFT on the spec's rows alone (`replay_kl25`: at a quarter
+of the weight). Then the eval runs again
 (drift included; the inference-time arms, which do not depend on the method, are skipped). Columns:
 
     spec | method | validation all rules (what the bake chooses by) | what the trained round did to the validation
@@ -61,7 +63,8 @@ ARMS = {"dpo": ["rounds.method=dpo"], "rft": ["rounds.method=rft"], "grpo": ["ro
         # more of them without losing more than one validation input's rules
         "replay_auto": ["replay.fraction=0.5", "replay.when=sft_drifts"],
         "replay100_auto": ["replay.fraction=1.0", "replay.when=sft_drifts"],
-        "replay_kl": ["replay.fraction=1.0", "replay.loss=kl"]}
+        "replay_kl": ["replay.fraction=1.0", "replay.loss=kl"],
+        "replay_kl25": ["replay.fraction=1.0", "replay.loss=kl", "replay.kl_weight=0.25"]}
 METHODS = tuple(ARMS)
 
 
