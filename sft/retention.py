@@ -14,8 +14,9 @@ over the answers' tokens (the forward KL, mean per token: mass-covering, the tun
 would say there). This is "learning without forgetting" (Li & Hoiem, 2016) with the base's own answers as the
 inputs, and the Prompt Baking paper's KL objective turned to the questions the spec does not cover.
 
-The batches cycle through the rows in an order fixed by the seed; a resumed run starts at the step it resumes
-from. Under gradient accumulation or several processes the term is scaled as TRL scales its own loss, so that the
+The batches cycle through the rows in an order fixed by the seed (each process its own batch of them); a resumed
+run starts at the step it resumes from. Under gradient accumulation the term is scaled as TRL scales its own loss
+(under several processes, DDP's mean of the gradients is already the mean of the processes' terms), so that the
 weight means the same per optimizer step in every setup. The term is logged beside the loss (`retention_kl`).
 """
 
@@ -95,7 +96,9 @@ class RetentionKL:
         """KL(base || tuned) per answer token on this call's batch of retention rows."""
         if self._retention_calls is None:  # a resumed run goes on from its step's rows
             self._retention_calls = self.state.global_step * self.args.gradient_accumulation_steps
-        batch = self.retention.batch(self._retention_calls)
+        # under several processes each takes its own rows of the call, as each takes its own training rows
+        batch = self.retention.batch(self._retention_calls * self.accelerator.num_processes
+                                     + self.accelerator.process_index)
         self._retention_calls += 1
         device = next(model.parameters()).device
         ids, mask = batch["ids"].to(device), batch["mask"].to(device)

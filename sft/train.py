@@ -80,7 +80,7 @@ def main(recipe: SFTRecipe, resume: bool = False, callbacks: list | None = None)
 
 
 def precheck(recipe: SFTRecipe, rows_path: Path) -> None:
-    """What the rows files show wrong, before torch loads: the training rows' prompt lengths, the retention rows'
+    """What the rows files show wrong, before the model loads: the training rows' prompt lengths, the retention rows'
     format (errors name file, line and field)."""
     check_prompt_lengths(recipe, rows_path)
     if recipe.retention_rows is not None:
