@@ -212,11 +212,13 @@ def setup_tracking(recipe: BaseRecipe) -> str:
 def start_tracking(trainer, recipe: BaseRecipe) -> None:
     """Start the W&B run that transformers' WandbCallback would (same project and name; it logs into a run it
     finds), but with its files in the recipe's output_dir and offline when W&B refuses the key."""
+    if recipe.report_to != "wandb":
+        return  # wandb is not imported at all: a machine without it trains with report_to=none
     import wandb
 
     from promptbake.core.tracking import start_wandb_run
 
-    if recipe.report_to == "wandb" and trainer.is_world_process_zero() and wandb.run is None:
+    if trainer.is_world_process_zero() and wandb.run is None:
         start_wandb_run(recipe.output_dir, project=os.getenv("WANDB_PROJECT", "huggingface"),
                         name=trainer.args.run_name)
 

@@ -56,3 +56,20 @@ def test_wandb_failures_fall_back_offline_and_nothing_is_left_outside_the_output
         assert list(cwd.iterdir()) == [], f"{argv[0]} wrote into the working directory"
         assert list(tmp.iterdir()) == [], f"{argv[0]} left {[p.name for p in tmp.iterdir()]} in the temp directory"
     assert (out / "eval" / "metrics.json").is_file()
+
+
+def test_report_to_none_trains_where_wandb_is_not_installed(tiny_model_dir, tmp_path, monkeypatch):
+    """W&B is a tracking choice, not a requirement: with `report_to: none` a run trains on a machine without the
+    wandb package (an air-gapped GPU image, scripts/gpu_offline.sh), and nothing imports it."""
+    from sft.train import SFTRecipe
+    from sft.train import main as train
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError, as where it is absent
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps(ROW) + "\n")
+    recipe = SFTRecipe(model=str(tiny_model_dir), dataset=str(rows), output_dir=str(tmp_path / "run"),
+                       report_to="none", lora={"r": 4},
+                       training={"max_steps": 1, "per_device_train_batch_size": 1, "save_steps": 1})
+    adapter_dir = train(recipe)
+    assert (adapter_dir / "adapter_model.safetensors").exists()
+    assert sys.modules["wandb"] is None  # never replaced by a real import
