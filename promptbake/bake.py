@@ -365,7 +365,7 @@ def main(config: BakeConfig, spec_overrides: list[str] | tuple[str, ...] = ()) -
     replay = None
     if config.replay.fraction > 0 and config.replay.when == "always":
         replay = stage("replay", "1b/4 replay: the base's own answers to general questions join the SFT rows",
-                       lambda: replay_rows(config, plan, plan.layout.stage_dir("replay")))
+                       lambda: replay_rows(config, plan, spec, plan.layout.stage_dir("replay")))
     sft = stage("sft", "2/4 train: SFT on bare inputs, validated by the spec's checks",
                 lambda: train_sft(config, plan, spec, recipe, manifest, replay))
     if config.replay.fraction > 0 and config.replay.when == "sft_drifts":
@@ -422,7 +422,7 @@ def build(spec) -> dict:
     return build_main(spec)
 
 
-def replay_rows(config: BakeConfig, plan, out: Path) -> dict:
+def replay_rows(config: BakeConfig, plan, spec, out: Path) -> dict:
     """The replay stage: the base answers the replay questions; the spec's rows and theirs, mixed, in `out`."""
     from evals.drift import read_questions
     from evals.general_questions import GENERAL_QUESTIONS
@@ -431,7 +431,7 @@ def replay_rows(config: BakeConfig, plan, out: Path) -> dict:
     layout = plan.layout
     # every shipped general question is kept out of replay: the drift arm asks the first ones, strength the rest
     asked = [q.question for q in read_questions(str(GENERAL_QUESTIONS))]
-    return build_replay(config.replay, config.model, layout.data, out, asked, plan.eval_batch_size)
+    return build_replay(config.replay, config.model, layout.data, out, asked, plan.eval_batch_size, spec.rules)
 
 
 def train_sft(config: BakeConfig, plan, spec, recipe, manifest: dict, replay: dict | None = None,
@@ -520,7 +520,7 @@ def replay_if_drifting(config: BakeConfig, plan, spec, recipe, manifest: dict, s
         print(f"[promptbake] replay choice: SFT keeps {sft_guard['kept']:.0%} of the base's "
               f"{sft_guard['base_correct']} correct general answers (goal {goal:.0%}): training SFT again with "
               "replay rows", flush=True)
-        replay = replay_rows(config, plan, out / "rows")
+        replay = replay_rows(config, plan, spec, out / "rows")
         replay_sft = train_sft(config, plan, spec, recipe, manifest, replay, out=out / "sft")
         replay_guard = measure(replay_sft, "replay")
     chosen, why = choose(sft_guard, replay_guard, goal, config.replay.inputs_lost)

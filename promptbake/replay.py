@@ -9,19 +9,23 @@ The questions come from `configs/evals/replay_questions.jsonl` (fact and arithme
 asked by the eval's drift arm, which would otherwise score answers it trained on: refused when they overlap).
 An answer cut off at `max_new_tokens` is dropped (its row would teach stopping mid-sentence). The mixed rows are
 spread evenly through the spec's rows, so that every batch sees both, and written to the stage's directory as a
-dataset SFT reads instead of data/; the data build itself is left as it was.
+dataset SFT reads instead of data/; the data build itself is left as it was. Where the spec's form applies to
+any question (a style), the base's plain answers contradict it; `repair: true` puts them in the spec's form first.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from promptbake.core.config import InputError, StrictModel
 from promptbake.core.io import iter_jsonl, write_json, write_jsonl
 from promptbake.core.layout import DatasetLayout
+
+if TYPE_CHECKING:
+    from data_tools.spec import Rule
 
 REPLAY_QUESTIONS = Path(__file__).resolve().parents[1] / "configs" / "evals" / "replay_questions.jsonl"
 REPLAY_ROWS = "replay_rows.jsonl"
@@ -43,6 +47,11 @@ class ReplaySpec(StrictModel):
     at every answer token instead of one label, and the SFT budget stays the spec rows'."""
     kl_weight: float = Field(1.0, gt=0.0)
     """loss kl: the KL term's weight against SFT's loss (both means per token)."""
+    repair: bool = False
+    """loss label: put each of the base's answers through the spec's repairs (data_tools.scoring.repair: lowercase,
+    prefix, cut to length...) and keep only those that then pass every check: the base's facts in the spec's form,
+    so that replay teaches no answer the spec forbids. An answer no repair makes pass (a spec whose answers are
+    tool calls, or whose checks need a label, which general questions lack) is dropped and counted."""
     when: Literal["always", "sft_drifts"] = "always"
     """always: SFT trains once, on the spec's rows with the replay rows mixed in. sft_drifts: SFT trains on the
     spec's rows alone first; only when it keeps less than `goal` of the base's correct general answers (the drift
@@ -55,6 +64,13 @@ class ReplaySpec(StrictModel):
     inputs_lost: NonNegativeInt = 1
     """sft_drifts: how many fewer validation inputs the replay adapter may pass (every rule) than SFT and still be
     kept; one input is 4-6 points on the gallery's 17-21-input slices, within what two trainings differ by."""
+
+    @model_validator(mode="after")
+    def _repair_needs_labels(self):
+        if self.repair and self.loss == "kl":
+            raise ValueError("replay.repair applies to replay rows trained on as answers (loss: label); with loss: kl "
+                             "the base's own distribution is the target, which no repair changes")
+        return self
 
 
 def replay_questions(path: str, drift_questions: list[str]):
@@ -84,10 +100,12 @@ def spread(rows: list[dict], extra: list[dict]) -> list[dict]:
 
 
 def build_replay(replay: ReplaySpec, model: str, data: DatasetLayout, out: Path, drift_questions: list[str],
-                 batch_size: int) -> dict:
+                 batch_size: int, rules: list[Rule] | None = None) -> dict:
     """Answer the replay questions with the base `model` and write `out/sft_train.jsonl` (the spec's rows of
-    `data` with the replay rows spread among them) and `out/replay_rows.jsonl`; returns the stage's record."""
+    `data` with the replay rows spread among them) and `out/replay_rows.jsonl`; returns the stage's record.
+    With `replay.repair`, `rules` (the spec's) repair each answer and judge it."""
     from data_tools.backends import LocalBackend
+    from data_tools.scoring import repair
     from data_tools.spec import Sampling
 
     spec_rows = [row for _, row in iter_jsonl(data.sft_train)]
@@ -100,12 +118,19 @@ def build_replay(replay: ReplaySpec, model: str, data: DatasetLayout, out: Path,
     backend = LocalBackend.from_name(model, batch_size)
     completions = backend.generate([[{"role": "user", "content": q.question}] for q in questions],
                                    Sampling(n=1, temperature=0.0, max_new_tokens=replay.max_new_tokens))
-    rows, unfinished = [], 0
+    rows, unfinished, repaired, unrepairable = [], 0, 0, 0
     for q, c in zip(questions, completions, strict=True):
         text = c.texts[0].strip()
         if c.completion_tokens[0] >= replay.max_new_tokens or not text:
             unfinished += 1
             continue
+        if replay.repair:
+            fixed = repair(rules or [], q.question, text)
+            if fixed is None:
+                unrepairable += 1
+                continue
+            repaired += fixed != text
+            text = fixed
         rows.append({"prompt": [{"role": "user", "content": q.question}],
                      "completion": [{"role": "assistant", "content": text}]})
     out.mkdir(parents=True, exist_ok=True)
@@ -113,9 +138,13 @@ def build_replay(replay: ReplaySpec, model: str, data: DatasetLayout, out: Path,
     write_jsonl(out / DatasetLayout.SFT_TRAIN, spread(spec_rows, rows))
     record = {"dataset": str(out), "spec_rows": len(spec_rows), "replay_rows": len(rows),
               "dropped_unfinished": unfinished, "questions": replay.questions}
+    if replay.repair:
+        record |= {"repaired": repaired, "dropped_unrepairable": unrepairable}
     write_json(out / "replay.json", record)
     print(f"[promptbake] replay: {len(rows)} rows of the base's own answers mixed into {len(spec_rows)} spec rows"
-          + (f" ({unfinished} cut off at {replay.max_new_tokens} tokens, dropped)" if unfinished else ""), flush=True)
+          + (f" ({unfinished} cut off at {replay.max_new_tokens} tokens, dropped)" if unfinished else "")
+          + (f"; repaired to the spec's checks: {repaired} changed, {unrepairable} no repair makes pass, dropped"
+             if replay.repair else ""), flush=True)
     return record
 
 

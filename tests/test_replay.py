@@ -128,6 +128,35 @@ def test_build_replay_mixes_the_bases_finished_answers_and_drops_cut_ones(ok_mod
     assert lines(tmp_path / "cut" / "sft_train.jsonl") == spec_rows(12)
 
 
+def test_repaired_replay_puts_the_bases_answers_in_the_specs_form_and_drops_what_no_repair_passes(ok_model_dir,
+                                                                                                    tmp_path):
+    from data_tools.spec import Rule
+
+    data = DatasetLayout(tmp_path / "data")
+    data.root.mkdir()
+    data.sft_train.write_text("".join(json.dumps(r) + "\n" for r in spec_rows(8)))
+    style = [Rule(id="prefix", text="start with 'sure:'", check={"kind": "starts_with", "prefix": "sure:"}),
+             Rule(id="short", text="at most 5 words", check={"kind": "max_words", "n": 5})]
+    record = build_replay(ReplaySpec(fraction=0.5, repair=True), str(ok_model_dir), data, tmp_path / "style", [],
+                          batch_size=8, rules=style)
+    replay = lines(tmp_path / "style" / "replay_rows.jsonl")
+    assert {r["completion"][0]["content"] for r in replay} == {"sure: ok"}  # the base's "ok", in the spec's form
+    assert record["replay_rows"] == 4 and record["repaired"] == 4 and record["dropped_unrepairable"] == 0
+    # a check no repair satisfies (a label general questions do not have): every answer dropped, and counted
+    labelled = [*style, Rule(id="exact", text="the label", check={"kind": "label_match"})]
+    record = build_replay(ReplaySpec(fraction=0.5, repair=True), str(ok_model_dir), data, tmp_path / "labelled", [],
+                          batch_size=8, rules=labelled)
+    assert record["replay_rows"] == 0 and record["dropped_unrepairable"] == 4
+    assert lines(tmp_path / "labelled" / "sft_train.jsonl") == spec_rows(8)
+    # without repair the answers stay the base's own
+    record = build_replay(ReplaySpec(fraction=0.5), str(ok_model_dir), data, tmp_path / "plain", [], batch_size=8,
+                          rules=style)
+    assert {r["completion"][0]["content"] for r in lines(tmp_path / "plain" / "replay_rows.jsonl")} == {"ok"}
+    assert "repaired" not in record
+    with pytest.raises(ValueError, match="loss: kl"):
+        ReplaySpec(fraction=0.5, repair=True, loss="kl")
+
+
 def test_bake_with_replay_trains_on_the_mixed_rows_and_counts_them(ok_model_dir, tiny_model_dir, tmp_path):
     from conftest import TINY_SPEC
 
