@@ -6,7 +6,7 @@ method (and the drift levers: adapter strength, replay rows), every arm judged b
     .venv/bin/python scripts/bench_methods.py [--specs demo_style,ticket_triage] [--sft-from runs/bench_bake]
                                              [--methods dpo,rft,grpo,distill,distill_passing,strength,replay,replay25,
                                                         replay100,replay_rft,replay_auto,replay100_auto,replay_kl,
-                                                        replay_kl25]
+                                                        replay_kl25,replay_repaired]
                                              [--out runs/bench_methods] [--table-only]
 
 The `sft` arm is a finished default bake of the spec (`--sft-from/<spec>`, as `scripts/bench_bake.py` writes it;
@@ -23,7 +23,8 @@ only when the SFT adapter keeps under 90% of the base's correct answers to the d
 keeps it only when it keeps more of them for at most one validation input's rules (`replay100_auto`: the same at
 one replay row per spec row); `replay_kl` (`replay.loss=kl`, sft/retention.py) holds SFT to the base's own
 next-token distributions on those rows, a KL term beside SFT on the spec's rows alone (`replay_kl25`: at a quarter
-of the weight). Then the eval runs again
+of the weight); `replay_repaired` (`replay.repair=true`) mixes in the base's answers put through the spec's repairs,
+one for every spec row, only those that then pass every check. Then the eval runs again
 (drift included; the inference-time arms, which do not depend on the method, are skipped). Columns:
 
     spec | method | validation all rules (what the bake chooses by) | what the trained round did to the validation
@@ -64,7 +65,9 @@ ARMS = {"dpo": ["rounds.method=dpo"], "rft": ["rounds.method=rft"], "grpo": ["ro
         "replay_auto": ["replay.fraction=0.5", "replay.when=sft_drifts"],
         "replay100_auto": ["replay.fraction=1.0", "replay.when=sft_drifts"],
         "replay_kl": ["replay.fraction=1.0", "replay.loss=kl"],
-        "replay_kl25": ["replay.fraction=1.0", "replay.loss=kl", "replay.kl_weight=0.25"]}
+        "replay_kl25": ["replay.fraction=1.0", "replay.loss=kl", "replay.kl_weight=0.25"],
+        # the base's facts in the spec's form: replay rows that pass the checks, so they teach no forbidden answer
+        "replay_repaired": ["replay.fraction=1.0", "replay.repair=true"]}
 METHODS = tuple(ARMS)
 
 
@@ -165,8 +168,9 @@ def arm_row(spec: str, method: str, run: Path, minutes: float | None) -> dict:
                   if s in stages)
     if "replay" in stages:
         as_kl = state["config"].get("replay", {}).get("loss") == "kl"
+        repaired = " repaired" if state["config"].get("replay", {}).get("repair") else ""
         moved = f"{stages['replay']['replay_rows']} replay rows as a KL term" if as_kl else \
-            f"+{stages['replay']['replay_rows']} replay rows"
+            f"+{stages['replay']['replay_rows']}{repaired} replay rows"
     if choice:
         guards = [g for g in (choice["sft_guard"], choice["replay_guard"]) if g]
         moved = (f"{choice['chosen']} kept (guard " + " -> ".join(cell(g["kept"]) for g in guards) + ", validation "
