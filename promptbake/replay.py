@@ -66,7 +66,7 @@ class ReplaySpec(StrictModel):
     kept; one input is 4-6 points on the gallery's 17-21-input slices, within what two trainings differ by."""
 
     @model_validator(mode="after")
-    def _repair_needs_labels(self):
+    def _repair_only_with_label_rows(self):
         if self.repair and self.loss == "kl":
             raise ValueError("replay.repair applies to replay rows trained on as answers (loss: label); with loss: kl "
                              "the base's own distribution is the target, which no repair changes")
