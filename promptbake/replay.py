@@ -108,6 +108,8 @@ def build_replay(replay: ReplaySpec, model: str, data: DatasetLayout, out: Path,
     from data_tools.scoring import repair
     from data_tools.spec import Sampling
 
+    if replay.repair and rules is None:  # no rules would pass every answer unrepaired, silently
+        raise ValueError("replay.repair needs the spec's rules")
     spec_rows = [row for _, row in iter_jsonl(data.sft_train)]
     questions = replay_questions(replay.questions, drift_questions)
     wanted = round(replay.fraction * len(spec_rows))
@@ -125,7 +127,7 @@ def build_replay(replay: ReplaySpec, model: str, data: DatasetLayout, out: Path,
             unfinished += 1
             continue
         if replay.repair:
-            fixed = repair(rules or [], q.question, text)
+            fixed = repair(rules, q.question, text)
             if fixed is None:
                 unrepairable += 1
                 continue
